@@ -1,0 +1,189 @@
+"""Parameters of the two steps and of a run; YAML in and out; the reference's s1/s2 YAML accepted.
+
+Units: voxel counts say ``_vox``; z bounds are slice indices (0-based, [lower, upper)).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import PicketError
+
+FEATURES = ("intensities", "ffts", "gabor")
+CLUSTERERS = ("kmeans", "gmm")
+EXTRACTORS = ("cc", "ws")
+ALL_WORKFLOWS = tuple(f"{f}-{c}-{e}" for f in FEATURES for c in CLUSTERERS for e in EXTRACTORS)
+DEFAULT_WORKFLOWS = ("gabor-gmm-cc", "gabor-kmeans-ws")  # the paper's best on simulated and real data
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SegmentParams(_Strict):
+    """Step 1 (semantic segmentation)."""
+
+    sigma_vox: float = Field(2.0, gt=0, description="Gaussian blur sigma, voxels")
+    neighborhood_size: int = Field(5, description="neighborhood edge, voxels (only 5 is supported)")
+    z_fit: Optional[tuple[Optional[int], Optional[int]]] = Field(None, description="fitting slab [lower, upper) slices")
+    max_fit_voxels: Optional[int] = Field(1_000_000, gt=0, description="fitting sample size cap (None: whole slab)")
+    seed: int = Field(42, description="seed of the fitting sample and of the clusterers (random_state)")
+    num_sinusoids: int = Field(10, ge=2, description="Gabor frequencies per axis")
+    num_gabor_features: int = Field(64, ge=1, description="Gabor filters kept (largest response std)")
+    kmeans_backend: Literal["sklearn", "dask-ml"] = "sklearn"
+    orientation: Literal["size", "invert", "auto"] = Field(
+        "size", description="size: larger cluster is background (the reference); invert: the opposite; "
+        "auto: the cluster that forms compact particle-sized blobs")
+
+    @field_validator("neighborhood_size")
+    @classmethod
+    def _five(cls, v: int) -> int:
+        if v != 5:
+            raise ValueError("only neighborhood_size 5 is supported (the method's 5x5x5 neighborhoods)")
+        return v
+
+
+class LocalizeParams(_Strict):
+    """Step 2 (instances and centroids)."""
+
+    z_extract: Optional[tuple[Optional[int], Optional[int]]] = Field(None, description="keep mask in z slices [lower, upper]")
+    min_distance_vox: int = Field(15, ge=1, description="watershed: min distance between distance-map peaks, voxels")
+    exclude_border: bool = Field(False, description="watershed: drop peaks within min_distance of a face (skimage default)")
+    min_size_vox: int = Field(0, ge=0, description="drop instances smaller than this (0: keep all, the reference)")
+    max_size_vox: Optional[int] = Field(None, ge=1, description="drop instances larger than this (None: keep all)")
+    halo_vox: Optional[int] = Field(None, ge=1, description="watershed halo per chunk face (default 2*min_distance+2)")
+
+
+class RunConfig(_Strict):
+    """A run: tomograms x workflows, and where the results go."""
+
+    tomograms: list[str] = Field(default_factory=list)
+    out: str = "picket-out"
+    workflows: list[str] = Field(default_factory=lambda: list(DEFAULT_WORKFLOWS))
+    segment: SegmentParams = Field(default_factory=SegmentParams)
+    localize: LocalizeParams = Field(default_factory=LocalizeParams)
+    chunks: int = Field(128, ge=16)
+    voxel_size: Optional[float] = Field(None, gt=0, description="override the header's voxel size, Angstrom")
+    dataset_name: Optional[str] = None
+
+    @field_validator("workflows")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for w in v:
+            if w == "all":
+                out.extend(ALL_WORKFLOWS)
+            elif w in ALL_WORKFLOWS:
+                out.append(w)
+            else:
+                raise ValueError(f"unknown workflow {w!r}: use FEATURES-CLUSTERER-EXTRACTOR from {', '.join(ALL_WORKFLOWS)} or 'all'")
+        return list(dict.fromkeys(out))
+
+
+# --- the reference implementation's parameter files ---------------------------------------------
+
+_REF_S1 = {"dataset_name", "experiment_name", "run_name", "inputs", "neighborhood_size", "window_size",
+           "max_num_neighborhoods_for_fitting", "feature_extraction_params", "clustering_methods", "output_dir"}
+_REF_S2 = {"dataset_name", "experiment_name", "run_name", "inputs", "clustering_method", "particle_extraction_params",
+           "output_dir", "particle_cluster_id"}
+_FEATURE_KEYS = {"mode", "device", "num_windows_subsets", "num_sinusoids", "num_parallel_filters",
+                 "num_output_features", "n_fft_subsets", "use_subset_size"}
+_EXTRACT_MODES = {"connected_component_labeling": "cc", "cc": "cc", "watershed_segmentation": "ws", "ws": "ws"}
+
+
+def _is_reference(d: dict) -> bool:
+    return any(k in d for k in ("inputs", "feature_extraction_params", "clustering_methods", "particle_extraction_params"))
+
+
+def from_reference(d: dict, source: object = "config") -> RunConfig:
+    """Map the reference's s1 and/or s2 YAML (merged into one mapping) onto a RunConfig."""
+    unknown = set(d) - _REF_S1 - _REF_S2
+    if unknown:
+        raise PicketError(source, f"unknown key(s) {sorted(unknown)} for a PickET parameter file", f"use only {sorted(_REF_S1 | _REF_S2)}")
+    seg: dict = {}
+    tomos: list[str] = []
+    z_fit: set = set()
+    for item in d.get("inputs") or []:
+        if not isinstance(item, dict) or not ("tomogram" in item or "segmentation" in item):
+            raise PicketError(source, f"input {item!r} has no 'tomogram' key", "write inputs as [{tomogram: path.mrc, lower_z-slice_limit: .., upper_z-slice_limit: ..}]")
+        if "tomogram" in item:
+            tomos.append(str(item["tomogram"]))
+        lo, hi = item.get("lower_z-slice_limit"), item.get("upper_z-slice_limit")
+        z_fit.add((None if lo in (None, "None") else int(lo), None if hi in (None, "None") else int(hi)))
+    if len(z_fit) > 1:
+        raise PicketError(source, "inputs have different z-slice limits", "run tomograms with different slab bounds in separate runs")
+    if z_fit and z_fit != {(None, None)}:
+        seg["z_fit"] = z_fit.pop()
+    n = d.get("neighborhood_size", d.get("window_size"))
+    if n is not None:
+        seg["neighborhood_size"] = int(n)
+    if "max_num_neighborhoods_for_fitting" in d:
+        v = d["max_num_neighborhoods_for_fitting"]
+        seg["max_fit_voxels"] = None if v in (None, "None") else int(v)
+    fparams = d.get("feature_extraction_params") or {}
+    if isinstance(fparams, dict):
+        fparams = [fparams]
+    modes = []
+    for fp in fparams:
+        bad = set(fp) - _FEATURE_KEYS
+        if bad:
+            raise PicketError(source, f"unknown feature_extraction_params key(s) {sorted(bad)}", f"use only {sorted(_FEATURE_KEYS)}")
+        if fp.get("mode") not in FEATURES:
+            raise PicketError(source, f"feature mode {fp.get('mode')!r} is not supported", f"use one of {FEATURES}")
+        modes.append(fp["mode"])
+        if fp["mode"] == "gabor":
+            seg["num_sinusoids"] = int(fp.get("num_sinusoids", 10))
+            seg["num_gabor_features"] = int(fp.get("num_output_features", 64))
+    clusterers = d.get("clustering_methods") or ([d["clustering_method"]] if "clustering_method" in d else list(CLUSTERERS))
+    for c in clusterers:
+        if c not in CLUSTERERS:
+            raise PicketError(source, f"clustering method {c!r} is not supported", f"use one of {CLUSTERERS}")
+    loc: dict = {}
+    extractors = []
+    for pe in d.get("particle_extraction_params") or [{"mode": "connected_component_labeling"}, {"mode": "watershed_segmentation"}]:
+        mode = _EXTRACT_MODES.get(pe.get("mode"))
+        if mode is None:
+            raise PicketError(source, f"particle extraction mode {pe.get('mode')!r} is not supported", f"use one of {sorted(_EXTRACT_MODES)}")
+        extractors.append(mode)
+        if mode == "ws" and "min_distance" in pe:
+            if "min_distance_vox" in loc and loc["min_distance_vox"] != int(pe["min_distance"]):
+                raise PicketError(source, "two watershed min_distance values", "give one watershed entry")
+            loc["min_distance_vox"] = int(pe["min_distance"])
+    workflows = [f"{f}-{c}-{e}" for f in (modes or ["gabor"]) for c in clusterers for e in extractors]
+    try:
+        return RunConfig(tomograms=tomos, out=str(d.get("output_dir", "picket-out")), workflows=workflows,
+                         segment=SegmentParams(**seg), localize=LocalizeParams(**loc),
+                         dataset_name=d.get("dataset_name") or d.get("experiment_name"))
+    except ValidationError as exc:
+        raise PicketError(source, _first_error(exc), "fix that value in the parameter file") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a run YAML: picket-dask's own keys, or the reference's s1/s2 keys (one file or merged)."""
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise PicketError(path, f"cannot read YAML ({type(exc).__name__})", "give a readable YAML parameter file") from None
+    if not isinstance(d, dict):
+        raise PicketError(path, "YAML is not a mapping of keys to values", "write one key: value per line")
+    if _is_reference(d):
+        return from_reference(d, path)
+    try:
+        return RunConfig(**d)
+    except ValidationError as exc:
+        raise PicketError(path, _first_error(exc), "fix that key (see `picket-dask run --help`)") from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """YAML text of a RunConfig (round-trips through load_config)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Reading and writing: tomograms (MRC, OME-Zarr), label images, picks."""

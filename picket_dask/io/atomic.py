@@ -1,0 +1,54 @@
+"""Write-to-temporary-then-rename, so a failed write never leaves half an output behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import PicketError
+
+
+def remove(path: Path) -> None:
+    """Delete a file or directory tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    """Refuse an existing output without ``overwrite`` and an output whose folder is not writable."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise PicketError(path, "output already exists", "pass --overwrite (overwrite=True) or choose another path")
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PicketError(path, f"cannot create the output folder ({exc.strerror})", "choose a writable output path") from None
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PicketError(path, "output folder is not writable", "choose a writable output path or fix its permissions")
+
+
+@contextmanager
+def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; on success rename it to ``path``, on error delete it."""
+    path = Path(path)
+    check_writable(path, overwrite)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+    except BaseException:
+        remove(tmp)
+        raise
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(path, old)
+        os.replace(tmp, path)
+        remove(old)
+    else:
+        os.replace(tmp, path)

@@ -1,0 +1,248 @@
+"""OME-Zarr images and label images (NGFF 0.4 on zarr v2 by default, 0.5 on zarr v3 as an option).
+
+Written with zarr and dask directly rather than ``ome_zarr.writer``: we need a mean-downsampled
+pyramid computed in the same streaming pass as level 0, blosc-zstd + bitshuffle, a finiteness
+check in that pass, and a write-to-temporary-then-rename; the files are read back with
+``ome_zarr.reader`` in the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numcodecs
+import numpy as np
+import zarr
+
+from ..errors import PicketError
+from .atomic import atomic_path, remove
+
+AXES = [{"name": ax, "type": "space", "unit": "angstrom"} for ax in ("z", "y", "x")]
+NGFF_VERSIONS = ("0.4", "0.5")
+
+
+def _compressor(ngff: str):
+    if ngff == "0.4":
+        return numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+
+
+def _open_group(path: Path, ngff: str, mode: str = "w") -> zarr.Group:
+    return zarr.open_group(str(path), mode=mode, zarr_format=2 if ngff == "0.4" else 3)
+
+
+def _create(group: zarr.Group, name: str, shape, chunks, dtype, ngff: str) -> zarr.Array:
+    kwargs: dict[str, Any] = dict(shape=shape, chunks=chunks, dtype=dtype, compressors=_compressor(ngff), fill_value=0)
+    if ngff == "0.4":
+        kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
+    return group.create_array(name, **kwargs)
+
+
+def _multiscales(voxel_size: tuple[float, float, float], n_levels: int, name: str, method: str) -> dict:
+    datasets = []
+    for level in range(n_levels):
+        f = 2**level
+        # a mean over f voxels is centred (f - 1) / 2 voxels after the first one
+        datasets.append({
+            "path": str(level),
+            "coordinateTransformations": [
+                {"type": "scale", "scale": [float(v * f) for v in voxel_size]},
+                {"type": "translation", "translation": [float(v * (f - 1) / 2) for v in voxel_size]},
+            ],
+        })
+    return {"name": name, "axes": AXES, "datasets": datasets, "type": method}
+
+
+def _set_ome_attrs(group: zarr.Group, ngff: str, key: str, value: Any, extra: dict | None = None) -> None:
+    attrs: dict[str, Any] = {}
+    if ngff == "0.4":
+        if isinstance(value, list):
+            for v in value:
+                if isinstance(v, dict):
+                    v.setdefault("version", ngff)
+        elif isinstance(value, dict):
+            value.setdefault("version", ngff)
+        attrs[key] = value
+    else:
+        attrs["ome"] = {"version": ngff, key: value}
+    if extra:
+        attrs["picket_dask"] = json.loads(json.dumps(extra, default=_json_default))
+    group.attrs.update(attrs)
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _even_chunks(arr: da.Array) -> da.Array:
+    """Rechunk so every chunk but the last along each axis has an even length (for 2x coarsening)."""
+    chunks = tuple(max(2, c - c % 2) for c in (arr.chunksize))
+    return arr.rechunk(chunks) if any(any(b % 2 for b in bc[:-1]) for bc in arr.chunks) else arr
+
+
+def pyramid(arr: da.Array, n_levels: int, chunks: tuple[int, int, int], reduce: str = "mean") -> list[da.Array]:
+    """Levels 0..n-1, each 2x smaller per axis; ``mean`` for images, ``nearest`` for labels."""
+    levels = [arr.rechunk(chunks)]
+    cur = arr
+    for _ in range(1, n_levels):
+        if min(cur.shape) < 2:
+            break
+        if reduce == "mean":
+            cur = _even_chunks(cur)
+            cur = da.coarsen(np.mean, cur.astype(np.float32), {0: 2, 1: 2, 2: 2}, trim_excess=True)
+        else:
+            cur = cur[::2, ::2, ::2]
+        levels.append(cur.rechunk(chunks))
+    return levels
+
+
+def write_image(
+    arr: da.Array,
+    path: str | Path,
+    voxel_size: tuple[float, float, float],
+    chunks: int | tuple[int, int, int] = 128,
+    n_levels: int = 3,
+    ngff: str = "0.4",
+    overwrite: bool = False,
+    name: str | None = None,
+    extra: dict | None = None,
+    check_finite: bool = True,
+) -> Path:
+    """Stream a (z, y, x) dask array into an OME-Zarr image with a mean pyramid; return the path.
+
+    voxel_size is (z, y, x) in Angstrom. Values are checked to be finite in the same pass; on any
+    failure nothing is left at ``path``.
+    """
+    if ngff not in NGFF_VERSIONS:
+        raise PicketError(ngff, "unknown NGFF version", f"use one of {', '.join(NGFF_VERSIONS)}")
+    path = Path(path)
+    chunks = (chunks,) * 3 if isinstance(chunks, int) else tuple(chunks)
+    chunks = tuple(min(c, s) for c, s in zip(chunks, arr.shape))
+    with atomic_path(path, overwrite) as tmp:
+        group = _open_group(tmp, ngff)
+        levels = pyramid(arr, n_levels, chunks, "mean")
+        targets = [_create(group, str(i), lv.shape, chunks, lv.dtype, ngff) for i, lv in enumerate(levels)]
+        stored = da.store(levels, targets, lock=False, compute=False)
+        finite = da.isfinite(levels[-1]).all() if check_finite and arr.dtype.kind == "f" else None
+        from ..progress import compute
+
+        if finite is not None:
+            _, ok = compute(stored, finite, label=f"writing {path.name}")
+            if not bool(ok):
+                # the last level is a mean of all voxels, so a NaN/inf anywhere reaches it
+                raise PicketError(extra.get("input", path) if extra else path, "contains NaN or infinite values",
+                                  "clean the tomogram (e.g. replace NaNs with the mean) before picking")
+        else:
+            compute(stored, label=f"writing {path.name}")
+        _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, len(levels), name or path.stem, "mean")], extra)
+    return path
+
+
+def open_image(path: str | Path, level: int = 0) -> tuple[da.Array, tuple[float, float, float], dict]:
+    """Lazy (z, y, x) array of one pyramid level, its voxel size (z, y, x) in Angstrom, and the group's attrs."""
+    path = Path(path)
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:
+        raise PicketError(path, "not a readable OME-Zarr image", "give an OME-Zarr image written by `picket-dask convert` or an MRC file") from None
+    attrs = dict(group.attrs)
+    ome = attrs.get("ome", attrs)
+    ms = ome.get("multiscales")
+    if not ms:
+        raise PicketError(path, "zarr group has no OME multiscales metadata", "convert the tomogram with `picket-dask convert`")
+    ds = ms[0]["datasets"][level]
+    scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
+    axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", ["z", "y", "x"])]
+    zarr_arr = group[ds["path"]]
+    if zarr_arr.ndim != 3:
+        raise PicketError(path, f"image has {zarr_arr.ndim} dimensions {axes}", "give a 3-D (z, y, x) tomogram")
+    arr = da.from_zarr(zarr_arr)
+    return arr, tuple(float(s) for s in scale[-3:]), attrs
+
+
+def ngff_version(path: str | Path) -> str:
+    """'0.4' for a zarr v2 group, '0.5' for zarr v3."""
+    return "0.5" if (Path(path) / "zarr.json").exists() else "0.4"
+
+
+def _labels_group(image_path: Path, ngff: str) -> Path:
+    labels_dir = image_path / "labels"
+    if not labels_dir.exists():
+        _set_ome_attrs(_open_group(labels_dir, ngff, "w"), ngff, "labels", [])
+    return labels_dir
+
+
+def create_labels(image_path: str | Path, name: str, shape, chunks, dtype) -> tuple[Path, zarr.Array]:
+    """Start a label image: a temporary group under ``<image>/labels`` and its level-0 array."""
+    image_path = Path(image_path)
+    ngff = ngff_version(image_path)
+    tmp = _labels_group(image_path, ngff) / f".{name}.tmp-{uuid.uuid4().hex[:8]}"
+    group = _open_group(tmp, ngff)
+    chunks = tuple(min(int(c), int(s)) for c, s in zip(chunks, shape))
+    return tmp, _create(group, "0", tuple(int(s) for s in shape), chunks, dtype, ngff)
+
+
+def commit_labels(image_path: str | Path, name: str, tmp: Path, voxel_size: tuple[float, float, float],
+                  extra: dict | None = None, colors: list[dict] | None = None) -> Path:
+    """Finish a label image started by ``create_labels``: metadata, then rename into place."""
+    image_path = Path(image_path)
+    ngff = ngff_version(image_path)
+    group = _open_group(tmp, ngff, "a")
+    _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, 1, name, "nearest")], extra)
+    image_label: dict[str, Any] = {"source": {"image": "../../"}}
+    if colors:
+        image_label["colors"] = colors
+    _set_ome_attrs(group, ngff, "image-label", image_label)
+    out = image_path / "labels" / name
+    if out.exists():
+        remove(out)
+    os.replace(tmp, out)
+    g = zarr.open_group(str(image_path / "labels"), mode="a")
+    attrs = dict(g.attrs)
+    current = attrs.get("ome", attrs).get("labels", [])
+    if name not in current:
+        _set_ome_attrs(g, ngff, "labels", current + [name])
+    return out
+
+
+def write_labels(image_path: str | Path, name: str, arr: da.Array, voxel_size: tuple[float, float, float],
+                 extra: dict | None = None, colors: list[dict] | None = None) -> Path:
+    """Store a (z, y, x) label array as ``<image>/labels/<name>`` (NGFF image-label), atomically."""
+    from ..progress import compute
+
+    tmp, target = create_labels(image_path, name, arr.shape, arr.chunksize, arr.dtype)
+    try:
+        compute(da.store(arr.rechunk(target.chunks), target, lock=False, compute=False), label=f"writing labels/{name}")
+        return commit_labels(image_path, name, tmp, voxel_size, extra, colors)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def open_labels(image_path: str | Path, name: str) -> tuple[da.Array, dict]:
+    """Lazy label array of ``<image>/labels/<name>`` and its picket_dask metadata."""
+    path = Path(image_path) / "labels" / name
+    if not path.exists():
+        raise PicketError(path, "no such label image", "run the segmentation first or check the workflow name")
+    group = zarr.open_group(str(path), mode="r")
+    return da.from_zarr(group["0"]), dict(group.attrs).get("picket_dask", {})
+
+
+def read_attrs(path: str | Path) -> dict:
+    """The picket_dask provenance block of an OME-Zarr group ({} if none)."""
+    try:
+        return dict(zarr.open_group(str(path), mode="r").attrs).get("picket_dask", {})
+    except Exception:
+        return {}

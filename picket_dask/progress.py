@@ -1,0 +1,52 @@
+"""Compute dask collections with a progress bar on whatever scheduler is active.
+
+With a ``distributed.Client`` the work is submitted to it (progress shows on the dashboard and
+as a text bar); without one, dask's local threaded scheduler runs it under ``ProgressBar``.
+Set ``PICKET_DASK_QUIET=1`` (or ``quiet(True)``) to silence the bars.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import dask
+from dask.diagnostics import ProgressBar
+
+_QUIET = [os.environ.get("PICKET_DASK_QUIET", "") not in ("", "0")]
+
+
+def quiet(value: bool = True) -> None:
+    """Turn progress bars off (True) or on (False) for this process."""
+    _QUIET[0] = value
+
+
+def active_client():
+    """The current distributed Client, or None when running on the local scheduler."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def compute(*collections: Any, label: str = "") -> tuple:
+    """``dask.compute`` with a progress bar labelled ``label``; returns the results as a tuple."""
+    client = active_client()
+    show = not _QUIET[0] and sys.stderr is not None
+    if show and label:
+        print(f"[picket-dask] {label}", file=sys.stderr, flush=True)
+    if client is not None:
+        futures = client.compute(list(collections))
+        if show and sys.stderr.isatty():
+            from distributed.diagnostics.progressbar import progress
+
+            progress(futures, notebook=False)
+            print(file=sys.stderr)
+        return tuple(client.gather(futures))
+    if show and sys.stderr.isatty():
+        with ProgressBar(minimum=1.0, out=sys.stderr):
+            return dask.compute(*collections)
+    return dask.compute(*collections)

@@ -1,0 +1,1 @@
+"""Step 1 of PickET: preprocessing, neighborhood features, clustering, semantic labels."""

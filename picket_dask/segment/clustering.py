@@ -1,0 +1,146 @@
+"""Two-cluster models fitted on the sample, and their decision functions as plain array math.
+
+Both models' predictions reduce to one function of the input vector x (a flattened neighborhood
+for linear features, or the compact DFT magnitudes):
+
+    cluster(x) = 1  if  sum_i lam_i (v_i . x)^2 + u . x + c > 0  else 0
+
+- k-means (2 centres): d0 - d1 = 2 (c1 - c0) . f + |c0|^2 - |c1|^2, so no quadratic term.
+- GMM (full covariance): log pi1 N1(f) - log pi0 N0(f) = f'Af + b.f + c; A is eigen-decomposed.
+For linear features f = G x, G is folded in (A -> G'AG, b -> G'b), so features are never formed:
+the whole feature-plus-predict step is one small matrix product per voxel. Ties go to cluster 0,
+as scikit-learn's argmin/argmax do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CLUSTERERS = ("kmeans", "gmm")
+KMEANS_BACKENDS = ("sklearn", "dask-ml")
+
+
+@dataclass
+class Decision:
+    """cluster = [ (x @ V)^2 @ lam + x @ u + c > 0 ]; V (p, r), lam (r,), u (p,), c scalar."""
+
+    V: np.ndarray
+    lam: np.ndarray
+    u: np.ndarray
+    c: float
+    space: str  # "neighborhood" or "fft"
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """[V | u], (p, r + 1): one product gives every term."""
+        return np.concatenate([self.V, self.u[:, None]], axis=1)
+
+
+@dataclass
+class FittedModel:
+    """A fitted two-cluster model with its parameters (for metadata) and its decision function."""
+
+    method: str
+    params: dict
+    decision: Decision
+    sample_counts: list[int] = field(default_factory=list)
+    fit_seconds: float = 0.0
+
+
+def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -> np.ndarray:
+    """Centres (2, d) of k-means with 2 clusters fitted on ``features`` (n, d) float64.
+
+    ``sklearn`` (default): KMeans(n_clusters=2, random_state=seed) on the in-memory sample, the
+    reference's exact model. ``dask-ml``: its scalable k-means|| with ``init_max_iter=3`` (its
+    default init makes ~19 passes over the data), for samples too large for one machine.
+    """
+    if backend == "sklearn":
+        from sklearn.cluster import KMeans
+
+        return KMeans(n_clusters=2, random_state=seed).fit(features).cluster_centers_
+    if backend == "dask-ml":
+        import dask.array as da
+        from dask_ml.cluster import KMeans as DKMeans
+
+        x = da.from_array(features, chunks=(max(10_000, len(features) // 8), features.shape[1]))
+        return np.asarray(DKMeans(n_clusters=2, random_state=seed, init_max_iter=3).fit(x).cluster_centers_)
+    raise ValueError(f"unknown k-means backend {backend!r}; use one of {KMEANS_BACKENDS}")
+
+
+def fit_gmm(features: np.ndarray, seed: int = 42) -> dict:
+    """GaussianMixture(n_components=2, covariance_type='full', random_state=seed) parameters."""
+    from sklearn.mixture import GaussianMixture
+
+    g = GaussianMixture(n_components=2, covariance_type="full", random_state=seed).fit(features)
+    return {"weights": g.weights_, "means": g.means_, "precisions_cholesky": g.precisions_cholesky_,
+            "converged": bool(g.converged_), "n_iter": int(g.n_iter_)}
+
+
+def kmeans_decision(centres: np.ndarray, G: np.ndarray | None, space: str) -> Decision:
+    """Linear decision of 2-means; ``G`` maps inputs to features (None: identity)."""
+    c0, c1 = centres
+    w = 2 * (c1 - c0)
+    c = float(c0 @ c0 - c1 @ c1)
+    u = w if G is None else G.T @ w
+    return Decision(np.zeros((len(u), 0)), np.zeros(0), u, c, space)
+
+
+def gmm_decision(params: dict, G: np.ndarray | None, space: str, rtol: float = 1e-12) -> Decision:
+    """Quadratic decision of a 2-component full-covariance GMM; ``G`` maps inputs to features."""
+    w, mu, pc = params["weights"], params["means"], params["precisions_cholesky"]
+    prec = [p @ p.T for p in pc]
+    logdet = [np.sum(np.log(np.diag(p))) for p in pc]
+    A = 0.5 * (prec[0] - prec[1])
+    b = prec[1] @ mu[1] - prec[0] @ mu[0]
+    c = (np.log(w[1]) - np.log(w[0]) + logdet[1] - logdet[0]
+         - 0.5 * mu[1] @ prec[1] @ mu[1] + 0.5 * mu[0] @ prec[0] @ mu[0])
+    if G is not None:
+        A = G.T @ A @ G
+        b = G.T @ b
+    lam, V = np.linalg.eigh(0.5 * (A + A.T))
+    keep = np.abs(lam) > rtol * np.abs(lam).max()
+    return Decision(V[:, keep], lam[keep], b, float(c), space)
+
+
+def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, seed: int = 42,
+        kmeans_backend: str = "sklearn") -> FittedModel:
+    """Fit ``method`` on the sample's features and return the model with its decision function."""
+    import time
+
+    t0 = time.perf_counter()
+    if method == "kmeans":
+        centres = fit_kmeans(features, seed, kmeans_backend)
+        model = FittedModel("kmeans", {"cluster_centers": centres, "backend": kmeans_backend},
+                            kmeans_decision(centres, G, space))
+    elif method == "gmm":
+        params = fit_gmm(features, seed)
+        model = FittedModel("gmm", params, gmm_decision(params, G, space))
+    else:
+        raise ValueError(f"unknown clusterer {method!r}; use one of {CLUSTERERS}")
+    model.fit_seconds = time.perf_counter() - t0
+    return model
+
+
+def stacked_matrix(decisions: list[Decision]) -> np.ndarray:
+    """The decisions' [V | u] matrices side by side: one product serves all of them."""
+    return np.concatenate([d.matrix for d in decisions], axis=1)
+
+
+def scores_to_labels(proj, decisions: list[Decision], xp=np) -> list:
+    """Cluster ids (n,) uint8 per decision from ``proj = x @ stacked_matrix(decisions)``."""
+    out, col = [], 0
+    for d in decisions:
+        r = d.V.shape[1]
+        score = proj[:, col + r] + d.c
+        if r:
+            score = score + (proj[:, col:col + r] ** 2) @ xp.asarray(d.lam)
+        out.append((score > 0).astype(xp.uint8))
+        col += r + 1
+    return out
+
+
+def predict(decision: Decision, x, xp=np):
+    """Cluster ids (n,) uint8 of inputs ``x`` (n, p) float64 under ``decision``."""
+    return scores_to_labels(x @ xp.asarray(decision.matrix), [decision], xp)[0]

@@ -1,0 +1,86 @@
+"""5x5x5 neighborhoods: the fitting sample (random voxels of a z-slab) and per-block sliding windows.
+
+A voxel is *interior* when it is at least ``half`` voxels from every face; only interior voxels
+get a neighborhood (and a label other than 255).
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..errors import PicketError
+from ..progress import compute
+
+HALF = 2  # neighborhood_size 5
+
+
+def slab_bounds(shape: tuple[int, int, int], z_bounds: tuple[int | None, int | None] | None, half: int = HALF) -> tuple[int, int]:
+    """Centre-voxel z range [lo, hi) of the fitting slab, clipped to interior voxels."""
+    lo, hi = (None, None) if z_bounds is None else z_bounds
+    lo = half if lo is None else max(int(lo), half)
+    hi = shape[0] - half if hi is None else min(int(hi), shape[0] - half)
+    if hi <= lo:
+        raise PicketError(f"z bounds {z_bounds}", f"leave no interior slice of a volume with {shape[0]} slices",
+                          f"choose bounds within [{half}, {shape[0] - half})")
+    return lo, hi
+
+
+def sample_voxels(shape: tuple[int, int, int], z_bounds, max_voxels: int | None, seed: int, half: int = HALF) -> np.ndarray:
+    """Sorted (n, 3) int64 (z, y, x) coordinates of a seeded uniform sample of interior slab voxels."""
+    zlo, zhi = slab_bounds(shape, z_bounds, half)
+    ny, nx = shape[1] - 2 * half, shape[2] - 2 * half
+    total = (zhi - zlo) * ny * nx
+    if max_voxels is None or max_voxels >= total:
+        flat = np.arange(total, dtype=np.int64)
+    else:
+        rng = np.random.default_rng(seed)
+        flat = np.sort(rng.choice(total, size=int(max_voxels), replace=False))
+    z, rem = np.divmod(flat, ny * nx)
+    y, x = np.divmod(rem, nx)
+    return np.stack([z + zlo, y + half, x + half], axis=1)
+
+
+def _extract(block: np.ndarray, local: np.ndarray, half: int) -> np.ndarray:
+    """Neighborhoods (n, (2h+1)^3) float32 around ``local`` coordinates of an overlapped block."""
+    size = 2 * half + 1
+    offs = np.arange(size)
+    zz = local[:, 0, None, None, None] + offs[None, :, None, None]
+    yy = local[:, 1, None, None, None] + offs[None, None, :, None]
+    xx = local[:, 2, None, None, None] + offs[None, None, None, :]
+    return np.asarray(block[zz, yy, xx], dtype=np.float32).reshape(len(local), size**3)
+
+
+def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF) -> np.ndarray:
+    """Flattened (z, y, x)-ordered neighborhoods (n, 125) float32 of ``coords``, in the order given.
+
+    Only the blocks holding sampled voxels are computed, each with a halo of ``half`` voxels;
+    the features of the slab are never materialised.
+    """
+    ov = da.overlap.overlap(volume, depth={0: half, 1: half, 2: half}, boundary={0: 0, 1: 0, 2: 0})
+    starts = [np.concatenate([[0], np.cumsum(c)]) for c in volume.chunks]
+    bidx = np.stack([np.searchsorted(s, coords[:, a], side="right") - 1 for a, s in enumerate(starts)], axis=1)
+    nb = [len(c) for c in volume.chunks]
+    key = np.ravel_multi_index(bidx.T, nb)
+    order = np.argsort(key, kind="stable")
+    keys, first = np.unique(key[order], return_index=True)
+    bounds = np.append(first, len(order))
+    blocks = ov.to_delayed()
+    tasks = []
+    for k, a, b in zip(keys, bounds[:-1], bounds[1:]):
+        bi = np.unravel_index(k, nb)
+        sel = order[a:b]
+        local = coords[sel] - np.array([starts[ax][bi[ax]] for ax in range(3)])  # halo shifts by +half, window starts at -half
+        tasks.append(dask.delayed(_extract)(blocks[bi], local, half))
+    parts = compute(*tasks, label=f"fit sample: gathering {len(coords):,} neighborhoods") if tasks else ()
+    out = np.empty((len(coords), (2 * half + 1) ** 3), np.float32)
+    for (a, b), part in zip(zip(bounds[:-1], bounds[1:]), parts):
+        out[order[a:b]] = part
+    return out
+
+
+def sliding_windows(padded, xp, half: int = HALF):
+    """View (z, y, x, 2h+1, 2h+1, 2h+1) of all neighborhoods of a block padded by ``half`` per face."""
+    size = 2 * half + 1
+    return xp.lib.stride_tricks.sliding_window_view(padded, (size, size, size))

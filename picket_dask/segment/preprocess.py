@@ -1,0 +1,44 @@
+"""Preprocessing: Gaussian blur (sigma in voxels) over the whole volume, then global min-max scaling."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from dask_image.ndfilters import gaussian_filter
+
+from ..errors import PicketError
+from ..progress import compute
+
+TRUNCATE = 4.0  # scipy's default: the kernel reaches 4 sigma
+
+
+def blur(data: da.Array, sigma_vox: float = 2.0) -> da.Array:
+    """Lazy Gaussian blur, identical to scipy.ndimage.gaussian_filter(mode='reflect') on the whole volume.
+
+    dask-image adds a halo of ceil(4 sigma) voxels to each chunk and trims it again; chunks
+    thinner than the halo are merged first.
+    """
+    depth = int(TRUNCATE * sigma_vox + 0.5)
+    data = data.astype(np.float32)
+    if min(min(c) for c in data.chunks) <= depth:
+        data = data.rechunk(tuple(max(depth + 1, min(s, max(cs))) for s, cs in zip(data.shape, data.chunks)))
+    return gaussian_filter(data, sigma=sigma_vox, mode="reflect", truncate=TRUNCATE)
+
+
+def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogram") -> tuple[da.Array, float, float]:
+    """Blur, then scale to [0, 1] with the blurred volume's global min and max (one reduction pass).
+
+    Returns the lazy float32 scaled volume (z, y, x) and the (min, max) used.
+    """
+    if data.ndim != 3:
+        raise PicketError(source, f"data has {data.ndim} dimensions", "give a 3-D tomogram (z, y, x)")
+    if min(data.shape) < 5:
+        raise PicketError(source, f"volume {data.shape} is thinner than one 5x5x5 neighborhood", "give a larger tomogram")
+    blurred = blur(data, sigma_vox)
+    lo, hi = compute(blurred.min(), blurred.max(), label="preprocess: global min/max of the blurred volume")
+    lo, hi = float(lo), float(hi)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise PicketError(source, "contains NaN or infinite values", "clean the tomogram (e.g. replace NaNs with the mean) first")
+    if hi <= lo:
+        raise PicketError(source, f"volume is constant ({lo})", "check that the right file was given; a constant volume has no particles")
+    return (blurred - np.float32(lo)) / np.float32(hi - lo), lo, hi

@@ -1,0 +1,143 @@
+"""Step 1 end to end: preprocess once, sample once, fit every requested model, label in one pass.
+
+Several segmentations of one tomogram (feature mode x clusterer) share the preprocessing, the
+fitting sample and, for the linear modes, the neighborhood matrix of every chunk: all models'
+decision matrices are applied in one product per group of planes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import zarr
+
+from ..config import SegmentParams
+from ..progress import compute
+from ..provenance import Timings, environment
+from .apply import BORDER, orient, semantic_labels
+from .clustering import FittedModel, fit, predict
+from .features import linear_operator, sample_features, select_gabor
+from .neighborhoods import gather_neighborhoods, sample_voxels
+from .orientation import choose_orientation
+from .preprocess import preprocess
+
+SEMANTIC_COLORS = [{"label-value": 1, "rgba": [255, 200, 0, 255]}, {"label-value": 255, "rgba": [80, 80, 80, 128]}]
+
+
+@dataclass
+class Segmentation:
+    """One semantic segmentation: its name, fitted model, orientation and where the labels are."""
+
+    features: str
+    clusterer: str
+    model: FittedModel
+    gabor_idx: list[int] | None = None
+    flipped: bool = False
+    counts: dict = field(default_factory=dict)
+    orientation: dict = field(default_factory=dict)
+    labels_path: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.features}-{self.clusterer}"
+
+
+@dataclass
+class FitSample:
+    """The fitting sample of one tomogram: voxel coordinates (z, y, x) and their neighborhoods."""
+
+    coords: np.ndarray
+    neighborhoods: np.ndarray
+
+
+def draw_sample(scaled: da.Array, params: SegmentParams) -> FitSample:
+    """Random interior voxels of the fitting slab and their (n, 125) float32 neighborhoods."""
+    coords = sample_voxels(scaled.shape, params.z_fit, params.max_fit_voxels, params.seed)
+    return FitSample(coords, gather_neighborhoods(scaled, coords))
+
+
+def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentParams) -> list[Segmentation]:
+    """Fit each (features, clusterer) pair on the sample; features computed from the sample only."""
+    out = []
+    feats_cache: dict[str, tuple[np.ndarray, np.ndarray | None, list[int] | None]] = {}
+    for mode, clusterer in pairs:
+        if mode not in feats_cache:
+            gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
+            f = sample_features(mode, sample.neighborhoods, gidx, params.num_sinusoids)
+            G = linear_operator(mode, gidx, num_sinusoids=params.num_sinusoids)
+            feats_cache[mode] = (f, G, None if gidx is None else [int(i) for i in gidx])
+        f, G, gidx = feats_cache[mode]
+        space = "fft" if mode == "ffts" else "neighborhood"
+        model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend)
+        x = f if mode == "ffts" else sample.neighborhoods.astype(np.float64)
+        model.sample_counts = np.bincount(predict(model.decision, x), minlength=2).tolist()
+        out.append(Segmentation(mode, clusterer, model, gidx))
+    return out
+
+
+def _model_meta(seg: Segmentation) -> dict:
+    p = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in seg.model.params.items()}
+    return {"method": seg.model.method, "fit_seconds": round(seg.model.fit_seconds, 3), "params": p,
+            "sample_cluster_counts": seg.model.sample_counts, "gabor_filter_indices": seg.gabor_idx}
+
+
+def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[float, float, float],
+                     pairs: list[tuple[str, str]], params: SegmentParams | None = None,
+                     source: str | None = None, label_prefix: str = "semantic-",
+                     models: list[Segmentation] | None = None) -> tuple[list[Segmentation], Timings]:
+    """Semantic labels for each (features, clusterer) pair, written as ``<image>/labels/semantic-<f>-<c>``.
+
+    ``data`` is the raw tomogram (z, y, x); ``image_path`` the OME-Zarr image the labels go into.
+    Pass ``models`` (fitted elsewhere, e.g. on other tomograms) to skip the fit.
+    Labels: 0 background, 1 particle, 255 border (within 2 voxels of a face).
+    """
+    from ..io.omezarr import commit_labels, create_labels
+    from ..io.atomic import remove
+
+    params = params or SegmentParams()
+    timings = Timings()
+    with timings.stage("preprocess"):
+        scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path)
+    if models is None:
+        with timings.stage("sample"):
+            sample = draw_sample(scaled, params)
+        with timings.stage("fit"):
+            segs = fit_models(sample, pairs, params)
+    else:
+        segs = [Segmentation(s.features, s.clusterer, s.model, s.gabor_idx) for s in models]
+    t0 = time.perf_counter()
+    raw = semantic_labels(scaled, [s.model.decision for s in segs])
+    tmps, stores, counts = [], [], []
+    try:
+        for i, s in enumerate(segs):
+            tmp, target = create_labels(image_path, f"{label_prefix}{s.name}", data.shape, data.chunksize, np.uint8)
+            tmps.append(tmp)
+            stores.append(da.store(raw[i], target, lock=False, compute=False))
+            counts.append(da.bincount(raw[i].ravel(), minlength=256)[[0, 1]])
+        results = compute(*stores, *counts, label=f"features + labels: {', '.join(s.name for s in segs)}")
+        timings["features_and_labels"] = round(time.perf_counter() - t0, 4)
+        with timings.stage("orientation"):
+            for s, tmp, c in zip(segs, tmps, results[len(segs):]):
+                s.counts = {"cluster0": int(c[0]), "cluster1": int(c[1])}
+                target = zarr.open_array(str(tmp / "0"), mode="r+")
+                s.orientation = choose_orientation(da.from_zarr(target), s.counts, params.orientation)
+                s.flipped = s.orientation["flip"]
+                if s.flipped:
+                    compute(da.store(orient(da.from_zarr(target), True), target, lock=False, compute=False),
+                            label=f"orienting {s.name}")
+        for s, tmp in zip(segs, tmps):
+            meta = {"step": "semantic_segmentation", "input": source, "features": s.features, "clusterer": s.clusterer,
+                    "params": params.model_dump(mode="json"), "scaling": {"min": lo, "max": hi},
+                    "model": _model_meta(s), "cluster_counts": s.counts, "orientation": s.orientation,
+                    "particle_cluster_id": 1, "labels": {"0": "background", "1": "particle", str(BORDER): "border (no neighborhood)"},
+                    "timings_s": dict(timings), **environment()}
+            s.labels_path = commit_labels(image_path, f"{label_prefix}{s.name}", tmp, voxel_size, meta, SEMANTIC_COLORS)
+    except BaseException:
+        for tmp in tmps:
+            remove(tmp)
+        raise
+    return segs, timings
