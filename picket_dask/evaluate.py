@@ -1,0 +1,87 @@
+"""Assessment as in the paper: precision, recall, F1 within a distance threshold, relative recall.
+
+Distances are in voxels; the threshold in Angstrom is converted with the largest voxel size and
+rounded (100 A on simulated data, 125 A on real data in the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+
+@dataclass
+class Scores:
+    """Scores of one set of picks against one truth set."""
+
+    n_picks: int
+    n_truth: int
+    threshold_vox: int
+    precision: float
+    recall: float
+    f1: float
+    random_recall: float
+    relative_recall: float
+    recall_by_type: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def threshold_vox(threshold_A: float, voxel_size) -> int:
+    """The threshold in voxels: Angstrom / largest voxel size, rounded."""
+    return int(round(threshold_A / float(np.max(voxel_size))))
+
+
+def _hits(a: np.ndarray, b: np.ndarray, thr: float) -> np.ndarray:
+    """For each row of a: is some row of b within thr (Euclidean, voxels)?"""
+    if len(a) == 0:
+        return np.zeros(0, bool)
+    if len(b) == 0:
+        return np.zeros(len(a), bool)
+    d, _ = cKDTree(b).query(a, k=1, distance_upper_bound=thr + 1e-9)
+    return np.isfinite(d)
+
+
+def _hm(a: float, b: float) -> float:
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def score(picks_zyx: np.ndarray, truth_zyx: np.ndarray, shape_zyx, thr_vox: int, truth_types=None,
+          n_random: int = 10, seed: int = 0) -> Scores:
+    """Precision, recall, F1 and relative recall (recall vs picks placed uniformly at random;
+    the random baseline is averaged over ``n_random`` seeded draws)."""
+    picks = np.asarray(picks_zyx, float).reshape(-1, 3)
+    truth = np.asarray(truth_zyx, float).reshape(-1, 3)
+    tp_pred = _hits(picks, truth, thr_vox)
+    found = _hits(truth, picks, thr_vox)
+    precision = float(tp_pred.mean()) if len(picks) else 0.0
+    recall = float(found.mean()) if len(truth) else 0.0
+    rng = np.random.default_rng(seed)
+    rand = [float(_hits(truth, rng.uniform(0, np.asarray(shape_zyx, float) - 1, size=(len(picks), 3)), thr_vox).mean())
+            if len(truth) else 0.0 for _ in range(n_random)]
+    random_recall = float(np.mean(rand))
+    by_type = {}
+    if truth_types is not None and len(truth):
+        types = np.asarray(truth_types)
+        by_type = {str(t): float(found[types == t].mean()) for t in sorted(set(types.tolist()))}
+    return Scores(len(picks), len(truth), thr_vox, precision, recall, _hm(precision, recall), random_recall,
+                  _hm(recall, 1 - random_recall), by_type)
+
+
+def zyx(df: pd.DataFrame) -> np.ndarray:
+    return df[["z", "y", "x"]].to_numpy(float)
+
+
+def evaluate_files(picks_path, truth_path, shape_zyx, voxel_size, threshold_A: float = 100.0) -> Scores:
+    """Score a picks file against a truth file (formats as io.picks.read_points)."""
+    from .io.picks import read_points
+
+    vs = float(np.max(voxel_size))
+    picks = read_points(picks_path, vs)
+    truth = read_points(truth_path, vs)
+    types = truth["type"].to_numpy() if "type" in truth.columns else None
+    return score(zyx(picks), zyx(truth), shape_zyx, threshold_vox(threshold_A, voxel_size), types)

@@ -1,0 +1,150 @@
+"""Picks (instance centroids) in the formats the field reads, and readers for evaluation.
+
+Coordinates: voxel indices (z, y, x) of the tomogram's data array, origin at the centre of
+voxel 0; Angstrom = voxels x voxel size. Per format:
+- CSV: x, y, z (voxels, float), x_A, y_A, z_A, size_vox, id.
+- PickET YAML: the reference's ``metadata`` + ``Predicted_Particle_Centroid_Coordinates`` with
+  integer x, y, z (truncated, as the reference writes them).
+- RELION 5 STAR: ``rlnTomoName`` and ``rlnCenteredCoordinate{X,Y,Z}Angst`` = (voxel - size / 2) x
+  voxel size, i.e. origin at the tomogram's centre (size / 2 in voxels, RELION's convention),
+  plus ``rlnCoordinate{X,Y,Z}`` in voxels for older tools.
+- copick: points in Angstrom with a 4x4 ``transformation_`` (identity), written through the
+  copick API when the ``copick`` extra is installed and a project is given, else the same JSON.
+- CZ cryo-ET data portal ndjson: ``{"type": "point", "location": {"x", "y", "z"}}`` in voxels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ..errors import PicketError
+
+FORMATS = ("csv", "yaml", "star", "copick", "ndjson")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def picks_frame(centroids_zyx: np.ndarray, voxel_size: tuple[float, float, float], sizes=None, ids=None) -> pd.DataFrame:
+    """Table of picks: x, y, z voxels; x_A, y_A, z_A Angstrom; size_vox; id."""
+    c = np.asarray(centroids_zyx, dtype=float).reshape(-1, 3)
+    vz, vy, vx = voxel_size
+    n = len(c)
+    return pd.DataFrame({"x": c[:, 2], "y": c[:, 1], "z": c[:, 0], "x_A": c[:, 2] * vx, "y_A": c[:, 1] * vy,
+                         "z_A": c[:, 0] * vz, "size_vox": np.zeros(n, int) if sizes is None else np.asarray(sizes),
+                         "id": np.arange(1, n + 1) if ids is None else np.asarray(ids)})
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    _atomic_text(path, "# x,y,z: voxels (origin: centre of voxel 0); *_A: Angstrom\n" + df.to_csv(index=False, float_format="%.3f"))
+    return path
+
+
+def write_picket_yaml(df: pd.DataFrame, path: Path, metadata: dict) -> Path:
+    doc = {"metadata": json.loads(json.dumps(metadata, default=str)),
+           "Predicted_Particle_Centroid_Coordinates": [{"x": int(r.x), "y": int(r.y), "z": int(r.z)} for r in df.itertuples()]}
+    _atomic_text(path, yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def write_star(df: pd.DataFrame, path: Path, tomo_name: str, shape_zyx: tuple[int, int, int], voxel_size) -> Path:
+    import starfile
+
+    vz, vy, vx = voxel_size
+    nz, ny, nx = shape_zyx
+    star = pd.DataFrame({
+        "rlnTomoName": [tomo_name] * len(df),
+        "rlnCenteredCoordinateXAngst": (df.x - nx / 2) * vx,
+        "rlnCenteredCoordinateYAngst": (df.y - ny / 2) * vy,
+        "rlnCenteredCoordinateZAngst": (df.z - nz / 2) * vz,
+        "rlnCoordinateX": df.x, "rlnCoordinateY": df.y, "rlnCoordinateZ": df.z,
+    })
+    tmp = path.with_name(f".{path.name}.tmp")
+    starfile.write({"particles": star}, tmp, overwrite=True)
+    os.replace(tmp, path)
+    return path
+
+
+def copick_points(df: pd.DataFrame) -> list[dict]:
+    eye = np.eye(4).tolist()
+    return [{"location": {"x": float(r.x_A), "y": float(r.y_A), "z": float(r.z_A)}, "transformation_": eye,
+             "instance_id": 0, "score": 1.0} for r in df.itertuples()]
+
+
+def write_copick_json(df: pd.DataFrame, path: Path, run_name: str, session_id: str, object_name: str = "particle",
+                      user_id: str = "picket") -> Path:
+    doc = {"pickable_object_name": object_name, "user_id": user_id, "session_id": session_id, "run_name": run_name,
+           "voxel_spacing": None, "unit": "angstrom", "points": copick_points(df), "trust_orientation": False}
+    _atomic_text(path, json.dumps(doc))
+    return path
+
+
+def write_ndjson(df: pd.DataFrame, path: Path) -> Path:
+    lines = [json.dumps({"type": "point", "location": {"x": float(r.x), "y": float(r.y), "z": float(r.z)}}) for r in df.itertuples()]
+    _atomic_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    return path
+
+
+def write_all(df: pd.DataFrame, out_dir: Path, stem: str, tomo_name: str, shape_zyx, voxel_size, metadata: dict) -> dict[str, str]:
+    """Write every format into ``out_dir``; return {format: path}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "csv": str(write_csv(df, out_dir / f"{stem}.csv")),
+        "yaml": str(write_picket_yaml(df, out_dir / f"{stem}_picket.yaml", metadata)),
+        "star": str(write_star(df, out_dir / f"{stem}.star", tomo_name, shape_zyx, voxel_size)),
+        "copick": str(write_copick_json(df, out_dir / f"{stem}_copick.json", tomo_name, stem)),
+        "ndjson": str(write_ndjson(df, out_dir / f"{stem}.ndjson")),
+    }
+
+
+def read_points(path: str | Path, voxel_size: float | None = None) -> pd.DataFrame:
+    """Read picks or a truth file into a frame with x, y, z in voxels (and ``type`` where given).
+
+    Accepts our CSV (or any CSV with x, y, z columns), PickET YAML, RELION STAR (voxel
+    coordinates), copick JSON (Angstrom: needs ``voxel_size``) and portal ndjson.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PicketError(path, "no such file", "check the path")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path, comment="#")
+        elif suffix in (".yaml", ".yml"):
+            doc = yaml.safe_load(path.read_text())
+            df = pd.DataFrame(doc["Predicted_Particle_Centroid_Coordinates"] or [], columns=["x", "y", "z"])
+        elif suffix == ".star":
+            import starfile
+
+            df = starfile.read(path)
+            df = df["particles"] if isinstance(df, dict) else df
+            df = pd.DataFrame({"x": df["rlnCoordinateX"], "y": df["rlnCoordinateY"], "z": df["rlnCoordinateZ"]})
+        elif suffix == ".ndjson":
+            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            df = pd.DataFrame([{**r["location"], "type": r.get("object", r.get("type_name"))} for r in rows], columns=["x", "y", "z", "type"])
+            if df["type"].isna().all():
+                df = df.drop(columns="type")
+        elif suffix == ".json":
+            doc = json.loads(path.read_text())
+            if voxel_size is None:
+                raise PicketError(path, "copick points are in Angstrom", "pass the voxel size (--voxel-size)")
+            df = pd.DataFrame([{k: v / voxel_size for k, v in p["location"].items()} for p in doc["points"]], columns=["x", "y", "z"])
+        else:
+            raise PicketError(path, f"unknown picks format '{suffix}'", "give .csv, .yaml, .star, .ndjson or copick .json")
+    except PicketError:
+        raise
+    except Exception as exc:
+        raise PicketError(path, f"cannot read points ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+                          "check that the file is a picks or truth file") from None
+    if not {"x", "y", "z"} <= set(df.columns):
+        raise PicketError(path, "has no x, y, z columns", "give a CSV with x, y, z columns in voxels")
+    return df

@@ -1,0 +1,1 @@
+"""Step 2 of PickET: particle mask, instances (connected components or watershed), centroids."""

@@ -1,0 +1,36 @@
+"""Helpers over a dask array's chunk grid: block origins, neighbours, halo-safe rechunking."""
+
+from __future__ import annotations
+
+import itertools
+
+import dask.array as da
+import numpy as np
+
+
+def block_starts(chunks: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
+    """Start index of every block along each axis."""
+    return [np.concatenate([[0], np.cumsum(c)[:-1]]).astype(np.int64) for c in chunks]
+
+
+def block_ids(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]:
+    """Block indices in C order."""
+    return list(itertools.product(*[range(len(c)) for c in chunks]))
+
+
+def at_least(arr: da.Array, size: int) -> da.Array:
+    """Rechunk so that every chunk is at least ``size`` long (a small last chunk joins its neighbour)."""
+    new = []
+    for n, c in zip(arr.shape, arr.chunks):
+        c = list(c)
+        if n <= size or len(c) == 1:
+            new.append((n,))
+            continue
+        while len(c) > 1 and min(c) < size:
+            i = int(np.argmin(c))
+            j = i - 1 if i == len(c) - 1 or (i > 0 and c[i - 1] <= c[i + 1]) else i + 1
+            c[min(i, j)] = c[i] + c[j]
+            del c[max(i, j)]
+        new.append(tuple(c))
+    new = tuple(new)
+    return arr if new == arr.chunks else arr.rechunk(new)

@@ -1,0 +1,146 @@
+"""The twelve workflows (FEATURES-CLUSTERER-EXTRACTOR) over one or many tomograms.
+
+Work is shared: each tomogram is converted and preprocessed once, the fitting sample is drawn
+once, every (features, clusterer) segmentation is computed in one pass over the volume, and
+each segmentation serves both extractors. Output layout, per tomogram NAME under ``out``::
+
+    NAME/NAME.zarr                    OME-Zarr image (+ labels/semantic-F-C, labels/instances-F-C-E)
+    NAME/picks/F-C-E.{csv,star,ndjson}, F-C-E_picket.yaml, F-C-E_copick.json
+    NAME/run.json                     parameters, versions, per-stage timings, scores
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import ALL_WORKFLOWS, LocalizeParams, RunConfig, SegmentParams
+from .errors import PicketError
+from .io.omezarr import read_attrs
+from .io.picks import picks_frame, write_all
+from .io.tomogram import convert, is_zarr, open_tomogram, tomogram_name
+from .localize.extract import localize
+from .provenance import Timings, environment
+from .segment.semantic import segment_tomogram
+
+
+def split_workflow(name: str) -> tuple[str, str, str]:
+    """'gabor-kmeans-ws' -> ('gabor', 'kmeans', 'ws')."""
+    if name not in ALL_WORKFLOWS:
+        raise PicketError(name, "is not a workflow", f"use FEATURES-CLUSTERER-EXTRACTOR, one of {', '.join(ALL_WORKFLOWS)}")
+    f, c, e = name.split("-")
+    return f, c, e
+
+
+@dataclass
+class TomogramResult:
+    """What a run produced for one tomogram."""
+
+    name: str
+    image: Path
+    shape: tuple[int, int, int]
+    voxel_size: tuple[float, float, float]
+    picks: dict[str, dict[str, str]] = field(default_factory=dict)  # workflow -> format -> path
+    counts: dict[str, int] = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+    run_json: Path | None = None
+
+
+def _semantic_done(image: Path, name: str, params: SegmentParams) -> bool:
+    meta = read_attrs(image / "labels" / f"semantic-{name}")
+    return bool(meta) and meta.get("params") == params.model_dump(mode="json")
+
+
+def run_tomogram(path: str | Path, cfg: RunConfig, out: Path) -> TomogramResult:
+    """All of ``cfg.workflows`` on one tomogram; resumes stages whose outputs match the parameters."""
+    timings = Timings()
+    t_start = time.perf_counter()
+    name = tomogram_name(path)
+    tdir = out / name
+    tdir.mkdir(parents=True, exist_ok=True)
+    image = tdir / f"{name}.zarr"
+    with timings.stage("convert"):
+        src = open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
+        done = read_attrs(image).get("input") == str(Path(path).resolve())
+        if not done:
+            convert(path, image, chunks=cfg.chunks, voxel_size=cfg.voxel_size, overwrite=True)
+    tomo = open_tomogram(image, cfg.chunks)
+    flows = [split_workflow(w) for w in cfg.workflows]
+    pairs = list(dict.fromkeys((f, c) for f, c, _ in flows))
+    todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", cfg.segment)]
+    seg_meta = {}
+    if todo:
+        segs, seg_t = segment_tomogram(image, tomo.data, tomo.voxel_size, todo, cfg.segment, source=str(path))
+        timings.update({f"segment.{k}": v for k, v in seg_t.items()})
+        seg_meta = {s.name: {"orientation": s.orientation, "cluster_counts": s.counts} for s in segs}
+    res = TomogramResult(name, image, tomo.shape, tomo.voxel_size, timings=timings)
+    for f, c, e in flows:
+        wf = f"{f}-{c}-{e}"
+        inst = localize(image, f"semantic-{f}-{c}", e, cfg.localize, tomo.voxel_size, instance_name=f"instances-{wf}")
+        for k, v in inst.timings.items():
+            timings[f"{wf}.{k}"] = v
+        df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids)
+        meta = {"workflow": wf, "tomogram_path": str(Path(path).resolve()), "tomogram_shape": list(tomo.shape),
+                "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
+                "segment_params": cfg.segment.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
+                "instances_report": inst.report, **environment()}
+        res.picks[wf] = write_all(df, tdir / "picks", wf, name, tomo.shape, tomo.voxel_size, meta)
+        res.counts[wf] = len(df)
+    timings["total"] = round(time.perf_counter() - t_start, 3)
+    doc = {"tomogram": str(Path(path).resolve()), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
+           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "segmentations": seg_meta,
+           "picks": res.picks, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+    res.run_json = tdir / "run.json"
+    tmp = tdir / ".run.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, default=str))
+    tmp.replace(res.run_json)
+    return res
+
+
+def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out", workflows: list[str] | str | None = None,
+        config: RunConfig | None = None, **overrides) -> list[TomogramResult]:
+    """Run workflows over tomograms (MRC/REC files, OME-Zarr images, or folders of them).
+
+    ``workflows``: names like 'gabor-kmeans-ws', 'all', or None for the default two.
+    ``overrides``: RunConfig fields (e.g. chunks=64) or segment/localize parameters by name
+    (e.g. z_fit=(40, 80), min_distance_vox=8).
+    """
+    cfg = (config or RunConfig()).model_copy(deep=True)
+    if workflows is not None:
+        cfg.workflows = [workflows] if isinstance(workflows, str) else list(workflows)
+        cfg = RunConfig(**cfg.model_dump())
+    for k, v in overrides.items():
+        if k in SegmentParams.model_fields:
+            setattr(cfg.segment, k, v)
+        elif k in LocalizeParams.model_fields:
+            setattr(cfg.localize, k, v)
+        elif k in RunConfig.model_fields:
+            setattr(cfg, k, v)
+        else:
+            raise PicketError(k, "is not a run parameter", "see help(picket_dask.run) and picket_dask.config")
+    paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
+    out = Path(out)
+    return [run_tomogram(p, cfg, out) for p in paths]
+
+
+def expand_inputs(items) -> list[Path]:
+    """Tomogram paths from files and folders (a folder: its .mrc/.rec/.map files and .zarr images)."""
+    from .io.mrc import MRC_SUFFIXES
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir() and not is_zarr(p):
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in MRC_SUFFIXES or (q.suffix == ".zarr" and q.is_dir()))
+            if not found:
+                raise PicketError(p, "folder holds no tomograms", "give MRC/REC files or .zarr images, or a folder of them")
+            out.extend(found)
+        else:
+            out.append(p)
+    if not out:
+        raise PicketError("tomograms", "none given", "name at least one MRC/REC file or OME-Zarr image")
+    return out
