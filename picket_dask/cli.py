@@ -1,0 +1,230 @@
+"""The ``picket-dask`` command: convert, simulate, run, evaluate, preview, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import ALL_WORKFLOWS, DEFAULT_WORKFLOWS, RunConfig, load_config
+from .errors import PicketError
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dask cluster")
+    g.add_argument("--cluster", default="local", choices=["local", "threads", "slurm", "pbs", "lsf"],
+                   help="local: embedded LocalCluster (default); threads: no distributed; slurm/pbs/lsf: dask-jobqueue")
+    g.add_argument("--scheduler", help="address of a running dask scheduler, e.g. tcp://host:8786")
+    g.add_argument("--workers", type=int, help="LocalCluster workers (default: dask's choice for this machine)")
+    g.add_argument("--threads", type=int, help="threads per worker")
+    g.add_argument("--memory-limit", default="auto", help="memory per worker, e.g. 4GB (default: share of RAM)")
+    g.add_argument("--jobs", type=int, default=1, help="batch jobs to start with --cluster slurm|pbs|lsf")
+    g.add_argument("--gpu", action="store_true", help="dask-cuda workers, one per GPU (needs the gpu extra)")
+
+
+def _client(args):
+    from .cluster import get_client
+
+    return get_client(args.cluster, args.scheduler, args.workers, args.threads, args.memory_limit, args.gpu, args.jobs)
+
+
+def _bounds(v):
+    return None if v is None else (int(v[0]), int(v[1]))
+
+
+def cmd_convert(args) -> int:
+    from .io.tomogram import convert
+
+    t0 = time.perf_counter()
+    with _client(args):
+        out = convert(args.input, args.output, chunks=args.chunks, voxel_size=args.voxel_size, overwrite=args.overwrite, ngff=args.ngff)
+    print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import simulate
+
+    files = simulate(args.out_dir, args.preset, args.seed, args.crowded, args.noise)
+    for k, v in files.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+def _config(args) -> RunConfig:
+    cfg = load_config(args.config) if args.config else RunConfig()
+    d = cfg.model_dump()
+    if args.tomograms:
+        d["tomograms"] = list(args.tomograms)
+    if args.out:
+        d["out"] = args.out
+    if args.workflows:
+        d["workflows"] = [w.strip() for w in args.workflows.split(",") if w.strip()]
+    if args.chunks:
+        d["chunks"] = args.chunks
+    if args.voxel_size:
+        d["voxel_size"] = args.voxel_size
+    seg, loc = d["segment"], d["localize"]
+    if args.z_fit:
+        seg["z_fit"] = _bounds(args.z_fit)
+    if args.z_extract:
+        loc["z_extract"] = _bounds(args.z_extract)
+    for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
+                        ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc)):
+        v = getattr(args, key, None)
+        if v is not None:
+            target[key] = v
+    from pydantic import ValidationError
+
+    try:
+        return RunConfig(**d)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        raise PicketError(".".join(str(p) for p in e["loc"]), e["msg"], "fix that option (see picket-dask run --help)") from None
+
+
+def cmd_run(args) -> int:
+    from .workflows import run
+
+    cfg = _config(args)
+    if not cfg.tomograms:
+        raise PicketError("run", "no tomograms given", "name MRC/REC files, .zarr images or folders, or list them in --config")
+    with _client(args):
+        results = run(cfg.tomograms, cfg.out, config=cfg)
+    for r in results:
+        print(f"{r.name}: " + ", ".join(f"{wf} {n} picks" for wf, n in r.counts.items()))
+        print(f"  results: {r.run_json.parent}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_files
+
+    shape, vs = _shape_and_voxel(args)
+    rows = []
+    for p in args.picks:
+        s = evaluate_files(p, args.truth, shape, vs, args.threshold_A)
+        rows.append({"picks": str(p), **{k: v for k, v in s.as_dict().items() if k != "recall_by_type"},
+                     **{f"recall[{k}]": v for k, v in s.recall_by_type.items()}})
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    return 0
+
+
+def _shape_and_voxel(args):
+    if args.tomogram:
+        from .io.tomogram import open_tomogram
+
+        t = open_tomogram(args.tomogram, voxel_size=args.voxel_size)
+        return t.shape, t.voxel_size
+    if args.shape and args.voxel_size:
+        return tuple(args.shape), (args.voxel_size,) * 3
+    raise PicketError("evaluate", "needs the tomogram (for its shape and voxel size)", "pass --tomogram T.mrc, or --shape Z Y X --voxel-size A")
+
+
+def cmd_preview(args) -> int:
+    from .io.picks import read_points
+    from .evaluate import zyx
+    from .preview import preview
+
+    picks = zyx(read_points(args.picks)) if args.picks else None
+    out = preview(args.image, args.labels, picks, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import demo
+
+    with _client(args):
+        demo(args.out, preset=args.preset, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="picket-dask", description="Template-free particle picking in cryo-ET tomograms (PickET) on Dask.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="MRC/REC -> chunked OME-Zarr (3-level mean pyramid)")
+    c.add_argument("input")
+    c.add_argument("output")
+    c.add_argument("--chunks", type=int, default=128, help="chunk edge in voxels (default 128)")
+    c.add_argument("--voxel-size", type=float, help="voxel size in Angstrom (overrides the header)")
+    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--ngff", default="0.4", choices=["0.4", "0.5"], help="0.4: zarr v2 (copick, CZ portal); 0.5: zarr v3")
+    _cluster_args(c)
+    c.set_defaults(func=cmd_convert, cluster="threads")
+
+    s = sub.add_parser("simulate", help="synthetic tomogram + ground truth (CSV, ndjson)")
+    s.add_argument("out_dir")
+    s.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--crowded", action="store_true")
+    s.add_argument("--noise", type=float, default=1.0, help="noise std relative to the projections' signal std")
+    s.set_defaults(func=cmd_simulate)
+
+    r = sub.add_parser("run", help="run workflows on tomograms", description="Workflows: " + ", ".join(ALL_WORKFLOWS))
+    r.add_argument("tomograms", nargs="*", help="MRC/REC files, OME-Zarr images, or folders of them")
+    r.add_argument("--out", help="output folder (default picket-out)")
+    r.add_argument("--workflows", help=f"comma-separated, or 'all' (default {','.join(DEFAULT_WORKFLOWS)})")
+    r.add_argument("--config", help="run YAML: picket-dask keys or the reference PickET's s1/s2 keys")
+    r.add_argument("--z-fit", nargs=2, type=int, metavar=("LB", "UB"), help="fit on the central slab of z slices [LB, UB)")
+    r.add_argument("--z-extract", nargs=2, type=int, metavar=("LB", "UB"), help="keep picks in z slices [LB, UB]")
+    r.add_argument("--chunks", type=int, help="chunk edge in voxels (default 128)")
+    r.add_argument("--voxel-size", type=float, help="voxel size in Angstrom (overrides the header)")
+    r.add_argument("--max-fit-voxels", type=int, help="fitting sample size (default 1,000,000)")
+    r.add_argument("--orientation", choices=["size", "invert", "auto"], help="which cluster is particles (default size)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--kmeans-backend", choices=["sklearn", "dask-ml"])
+    r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default 15)")
+    r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")
+    r.add_argument("--max-size-vox", type=int, help="drop instances larger than this many voxels")
+    _cluster_args(r)
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("evaluate", help="precision, recall, F1, relative recall of picks vs truth")
+    e.add_argument("picks", nargs="+", help="picks files (.csv, _picket.yaml, .star, .ndjson)")
+    e.add_argument("--truth", required=True, help="truth CSV (x, y, z voxels[, type]) or portal ndjson")
+    e.add_argument("--tomogram", help="the tomogram (for shape and voxel size)")
+    e.add_argument("--shape", nargs=3, type=int, metavar=("Z", "Y", "X"))
+    e.add_argument("--voxel-size", type=float)
+    e.add_argument("--threshold-A", type=float, default=100.0, help="match distance in Angstrom (100 simulated, 125 real)")
+    e.add_argument("--csv", help="also write the table here")
+    e.set_defaults(func=cmd_evaluate)
+
+    v = sub.add_parser("preview", help="PNG of central XY/XZ slices with segmentation and picks")
+    v.add_argument("image", help="the OME-Zarr image written by run (NAME/NAME.zarr)")
+    v.add_argument("--labels", help="semantic label name, e.g. semantic-gabor-gmm")
+    v.add_argument("--picks", help="picks file to overlay")
+    v.add_argument("--out", default="preview.png")
+    v.set_defaults(func=cmd_preview)
+
+    d = sub.add_parser("demo", help="simulate a small tomogram, run the default workflows, evaluate, preview")
+    d.add_argument("--out", default="picket-demo")
+    d.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
+    d.add_argument("--seed", type=int, default=0)
+    _cluster_args(d)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PicketError as exc:
+        print(f"picket-dask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("picket-dask: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""PNG previews: central XY and XZ slices of the tomogram with the segmentation and picks overlaid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.ndarray | None, out_png: str | Path,
+            title: str = "", slab_vox: int = 5) -> Path:
+    """Write a two-panel PNG (XY at the central z, XZ at the central y); picks within ``slab_vox`` shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .io.omezarr import open_image, open_labels
+
+    data, vs, _ = open_image(image_path)
+    zc, yc = data.shape[0] // 2, data.shape[1] // 2
+    xy = np.asarray(data[zc].compute(), float)
+    xz = np.asarray(data[:, yc].compute(), float)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [1, 1]})
+    for ax, img, lab_slice, (row_axis, col_axis, cut_axis, cut) in (
+        (axes[0], xy, (zc, slice(None), slice(None)), (1, 2, 0, zc)),
+        (axes[1], xz, (slice(None), yc, slice(None)), (0, 2, 1, yc)),
+    ):
+        lo, hi = np.percentile(img, [1, 99])
+        ax.imshow(img, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest",
+                  aspect=vs[row_axis] / vs[col_axis])
+        if semantic_name:
+            labels, _ = open_labels(image_path, semantic_name)
+            lab = np.asarray(labels[lab_slice].compute())
+            overlay = np.ma.masked_where(lab != 1, lab)
+            ax.imshow(overlay, cmap="autumn", alpha=0.35, interpolation="nearest", aspect=vs[row_axis] / vs[col_axis])
+        if picks_zyx is not None and len(picks_zyx):
+            p = np.asarray(picks_zyx)
+            near = np.abs(p[:, cut_axis] - cut) <= slab_vox
+            ax.scatter(p[near, col_axis], p[near, row_axis], s=40, facecolors="none", edgecolors="cyan", linewidths=1.2)
+        ax.set_title(("XY at z=%d" % zc) if cut_axis == 0 else ("XZ at y=%d" % yc))
+        ax.set_xlabel("x (voxels)")
+        ax.set_ylabel("y (voxels)" if cut_axis == 0 else "z (voxels)")
+    fig.suptitle(title or Path(image_path).name)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
