@@ -90,6 +90,10 @@ def _place(rng: np.random.Generator, shape: tuple[int, int, int], radii: np.ndar
     centres: list[np.ndarray] = []
     placed_r: list[float] = []
     for r in radii:
+        if any(s - r - 1 <= r + 1 for s in shape):  # does not fit
+            centres.append(np.full(3, np.nan))
+            placed_r.append(r)
+            continue
         for _ in range(tries):
             c = np.array([rng.uniform(r + 1, s - r - 1) for s in shape])
             if all(np.linalg.norm(c - o) > r + ro + gap for o, ro in zip(centres, placed_r)):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..progress import compute
-from .chunks import block_ids, block_starts
+from ..chunking import block_ids, block_starts
 
 
 def _block_stats(block: np.ndarray, origin: np.ndarray):

@@ -32,7 +32,7 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
 from ..progress import compute
-from .chunks import at_least, block_ids, block_starts
+from ..chunking import at_least, block_ids, block_starts
 from .components import connected_components_chunked
 
 

@@ -12,6 +12,7 @@ import dask.array as da
 import numpy as np
 
 from ..backend import get_xp
+from ..chunking import at_least
 from .clustering import Decision, scores_to_labels, stacked_matrix
 from .features import fft_features_sliding
 from .neighborhoods import HALF
@@ -61,7 +62,10 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
 
 
 def semantic_labels(scaled: da.Array, decisions: list[Decision], half: int = HALF) -> da.Array:
-    """Lazy raw cluster ids (k, z, y, x) uint8 for ``k`` decisions; 255 on the border."""
+    """Lazy raw cluster ids (k, z, y, x) uint8 for ``k`` decisions; 255 on the border.
+
+    Chunks thinner than the halo are merged with a neighbour first (dask's overlap needs it)."""
+    scaled = at_least(scaled, half)
     ov = da.overlap.overlap(scaled, depth={0: half, 1: half, 2: half}, boundary={0: 0, 1: 0, 2: 0})
     meta = np.empty((0, 0, 0, 0), np.uint8) if get_xp(scaled._meta) is np else get_xp(scaled._meta).empty((0, 0, 0, 0), np.uint8)
     return ov.map_blocks(label_block, decisions, tuple(scaled.shape), half=half, new_axis=0,

@@ -1,0 +1,127 @@
+"""MRC -> OME-Zarr conversion, reading back, and every bad input of the foundation issue."""
+
+import numpy as np
+import pytest
+
+from picket_dask.cli import main
+from picket_dask.errors import PicketError
+from picket_dask.io.mrc import write_mrc
+from picket_dask.io.tomogram import convert, open_tomogram
+
+
+@pytest.fixture
+def vol(rng):
+    return rng.normal(size=(20, 33, 41)).astype(np.float32)
+
+
+def test_round_trip_exact_and_voxel_size(tmp_path, vol):
+    write_mrc(tmp_path / "a.mrc", vol, (12.5, 12.5, 12.5))
+    out = convert(tmp_path / "a.mrc", tmp_path / "a.zarr", chunks=16)
+    t = open_tomogram(out, chunks=16)
+    assert t.voxel_size == (12.5, 12.5, 12.5)
+    np.testing.assert_array_equal(t.data.compute(), vol)
+    # lazy MRC reading gives the same blocks
+    np.testing.assert_array_equal(open_tomogram(tmp_path / "a.mrc", chunks=7).data.compute(), vol)
+
+
+def test_ome_zarr_reader_opens_it(tmp_path, vol):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    write_mrc(tmp_path / "a.mrc", vol, 10)
+    convert(tmp_path / "a.mrc", tmp_path / "a.zarr", chunks=16)
+    node = list(Reader(parse_url(str(tmp_path / "a.zarr")))())[0]
+    assert len(node.data) == 3
+    np.testing.assert_array_equal(np.asarray(node.data[0]), vol)
+    np.testing.assert_allclose(np.asarray(node.data[1]), vol[:20, :32, :40].reshape(10, 2, 16, 2, 20, 2).mean(axis=(1, 3, 5)), rtol=1e-5)
+    scale = node.metadata["coordinateTransformations"][1][0]["scale"]
+    assert scale == [20.0, 20.0, 20.0]
+
+
+def test_ngff_05(tmp_path, vol):
+    write_mrc(tmp_path / "a.mrc", vol, 10)
+    convert(tmp_path / "a.mrc", tmp_path / "a.zarr", chunks=16, ngff="0.5")
+    assert (tmp_path / "a.zarr" / "zarr.json").exists()
+    np.testing.assert_array_equal(open_tomogram(tmp_path / "a.zarr").data.compute(), vol)
+
+
+def _err(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_not_an_mrc(tmp_path, capsys):
+    (tmp_path / "x.mrc").write_bytes(b"hello world" * 100)
+    err = _err(capsys, ["convert", str(tmp_path / "x.mrc"), str(tmp_path / "o.zarr")])
+    assert "x.mrc" in err and "MRC" in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_truncated(tmp_path, vol, capsys):
+    write_mrc(tmp_path / "a.mrc", vol, 10)
+    data = (tmp_path / "a.mrc").read_bytes()
+    (tmp_path / "t.mrc").write_bytes(data[: len(data) // 2])
+    err = _err(capsys, ["convert", str(tmp_path / "t.mrc"), str(tmp_path / "o.zarr")])
+    assert "t.mrc" in err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_2d(tmp_path, capsys):
+    write_mrc(tmp_path / "flat.mrc", np.zeros((1, 30, 30), np.float32), 10)
+    err = _err(capsys, ["convert", str(tmp_path / "flat.mrc"), str(tmp_path / "o.zarr")])
+    assert "3-D" in err
+
+
+def test_nan_leaves_nothing(tmp_path, vol, capsys):
+    vol[5, 5, 5] = np.nan
+    write_mrc(tmp_path / "n.mrc", vol, 10)
+    err = _err(capsys, ["convert", str(tmp_path / "n.mrc"), str(tmp_path / "o.zarr"), "--chunks", "16"])
+    assert "NaN" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "n.mrc"]
+
+
+def test_missing_voxel_size(tmp_path, vol, capsys):
+    write_mrc(tmp_path / "z.mrc", vol, 0)
+    err = _err(capsys, ["convert", str(tmp_path / "z.mrc"), str(tmp_path / "o.zarr")])
+    assert "--voxel-size" in err
+    assert main(["convert", str(tmp_path / "z.mrc"), str(tmp_path / "o.zarr"), "--voxel-size", "8"]) == 0
+    assert open_tomogram(tmp_path / "o.zarr").voxel_size == (8.0, 8.0, 8.0)
+
+
+def test_existing_output_needs_overwrite(tmp_path, vol, capsys):
+    write_mrc(tmp_path / "a.mrc", vol, 10)
+    assert main(["convert", str(tmp_path / "a.mrc"), str(tmp_path / "o.zarr")]) == 0
+    err = _err(capsys, ["convert", str(tmp_path / "a.mrc"), str(tmp_path / "o.zarr")])
+    assert "--overwrite" in err
+    assert main(["convert", str(tmp_path / "a.mrc"), str(tmp_path / "o.zarr"), "--overwrite"]) == 0
+
+
+def test_unwritable_output(tmp_path, vol, capsys):
+    import os
+
+    write_mrc(tmp_path / "a.mrc", vol, 10)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        err = _err(capsys, ["convert", str(tmp_path / "a.mrc"), str(ro / "o.zarr")])
+        assert "writable" in err
+    finally:
+        ro.chmod(0o700)
+
+
+def test_unwritable_output_file_as_parent(tmp_path, vol, capsys):
+    write_mrc(tmp_path / "a.mrc", vol, 10)
+    (tmp_path / "afile").write_text("x")
+    err = _err(capsys, ["convert", str(tmp_path / "a.mrc"), str(tmp_path / "afile" / "o.zarr")])
+    assert "writable" in err
+
+
+def test_unknown_format():
+    with pytest.raises(PicketError, match="unknown tomogram format"):
+        open_tomogram(__file__)

@@ -1,0 +1,94 @@
+"""Step 2: chunked connected components and centroids equal scipy; watershed matches skimage."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import ndimage as ndi
+from scipy.spatial import cKDTree
+
+from conftest import blobs
+from picket_dask.localize.centroids import instance_table, size_filter
+from picket_dask.localize.components import connected_components_chunked
+from picket_dask.localize.mask import particle_mask
+from picket_dask.localize.watershed import fill_unreached, watershed_chunked
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to relabelling: the map between ids is one-to-one and background stays background."""
+    if not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), level=st.floats(0.47, 0.53),
+       cz=st.integers(2, 20), cy=st.integers(2, 24), cx=st.integers(2, 28))
+def test_cc_and_centroids_equal_scipy(seed, level, cz, cy, cx):
+    r = np.random.default_rng(seed)
+    mask = ndi.gaussian_filter(r.random((20, 24, 28)), 1.2) > level
+    ref, n = ndi.label(mask)
+    labels, n2 = connected_components_chunked(da.from_array(mask, chunks=(cz, cy, cx)))
+    ours = labels.compute()
+    assert n2 == n and ours.dtype == np.uint32
+    assert same_partition(ours, ref)
+    assert set(np.unique(ours)) == set(range(n + 1))
+    table = instance_table(da.from_array(ours, chunks=(cz, cy, cx)), n2)
+    if n:
+        np.testing.assert_allclose(table.centroids, ndi.center_of_mass(mask, ours, np.arange(1, n + 1)), rtol=1e-12, atol=1e-9)
+        np.testing.assert_array_equal(table.counts, np.bincount(ours.ravel())[1:])
+        objs = ndi.find_objects(ours)
+        np.testing.assert_array_equal(table.bbox_min, [[s.start for s in o] for o in objs])
+        np.testing.assert_array_equal(table.bbox_max, [[s.stop - 1 for s in o] for o in objs])
+
+
+def test_empty_mask():
+    labels, n = connected_components_chunked(da.zeros((10, 10, 10), dtype=bool, chunks=5))
+    assert n == 0 and labels.compute().max() == 0
+    assert len(instance_table(labels)) == 0
+
+
+def test_size_filter():
+    mask = np.zeros((10, 10, 10), bool)
+    mask[1, 1, 1] = True
+    mask[4:8, 4:8, 4:8] = True
+    labels, _ = connected_components_chunked(da.from_array(mask, chunks=5))
+    t, lut = size_filter(instance_table(labels), min_size=2)
+    assert len(t) == 1 and t.counts[0] == 64 and lut[labels.compute()].max() == 1
+
+
+def test_watershed_matches_skimage():
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    mask = blobs((48, 96, 96), 70, 3, 7, seed=5)
+    d = ndi.distance_transform_edt(mask)
+    pk = peak_local_max(d, min_distance=5, exclude_border=False)
+    markers = np.zeros(mask.shape, int)
+    markers[tuple(pk.T)] = np.arange(1, len(pk) + 1)
+    ref = watershed(-d, markers, mask=mask)
+    m = da.from_array(mask, chunks=(24, 40, 40))
+    ws, n, report = watershed_chunked(m, min_distance=5)
+    filled, n_cc = fill_unreached(m, da.from_array(ws.compute(), chunks=(24, 40, 40)), n)
+    ours = filled.compute()
+    assert ((ours > 0) == mask).all()
+    a = instance_table(da.from_array(ref, chunks=48)).centroids
+    b = instance_table(da.from_array(ours, chunks=48)).centroids
+    dist, _ = cKDTree(b).query(a)
+    assert (dist <= 1).mean() >= 0.99, (len(a), len(b), (dist <= 1).mean(), report, n_cc)
+    dist_b, _ = cKDTree(a).query(b)
+    assert (dist_b <= 1).mean() >= 0.95, (len(a), len(b), (dist_b <= 1).mean(), report, n_cc)
+
+
+def test_mask_z_bounds_and_errors():
+    from picket_dask.errors import PicketError
+
+    sem = da.ones((10, 4, 4), dtype=np.uint8, chunks=3)
+    m = particle_mask(sem, 1, (2, 5)).compute()
+    assert m[:2].sum() == 0 and m[6:].sum() == 0 and m[2:6].all()
+    with pytest.raises(PicketError, match="outside"):
+        particle_mask(sem, 1, (3, 40))
+    with pytest.raises(PicketError, match="particle id"):
+        particle_mask(sem, 255)

@@ -1,0 +1,107 @@
+"""Picks writers read back with the ecosystem's readers; evaluation metrics; config mapping."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+import yaml
+
+from picket_dask.config import RunConfig, from_reference, load_config
+from picket_dask.errors import PicketError
+from picket_dask.evaluate import score, threshold_vox
+from picket_dask.io.picks import picks_frame, read_points, write_all
+
+
+@pytest.fixture
+def picks(tmp_path):
+    cent = np.array([[10.25, 20.5, 30.75], [5.0, 6.0, 7.0]])
+    df = picks_frame(cent, (10.0, 10.0, 10.0), sizes=[100, 50])
+    return df, write_all(df, tmp_path, "gabor-kmeans-ws", "tomo1", (40, 60, 80), (10.0, 10.0, 10.0), {"workflow": "x"})
+
+
+def test_csv_and_yaml(picks):
+    df, paths = picks
+    back = read_points(paths["csv"])
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), df[["x", "y", "z"]].to_numpy(), atol=1e-3)
+    doc = yaml.safe_load(open(paths["yaml"]))
+    assert doc["Predicted_Particle_Centroid_Coordinates"][0] == {"x": 30, "y": 20, "z": 10}
+    assert doc["metadata"]["workflow"] == "x"
+
+
+def test_relion_star_round_trip(picks):
+    df, paths = picks
+    star = starfile.read(paths["star"])
+    star = star["particles"] if isinstance(star, dict) else star
+    assert (star["rlnTomoName"] == "tomo1").all()
+    # centred Angstrom: (voxel - size / 2) * voxel size
+    np.testing.assert_allclose(star["rlnCenteredCoordinateXAngst"], (df.x - 80 / 2) * 10)
+    np.testing.assert_allclose(star["rlnCenteredCoordinateZAngst"], (df.z - 40 / 2) * 10)
+    np.testing.assert_allclose(star["rlnCenteredCoordinateXAngst"] / 10 + 40, df.x)
+
+
+def test_copick_json_and_ndjson(picks):
+    df, paths = picks
+    doc = json.load(open(paths["copick"]))
+    assert doc["user_id"] == "picket" and doc["session_id"] == "gabor-kmeans-ws"
+    p = doc["points"][0]
+    assert p["location"] == {"x": 307.5, "y": 205.0, "z": 102.5} and np.array_equal(p["transformation_"], np.eye(4))
+    lines = [json.loads(line) for line in open(paths["ndjson"])]
+    assert lines[1] == {"type": "point", "location": {"x": 7.0, "y": 6.0, "z": 5.0}}
+    np.testing.assert_allclose(read_points(paths["copick"], 10.0)[["x", "y", "z"]].to_numpy(), df[["x", "y", "z"]].to_numpy())
+
+
+def test_copick_model_parses_it(picks):
+    copick_models = pytest.importorskip("copick.models")
+    _, paths = picks
+    doc = json.load(open(paths["copick"]))
+    doc["voxel_spacing"] = 10.0
+    copick_models.CopickPicksFile(**doc)
+
+
+def test_scores():
+    truth = np.array([[10, 10, 10], [30, 30, 30], [50, 50, 50]], float)
+    picks = np.array([[11, 10, 10], [30, 33, 30], [90, 90, 90]], float)
+    s = score(picks, truth, (100, 100, 100), 5, truth_types=["a", "b", "b"])
+    assert s.precision == pytest.approx(2 / 3) and s.recall == pytest.approx(2 / 3) and s.f1 == pytest.approx(2 / 3)
+    assert s.recall_by_type == {"a": 1.0, "b": 0.5}
+    assert 0 < s.relative_recall <= 1
+    assert threshold_vox(100, (10.0, 10.0, 13.0)) == 8
+    assert score(np.zeros((0, 3)), truth, (100, 100, 100), 5).f1 == 0
+
+
+def test_reference_yaml_is_mapped(tmp_path):
+    ref = {
+        "dataset_name": "ds", "inputs": [{"tomogram": "a.mrc", "lower_z-slice_limit": 20, "upper_z-slice_limit": 80}],
+        "neighborhood_size": 5, "max_num_neighborhoods_for_fitting": 250000,
+        "feature_extraction_params": [{"mode": "gabor", "num_sinusoids": 8, "num_output_features": 32}, {"mode": "ffts"}],
+        "clustering_methods": ["kmeans", "gmm"],
+        "particle_extraction_params": [{"mode": "connected_component_labeling"}, {"mode": "watershed_segmentation", "min_distance": 10}],
+        "output_dir": str(tmp_path / "out"),
+    }
+    (tmp_path / "s1.yaml").write_text(yaml.safe_dump(ref))
+    cfg = load_config(tmp_path / "s1.yaml")
+    assert cfg.tomograms == ["a.mrc"] and cfg.segment.z_fit == (20, 80) and cfg.segment.max_fit_voxels == 250000
+    assert cfg.segment.num_sinusoids == 8 and cfg.segment.num_gabor_features == 32
+    assert cfg.localize.min_distance_vox == 10 and len(cfg.workflows) == 8 and "ffts-gmm-ws" in cfg.workflows
+
+
+def test_reference_yaml_errors():
+    with pytest.raises(PicketError, match="unknown key"):
+        from_reference({"inputs": [], "bogus": 1})
+    with pytest.raises(PicketError, match="feature mode"):
+        from_reference({"feature_extraction_params": {"mode": "wavelets"}})
+    with pytest.raises(PicketError, match="different z-slice"):
+        from_reference({"inputs": [{"tomogram": "a", "lower_z-slice_limit": 1}, {"tomogram": "b", "lower_z-slice_limit": 2}]})
+
+
+def test_own_yaml_and_unknown_workflow(tmp_path):
+    (tmp_path / "r.yaml").write_text("workflows: [all]\nsegment: {max_fit_voxels: 1000}\n")
+    assert len(load_config(tmp_path / "r.yaml").workflows) == 12
+    (tmp_path / "bad.yaml").write_text("workflows: [gabor-kmeans-xx]\n")
+    with pytest.raises(PicketError, match="unknown workflow"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "bad2.yaml").write_text("chunk: 64\n")
+    with pytest.raises(PicketError, match="chunk"):
+        load_config(tmp_path / "bad2.yaml")
