@@ -29,8 +29,8 @@ def _child(q, func, args, kwargs):
 
 
 def measure(func, *args, **kwargs) -> dict:
-    """Run func(*args, **kwargs) in a forked process; its return dict is merged into the result."""
-    ctx = mp.get_context("fork")
+    """Run func(*args, **kwargs) in a fresh (spawned) process; its return dict is merged into the result."""
+    ctx = mp.get_context("spawn")  # fork after dask threads have started can deadlock
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(q, func, args, kwargs))
     p.start()

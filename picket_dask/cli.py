@@ -66,11 +66,16 @@ def _config(args) -> RunConfig:
         d["chunks"] = args.chunks
     if args.voxel_size:
         d["voxel_size"] = args.voxel_size
+    for key in ("concurrent", "fit_on"):
+        if getattr(args, key, None) is not None:
+            d[key] = getattr(args, key)
     seg, loc = d["segment"], d["localize"]
     if args.z_fit:
         seg["z_fit"] = _bounds(args.z_fit)
     if args.z_extract:
         loc["z_extract"] = _bounds(args.z_extract)
+    if getattr(args, "gpu", False):
+        seg["device"] = "gpu"
     for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
                         ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc)):
         v = getattr(args, key, None)
@@ -100,20 +105,32 @@ def cmd_run(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_files
-
-    shape, vs = _shape_and_voxel(args)
-    rows = []
-    for p in args.picks:
-        s = evaluate_files(p, args.truth, shape, vs, args.threshold_A)
-        rows.append({"picks": str(p), **{k: v for k, v in s.as_dict().items() if k != "recall_by_type"},
-                     **{f"recall[{k}]": v for k, v in s.recall_by_type.items()}})
     import pandas as pd
 
-    df = pd.DataFrame(rows)
+    from .evaluate import evaluate_files, evaluate_run, plot_scores
+
+    if len(args.picks) == 1 and Path(args.picks[0]).is_dir():
+        df = evaluate_run(args.picks[0], args.truth, args.threshold_A)
+        csv = args.csv or Path(args.picks[0]) / "scores.csv"
+        png = args.plot or Path(args.picks[0]) / "scores.png"
+    else:
+        shape, vs = _shape_and_voxel(args)
+        rows = []
+        for p in args.picks:
+            s = evaluate_files(p, args.truth, shape, vs, args.threshold_A)
+            rows.append({"picks": str(p), **{k: v for k, v in s.as_dict().items() if k != "recall_by_type"},
+                         **{f"recall[{k}]": v for k, v in s.recall_by_type.items()}})
+        df = pd.DataFrame(rows)
+        csv, png = args.csv, args.plot
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    if args.csv:
-        df.to_csv(args.csv, index=False)
+    if "workflow" in df and df.tomogram.nunique() > 1:
+        med = df.groupby("workflow")[["precision", "recall", "f1", "relative_recall"]].median().sort_values("f1", ascending=False)
+        print("\nmedian over tomograms:\n" + med.to_string(float_format=lambda v: f"{v:.3f}"))
+    if csv:
+        df.to_csv(csv, index=False)
+        print(f"wrote {csv}")
+    if png and "workflow" in df:
+        print(f"wrote {plot_scores(df, png)}")
     return 0
 
 
@@ -182,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--orientation", choices=["size", "invert", "auto"], help="which cluster is particles (default size)")
     r.add_argument("--seed", type=int)
     r.add_argument("--kmeans-backend", choices=["sklearn", "dask-ml"])
+    r.add_argument("--concurrent", type=int, help="tomograms processed at once on the cluster (default 2)")
+    r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default 15)")
     r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")
     r.add_argument("--max-size-vox", type=int, help="drop instances larger than this many voxels")
@@ -189,8 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     e = sub.add_parser("evaluate", help="precision, recall, F1, relative recall of picks vs truth")
-    e.add_argument("picks", nargs="+", help="picks files (.csv, _picket.yaml, .star, .ndjson)")
-    e.add_argument("--truth", required=True, help="truth CSV (x, y, z voxels[, type]) or portal ndjson")
+    e.add_argument("picks", nargs="+", help="picks files (.csv, _picket.yaml, .star, .ndjson), or a run's --out folder")
+    e.add_argument("--truth", required=True, help="truth CSV (x, y, z voxels[, type]) or portal ndjson; for a run folder: "
+                   "a folder holding NAME_truth.csv per tomogram")
+    e.add_argument("--plot", help="box plot PNG of F1 per workflow (default for a run folder: OUT/scores.png)")
     e.add_argument("--tomogram", help="the tomogram (for shape and voxel size)")
     e.add_argument("--shape", nargs=3, type=int, metavar=("Z", "Y", "X"))
     e.add_argument("--voxel-size", type=float)

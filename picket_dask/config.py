@@ -35,6 +35,7 @@ class SegmentParams(_Strict):
     num_sinusoids: int = Field(10, ge=2, description="Gabor frequencies per axis")
     num_gabor_features: int = Field(64, ge=1, description="Gabor filters kept (largest response std)")
     kmeans_backend: Literal["sklearn", "dask-ml"] = "sklearn"
+    device: Literal["cpu", "gpu"] = Field("cpu", description="gpu: chunks become cupy arrays on CUDA workers")
     orientation: Literal["size", "invert", "auto"] = Field(
         "size", description="size: larger cluster is background (the reference); invert: the opposite; "
         "auto: the cluster that forms compact particle-sized blobs")
@@ -69,6 +70,8 @@ class RunConfig(_Strict):
     chunks: int = Field(128, ge=16)
     voxel_size: Optional[float] = Field(None, gt=0, description="override the header's voxel size, Angstrom")
     dataset_name: Optional[str] = None
+    concurrent: int = Field(2, ge=1, description="tomograms processed at the same time on the cluster")
+    fit_on: int = Field(0, ge=0, description="fit each clusterer once on the first N tomograms and apply it to all (0: per tomogram)")
 
     @field_validator("workflows")
     @classmethod

@@ -85,3 +85,66 @@ def evaluate_files(picks_path, truth_path, shape_zyx, voxel_size, threshold_A: f
     truth = read_points(truth_path, vs)
     types = truth["type"].to_numpy() if "type" in truth.columns else None
     return score(zyx(picks), zyx(truth), shape_zyx, threshold_vox(threshold_A, voxel_size), types)
+
+
+def find_truth(truth, name: str):
+    """The truth file of tomogram ``name``: ``truth`` itself if a file, else NAME_truth.csv/.ndjson or NAME.csv in it."""
+    from pathlib import Path
+
+    from .errors import PicketError
+
+    truth = Path(truth)
+    if truth.is_file():
+        return truth
+    for cand in (f"{name}_truth.csv", f"{name}_truth.ndjson", f"{name}.csv", f"{name}.ndjson"):
+        if (truth / cand).is_file():
+            return truth / cand
+    raise PicketError(truth, f"holds no truth for tomogram {name!r}", f"name it {name}_truth.csv (x, y, z voxels[, type]) or give the file")
+
+
+def evaluate_run(results_dir, truth, threshold_A: float = 100.0) -> pd.DataFrame:
+    """Scores of every workflow of every tomogram under a run's output folder (one row each)."""
+    import json
+    from pathlib import Path
+
+    from .errors import PicketError
+
+    runs = sorted(Path(results_dir).glob("*/run.json"))
+    if not runs:
+        raise PicketError(results_dir, "holds no run.json", "give the --out folder of `picket-dask run`")
+    rows = []
+    for rj in runs:
+        doc = json.loads(rj.read_text())
+        tfile = find_truth(truth, doc["name"])
+        for wf, paths in doc["picks"].items():
+            s = evaluate_files(paths["csv"], tfile, doc["shape_zyx"], doc["voxel_size_A"], threshold_A)
+            rows.append({"tomogram": doc["name"], "workflow": wf,
+                         **{k: v for k, v in s.as_dict().items() if k != "recall_by_type"},
+                         **{f"recall[{k}]": v for k, v in s.recall_by_type.items()}})
+    return pd.DataFrame(rows)
+
+
+def plot_scores(table: pd.DataFrame, png, metric: str = "f1"):
+    """Box plot of ``metric`` per workflow across tomograms (PNG)."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = table.groupby("workflow")[metric].median().sort_values(ascending=False).index.tolist()
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(order) + 2), 4.5))
+    ax.boxplot([table.loc[table.workflow == w, metric].to_numpy() for w in order], showmeans=True)
+    for i, w in enumerate(order, 1):
+        v = table.loc[table.workflow == w, metric].to_numpy()
+        ax.scatter(np.full(len(v), i) + np.linspace(-0.08, 0.08, len(v)), v, s=12, alpha=0.7)
+    ax.set_xticks(range(1, len(order) + 1), order, rotation=45, ha="right")
+    ax.set_ylabel(metric)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"{metric} per workflow ({table.tomogram.nunique()} tomograms)")
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return Path(png)

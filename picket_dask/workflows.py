@@ -50,50 +50,68 @@ class TomogramResult:
     run_json: Path | None = None
 
 
-def _semantic_done(image: Path, name: str, params: SegmentParams) -> bool:
+def _semantic_done(image: Path, name: str, params: SegmentParams, shared_fit: str | None) -> bool:
     meta = read_attrs(image / "labels" / f"semantic-{name}")
-    return bool(meta) and meta.get("params") == params.model_dump(mode="json")
+    return bool(meta) and meta.get("params") == params.model_dump(mode="json") and meta.get("shared_fit") == shared_fit
 
 
-def run_tomogram(path: str | Path, cfg: RunConfig, out: Path) -> TomogramResult:
-    """All of ``cfg.workflows`` on one tomogram; resumes stages whose outputs match the parameters."""
-    timings = Timings()
-    t_start = time.perf_counter()
+def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings):
+    """Validate the input and convert it into ``out/NAME/NAME.zarr`` (skipped when already done)."""
     name = tomogram_name(path)
     tdir = out / name
     tdir.mkdir(parents=True, exist_ok=True)
     image = tdir / f"{name}.zarr"
     with timings.stage("convert"):
-        src = open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
+        open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
         done = read_attrs(image).get("input") == str(Path(path).resolve())
         if not done:
             convert(path, image, chunks=cfg.chunks, voxel_size=cfg.voxel_size, overwrite=True)
-    tomo = open_tomogram(image, cfg.chunks)
-    flows = [split_workflow(w) for w in cfg.workflows]
-    pairs = list(dict.fromkeys((f, c) for f, c, _ in flows))
-    todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", cfg.segment)]
+    return name, tdir, image, open_tomogram(image, cfg.chunks)
+
+
+def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:
+    """The distinct (features, clusterer) segmentations the workflows need."""
+    return list(dict.fromkeys(split_workflow(w)[:2] for w in workflows))
+
+
+def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, tdir: Path, path, timings: Timings) -> tuple[dict, int]:
+    """Step 2 of one workflow on an existing segmentation; picks in every format. Returns (paths, n)."""
+    f, c, e = split_workflow(wf)
+    inst = localize(image, f"semantic-{f}-{c}", e, cfg.localize, tomo.voxel_size, instance_name=f"instances-{wf}")
+    for k, v in inst.timings.items():
+        timings[f"{wf}.{k}"] = v
+    df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids)
+    meta = {"workflow": wf, "tomogram_path": str(Path(path).resolve()), "tomogram_shape": list(tomo.shape),
+            "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
+            "segment_params": cfg.segment.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
+            "instances_report": inst.report, **environment()}
+    return write_all(df, tdir / "picks", wf, tdir.name, tomo.shape, tomo.voxel_size, meta), len(df)
+
+
+def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, shared_fit: str | None = None) -> TomogramResult:
+    """All of ``cfg.workflows`` on one tomogram; resumes stages whose outputs match the parameters.
+
+    ``models``: segmentations fitted elsewhere (``fit_shared``), applied instead of fitting here.
+    """
+    timings = Timings()
+    t_start = time.perf_counter()
+    name, tdir, image, tomo = prepare_image(path, cfg, out, timings)
+    pairs = workflow_pairs(cfg.workflows)
+    todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", cfg.segment, shared_fit)]
     seg_meta = {}
     if todo:
-        segs, seg_t = segment_tomogram(image, tomo.data, tomo.voxel_size, todo, cfg.segment, source=str(path))
+        use = None if models is None else [m for m in models if (m.features, m.clusterer) in todo]
+        segs, seg_t = segment_tomogram(image, tomo.data, tomo.voxel_size, todo, cfg.segment, source=str(path),
+                                       models=use, extra_meta={"shared_fit": shared_fit})
         timings.update({f"segment.{k}": v for k, v in seg_t.items()})
         seg_meta = {s.name: {"orientation": s.orientation, "cluster_counts": s.counts} for s in segs}
     res = TomogramResult(name, image, tomo.shape, tomo.voxel_size, timings=timings)
-    for f, c, e in flows:
-        wf = f"{f}-{c}-{e}"
-        inst = localize(image, f"semantic-{f}-{c}", e, cfg.localize, tomo.voxel_size, instance_name=f"instances-{wf}")
-        for k, v in inst.timings.items():
-            timings[f"{wf}.{k}"] = v
-        df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids)
-        meta = {"workflow": wf, "tomogram_path": str(Path(path).resolve()), "tomogram_shape": list(tomo.shape),
-                "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
-                "segment_params": cfg.segment.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
-                "instances_report": inst.report, **environment()}
-        res.picks[wf] = write_all(df, tdir / "picks", wf, name, tomo.shape, tomo.voxel_size, meta)
-        res.counts[wf] = len(df)
+    for wf in cfg.workflows:
+        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, tdir, path, timings)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     doc = {"tomogram": str(Path(path).resolve()), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
-           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "segmentations": seg_meta,
-           "picks": res.picks, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "shared_fit": shared_fit,
+           "segmentations": seg_meta, "picks": res.picks, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     res.run_json = tdir / "run.json"
     tmp = tdir / ".run.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2, default=str))
@@ -101,13 +119,34 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path) -> TomogramResult:
     return res
 
 
+def fit_shared(paths: list[Path], cfg: RunConfig):
+    """Fit every needed (features, clusterer) model once on samples pooled from ``paths``.
+
+    Each tomogram is preprocessed with its own min/max and contributes max_fit_voxels / N voxels.
+    """
+    from .segment.preprocess import preprocess
+    from .segment.semantic import FitSample, draw_sample, fit_models
+
+    per = None if cfg.segment.max_fit_voxels is None else max(1, cfg.segment.max_fit_voxels // len(paths))
+    params = cfg.segment.model_copy(update={"max_fit_voxels": per})
+    samples = []
+    for p in paths:
+        t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
+        scaled, _, _ = preprocess(t.data, params.sigma_vox, p)
+        samples.append(draw_sample(scaled, params))
+    pooled = FitSample(np.concatenate([s.coords for s in samples]), np.concatenate([s.neighborhoods for s in samples]))
+    return fit_models(pooled, workflow_pairs(cfg.workflows), cfg.segment)
+
+
 def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out", workflows: list[str] | str | None = None,
         config: RunConfig | None = None, **overrides) -> list[TomogramResult]:
     """Run workflows over tomograms (MRC/REC files, OME-Zarr images, or folders of them).
 
     ``workflows``: names like 'gabor-kmeans-ws', 'all', or None for the default two.
-    ``overrides``: RunConfig fields (e.g. chunks=64) or segment/localize parameters by name
-    (e.g. z_fit=(40, 80), min_distance_vox=8).
+    ``overrides``: RunConfig fields (e.g. chunks=64, fit_on=2, concurrent=2) or segment/localize
+    parameters by name (e.g. z_fit=(40, 80), min_distance_vox=8).
+    Tomograms run ``concurrent`` at a time on the active Dask cluster; with ``fit_on`` N > 0 the
+    clusterers are fitted once on the first N tomograms and applied to all.
     """
     cfg = (config or RunConfig()).model_copy(deep=True)
     if workflows is not None:
@@ -123,8 +162,21 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
         else:
             raise PicketError(k, "is not a run parameter", "see help(picket_dask.run) and picket_dask.config")
     paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
+    for p in paths:  # fail fast, before any work, on a bad input among many
+        open_tomogram(p, cfg.chunks, cfg.voxel_size)
     out = Path(out)
-    return [run_tomogram(p, cfg, out) for p in paths]
+    models, shared = None, None
+    if cfg.fit_on:
+        fit_paths = paths[: cfg.fit_on]
+        models = fit_shared(fit_paths, cfg)
+        shared = ",".join(str(Path(p).resolve()) for p in fit_paths)
+    if cfg.concurrent <= 1 or len(paths) == 1:
+        return [run_tomogram(p, cfg, out, models, shared) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # each tomogram's stages submit their own graphs to the same cluster; threads only wait
+    with ThreadPoolExecutor(max_workers=cfg.concurrent) as pool:
+        return list(pool.map(lambda p: run_tomogram(p, cfg, out, models, shared), paths))
 
 
 def expand_inputs(items) -> list[Path]:

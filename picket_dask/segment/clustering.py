@@ -59,7 +59,8 @@ def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -
     if backend == "sklearn":
         from sklearn.cluster import KMeans
 
-        return KMeans(n_clusters=2, random_state=seed).fit(features).cluster_centers_
+        # copy_x=False: centre the sample in place (and restore it) instead of copying it
+        return KMeans(n_clusters=2, random_state=seed, copy_x=False).fit(features).cluster_centers_
     if backend == "dask-ml":
         import dask.array as da
         from dask_ml.cluster import KMeans as DKMeans

@@ -10,6 +10,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from ..backend import get_xp, to_host
 from ..errors import PicketError
 from ..progress import compute
 
@@ -44,12 +45,14 @@ def sample_voxels(shape: tuple[int, int, int], z_bounds, max_voxels: int | None,
 
 def _extract(block: np.ndarray, local: np.ndarray, half: int) -> np.ndarray:
     """Neighborhoods (n, (2h+1)^3) float32 around ``local`` coordinates of an overlapped block."""
+    xp = get_xp(block)
     size = 2 * half + 1
     offs = np.arange(size)
     zz = local[:, 0, None, None, None] + offs[None, :, None, None]
     yy = local[:, 1, None, None, None] + offs[None, None, :, None]
     xx = local[:, 2, None, None, None] + offs[None, None, None, :]
-    return np.asarray(block[zz, yy, xx], dtype=np.float32).reshape(len(local), size**3)
+    picked = block[xp.asarray(zz), xp.asarray(yy), xp.asarray(xx)]
+    return to_host(picked).astype(np.float32, copy=False).reshape(len(local), size**3)
 
 
 def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF) -> np.ndarray:

@@ -15,7 +15,9 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from ..backend import cupy_available, to_host
 from ..config import SegmentParams
+from ..errors import PicketError
 from ..progress import compute
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels
@@ -73,10 +75,17 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
         f, G, gidx = feats_cache[mode]
         space = "fft" if mode == "ffts" else "neighborhood"
         model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend)
-        x = f if mode == "ffts" else sample.neighborhoods.astype(np.float64)
-        model.sample_counts = np.bincount(predict(model.decision, x), minlength=2).tolist()
+        model.sample_counts = _sample_counts(model, f if mode == "ffts" else sample.neighborhoods).tolist()
         out.append(Segmentation(mode, clusterer, model, gidx))
     return out
+
+
+def _sample_counts(model: FittedModel, x: np.ndarray, rows: int = 65536) -> np.ndarray:
+    """Cluster sizes on the sample, predicted a slice at a time (no float64 copy of the whole sample)."""
+    counts = np.zeros(2, np.int64)
+    for i in range(0, len(x), rows):
+        counts += np.bincount(predict(model.decision, x[i:i + rows].astype(np.float64)), minlength=2)
+    return counts
 
 
 def _model_meta(seg: Segmentation) -> dict:
@@ -85,10 +94,22 @@ def _model_meta(seg: Segmentation) -> dict:
             "sample_cluster_counts": seg.model.sample_counts, "gabor_filter_indices": seg.gabor_idx}
 
 
+def on_device(data: da.Array, device: str) -> da.Array:
+    """The tomogram with cupy chunks for device 'gpu' (checked to be usable), unchanged for 'cpu'."""
+    if device != "gpu":
+        return data
+    if not cupy_available():
+        raise PicketError("device gpu", "cupy with a CUDA device is not available",
+                          "pip install 'picket-dask[gpu]' on a machine with an NVIDIA GPU, or use the cpu device")
+    import cupy
+
+    return data.map_blocks(cupy.asarray, dtype=data.dtype, meta=cupy.empty((0, 0, 0), data.dtype))
+
+
 def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[float, float, float],
                      pairs: list[tuple[str, str]], params: SegmentParams | None = None,
                      source: str | None = None, label_prefix: str = "semantic-",
-                     models: list[Segmentation] | None = None) -> tuple[list[Segmentation], Timings]:
+                     models: list[Segmentation] | None = None, extra_meta: dict | None = None) -> tuple[list[Segmentation], Timings]:
     """Semantic labels for each (features, clusterer) pair, written as ``<image>/labels/semantic-<f>-<c>``.
 
     ``data`` is the raw tomogram (z, y, x); ``image_path`` the OME-Zarr image the labels go into.
@@ -100,6 +121,7 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
 
     params = params or SegmentParams()
     timings = Timings()
+    data = on_device(data, params.device)
     with timings.stage("preprocess"):
         scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path)
     if models is None:
@@ -111,6 +133,8 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
         segs = [Segmentation(s.features, s.clusterer, s.model, s.gabor_idx) for s in models]
     t0 = time.perf_counter()
     raw = semantic_labels(scaled, [s.model.decision for s in segs])
+    if params.device == "gpu":
+        raw = raw.map_blocks(to_host, dtype=np.uint8, meta=np.empty((0, 0, 0, 0), np.uint8))
     tmps, stores, counts = [], [], []
     try:
         for i, s in enumerate(segs):
@@ -134,7 +158,7 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
                     "params": params.model_dump(mode="json"), "scaling": {"min": lo, "max": hi},
                     "model": _model_meta(s), "cluster_counts": s.counts, "orientation": s.orientation,
                     "particle_cluster_id": 1, "labels": {"0": "background", "1": "particle", str(BORDER): "border (no neighborhood)"},
-                    "timings_s": dict(timings), **environment()}
+                    "timings_s": dict(timings), **(extra_meta or {}), **environment()}
             s.labels_path = commit_labels(image_path, f"{label_prefix}{s.name}", tmp, voxel_size, meta, SEMANTIC_COLORS)
     except BaseException:
         for tmp in tmps:

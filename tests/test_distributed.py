@@ -1,0 +1,68 @@
+"""Runs on a real LocalCluster: same picks as the threaded scheduler, and a worker killed mid-run
+does not change the result."""
+
+import os
+import signal
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from picket_dask.workflows import run
+
+KW = dict(chunks=32, max_fit_voxels=20_000, min_distance_vox=6)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, sim_tiny):
+    out = tmp_path_factory.mktemp("base")
+    return run(sim_tiny["tomogram"], out, ["gabor-kmeans-cc", "gabor-kmeans-ws"], **KW)[0]
+
+
+def _picks(res):
+    return {wf: pd.read_csv(p["csv"], comment="#") for wf, p in res.picks.items()}
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                           memory_limit="2GB")
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run(tmp_path, sim_tiny, baseline, client):
+    killed = {}
+
+    def killer():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            processing = client.processing()
+            busy = [w for w, tasks in processing.items() if tasks]
+            if busy:
+                pids = client.run(os.getpid, workers=[busy[0]])
+                pid = pids[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed["pid"] = pid
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    res = run(sim_tiny["tomogram"], tmp_path, ["gabor-kmeans-cc", "gabor-kmeans-ws"], **KW)[0]
+    t.join(timeout=5)
+    assert killed, "no worker was busy while the run was going on"
+    for wf, df in _picks(res).items():
+        pd.testing.assert_frame_equal(df, _picks(baseline)[wf])
+
+
+@pytest.mark.slow
+def test_local_cluster_equals_threads(tmp_path, sim_tiny, baseline, client):
+    res = run(sim_tiny["tomogram"], tmp_path, ["gabor-kmeans-cc"], **KW)[0]
+    pd.testing.assert_frame_equal(_picks(res)["gabor-kmeans-cc"], _picks(baseline)["gabor-kmeans-cc"])
