@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 
 FEATURE_MODES = ("intensities", "ffts", "gabor")
+ROWS = 65536  # sample rows converted to float64 at a time
 
 
 @lru_cache(maxsize=8)
@@ -52,9 +53,15 @@ def select_gabor(neighborhoods: np.ndarray, n_keep: int = 64, num_sinusoids: int
     filter responses per sampled voxel are never formed.
     """
     bank = gabor_bank(int(round(neighborhoods.shape[1] ** (1 / 3))), num_sinusoids)
-    x = neighborhoods.astype(np.float64)
-    mean = x.mean(axis=0)
-    cov = (x.T @ x) / len(x) - np.outer(mean, mean)
+    n, p = neighborhoods.shape
+    total = np.zeros(p)
+    gram = np.zeros((p, p))
+    for i in range(0, n, ROWS):  # float64 a slice at a time: no float64 copy of the whole sample
+        x = neighborhoods[i:i + ROWS].astype(np.float64)
+        total += x.sum(axis=0)
+        gram += x.T @ x
+    mean = total / n
+    cov = gram / n - np.outer(mean, mean)
     var = np.einsum("ij,jk,ik->i", bank, cov, bank)
     std = np.sqrt(np.maximum(var, 0))
     return np.argsort(std, kind="stable")[-n_keep:]
@@ -85,9 +92,12 @@ FFT_INDEX, FFT_WEIGHTS = _fft_unique(5)  # 63 unique magnitudes of a real 5x5x5 
 def fft_features_from_neighborhoods(neigh: np.ndarray, xp=np) -> np.ndarray:
     """Compact DFT-magnitude features (n, 63) float64 of flattened 5x5x5 neighborhoods (n, 125)."""
     n = len(neigh)
-    cube = xp.asarray(neigh, dtype=xp.float64).reshape(n, 5, 5, 5)
-    spec = xp.abs(xp.fft.rfftn(cube, axes=(1, 2, 3))).reshape(n, -1)
-    return spec[:, xp.asarray(FFT_INDEX)] * xp.asarray(FFT_WEIGHTS)
+    out = xp.empty((n, len(FFT_INDEX)))
+    for i in range(0, n, ROWS):
+        cube = xp.asarray(neigh[i:i + ROWS], dtype=xp.float64).reshape(-1, 5, 5, 5)
+        spec = xp.abs(xp.fft.rfftn(cube, axes=(1, 2, 3))).reshape(len(cube), -1)
+        out[i:i + ROWS] = spec[:, xp.asarray(FFT_INDEX)] * xp.asarray(FFT_WEIGHTS)
+    return out
 
 
 def _dft_matrix(size: int, keep: int, xp):
@@ -99,16 +109,19 @@ def _dft_matrix(size: int, keep: int, xp):
 def fft_features_sliding(padded, xp=np, size: int = 5):
     """Compact DFT-magnitude features (z, y, x, 63) of every neighborhood of a block padded by size//2.
 
-    Separable sliding DFT: windows along x -> 3 frequencies, along y -> 5, along z -> 5; the
-    same numbers as an rfftn per neighborhood up to rounding, at a fraction of the cost.
+    Separable sliding DFT: windows along x -> 3 frequencies, along y -> 5, along z -> 5, each a
+    small complex matrix product on a contiguous last axis; the same numbers as an rfftn per
+    neighborhood up to rounding. Call it on small tiles (a few planes, a few dozen rows): the
+    intermediates are 75 complex values per voxel and the speed comes from staying in cache.
     """
     h = size // 2
     p = xp.asarray(padded, dtype=xp.float64)
+    Z, Y, X = (s - 2 * h for s in p.shape)
     sw = xp.lib.stride_tricks.sliding_window_view
-    fx = sw(p, size, axis=2) @ _dft_matrix(size, h + 1, xp)            # (Z+4, Y+4, X, 3)
-    fy = xp.einsum("zyxkj,jl->zyxlk", sw(fx, size, axis=1), _dft_matrix(size, size, xp))  # (Z+4, Y, X, 5ky, 3kx)
-    fz = xp.einsum("zyxlkj,jm->zyxmlk", sw(fy, size, axis=0), _dft_matrix(size, size, xp))  # (Z, Y, X, 5kz, 5ky, 3kx)
-    mag = xp.abs(fz).reshape(fz.shape[:3] + (-1,))
+    fx = sw(p, size, axis=2) @ _dft_matrix(size, h + 1, xp)                          # (Z+4, Y+4, X, kx)
+    fy = sw(xp.ascontiguousarray(xp.moveaxis(fx, 1, -1)), size, axis=-1) @ _dft_matrix(size, size, xp)  # (Z+4, X, kx, Y, ky)
+    fz = sw(xp.ascontiguousarray(xp.moveaxis(fy, 0, -1)), size, axis=-1) @ _dft_matrix(size, size, xp)  # (X, kx, Y, ky, Z, kz)
+    mag = xp.abs(fz).transpose(4, 2, 0, 5, 3, 1).reshape(Z, Y, X, -1)                # (Z, Y, X, kz*ky*kx)
     return mag[..., xp.asarray(FFT_INDEX)] * xp.asarray(FFT_WEIGHTS)
 
 
@@ -127,6 +140,10 @@ def sample_features(mode: str, neighborhoods: np.ndarray, gabor_idx: np.ndarray 
     """Float64 features (n, d) of the fitting sample's neighborhoods (n, 125)."""
     if mode == "ffts":
         return fft_features_from_neighborhoods(neighborhoods)
+    if mode == "intensities":
+        return neighborhoods.astype(np.float64)
     G = linear_operator(mode, gabor_idx, num_sinusoids=num_sinusoids)
-    x = neighborhoods.astype(np.float64)
-    return x if mode == "intensities" else x @ G.T
+    out = np.empty((len(neighborhoods), len(G)))
+    for i in range(0, len(neighborhoods), ROWS):
+        out[i:i + ROWS] = neighborhoods[i:i + ROWS].astype(np.float64) @ G.T
+    return out
