@@ -1,0 +1,75 @@
+"""A real SLURM cluster (one node, started by deploy/slurm-local/start.sh): dask-jobqueue workers run
+picket-dask and give the same picks as the threaded scheduler. Skipped, with the reason, where
+the machine cannot run it (no root, no apt-get and no SLURM installed, or no dask-jobqueue)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from picket_dask.workflows import run
+
+DEPLOY = Path(__file__).parent.parent / "deploy" / "slurm-local"
+KW = dict(chunks=32, max_fit_voxels=20_000, min_distance_vox=6, concurrent=1)
+
+
+def _why_not() -> str | None:
+    if os.environ.get("PICKET_SKIP_SLURM"):
+        return "PICKET_SKIP_SLURM is set"
+    if os.geteuid() != 0:
+        return "needs root to start munge and the SLURM daemons"
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        return "SLURM is not installed and apt-get is not available to install it"
+    try:
+        import dask_jobqueue  # noqa: F401
+    except ImportError:
+        return "dask-jobqueue is not installed (pip install 'picket-dask[hpc]')"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    why = _why_not()
+    if why:
+        pytest.skip(why)
+    d = tmp_path_factory.mktemp("slurm")
+    out = subprocess.run(["bash", str(DEPLOY / "start.sh"), str(d)], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        pytest.skip(f"could not start SLURM here: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+    conf = out.stdout.strip().split("=", 1)[1]
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = conf
+    yield d
+    subprocess.run(["bash", str(DEPLOY / "stop.sh"), str(d)], capture_output=True, timeout=120)
+    if old is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = old
+
+
+@pytest.mark.slow
+def test_slurm_cluster_run_equals_local(slurm, tmp_path, sim_tiny):
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+
+    local = run(sim_tiny["tomogram"], tmp_path / "local", ["gabor-kmeans-cc"], **KW)[0]
+    cluster = SLURMCluster(cores=1, memory="2GB", processes=1, queue="debug", walltime="00:10:00", interface="lo",
+                           python=sys.executable, log_directory=str(slurm / "joblogs"), local_directory=str(slurm))
+    try:
+        cluster.scale(jobs=2)
+        with Client(cluster) as client:
+            client.wait_for_workers(2, timeout=180)
+            assert len(client.scheduler_info()["workers"]) == 2
+            res = run(sim_tiny["tomogram"], tmp_path / "slurm", ["gabor-kmeans-cc"], **KW)[0]
+            jobs = subprocess.run(["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout
+            assert jobs.count("RUNNING") >= 2, jobs
+    finally:
+        cluster.close()
+    a = pd.read_csv(local.picks["gabor-kmeans-cc"]["csv"], comment="#")
+    b = pd.read_csv(res.picks["gabor-kmeans-cc"]["csv"], comment="#")
+    pd.testing.assert_frame_equal(a, b)
