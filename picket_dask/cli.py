@@ -156,6 +156,16 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def cmd_view(args) -> int:
+    from .view import open_in_napari
+
+    open_in_napari(args.result, args.workflows.split(",") if args.workflows else None)
+    import napari
+
+    napari.run()
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import demo
 
@@ -225,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--picks", help="picks file to overlay")
     v.add_argument("--out", default="preview.png")
     v.set_defaults(func=cmd_preview)
+
+    w = sub.add_parser("view", help="open a tomogram's results in napari (viz extra)")
+    w.add_argument("result", help="a tomogram's result folder: OUT/NAME")
+    w.add_argument("--workflows", help="comma-separated (default: all in run.json)")
+    w.set_defaults(func=cmd_view)
 
     d = sub.add_parser("demo", help="simulate a small tomogram, run the default workflows, evaluate, preview")
     d.add_argument("--out", default="picket-demo")

@@ -94,3 +94,17 @@ def test_run_on_local_cluster(tmp_path, sim_tiny):
                            "--workers", "2", "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert code.returncode == 0, code.stderr[-2000:]
     assert "dashboard" in code.stderr
+
+
+def test_napari_layers_have_data_and_scale(result):
+    from picket_dask.view import layers
+
+    ls = layers(result.run_json.parent)
+    kinds = [k for _, _, k in ls]
+    assert kinds[0] == "image" and kinds.count("points") == 3 and kinds.count("labels") == 5
+    for data, kw, kind in ls:
+        assert kw["scale"] == (10.0, 10.0, 10.0)
+        if kind in ("image", "labels"):
+            assert tuple(data.shape) == tuple(result.shape)
+    pts = next(d for d, kw, k in ls if kw["name"] == "picks-gabor-kmeans-cc")
+    assert pts.shape == (result.counts["gabor-kmeans-cc"], 3)

@@ -1,0 +1,56 @@
+"""A tomogram >= 4x the total worker memory limit goes through every stage; same picks as with a
+generous limit.
+
+    python benchmarks/larger_than_memory.py [--shape 128 2048 2048] [--limit 512MiB] [--generous 8GiB]
+
+Workers: one, two threads, the given memory limit (the fit sample and the fit live in the client).
+"""
+
+import argparse
+import shutil
+from pathlib import Path
+
+from _data import synthetic_mrc
+from _measure import measure, record
+
+WORKFLOWS = ["gabor-kmeans-cc", "gabor-kmeans-ws"]
+
+
+def case(mrc, out, limit):
+    from distributed import Client, LocalCluster
+
+    from picket_dask.workflows import run
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, memory_limit=limit, dashboard_address=":0") as cl, Client(cl) as c:
+        r = run([mrc], out, WORKFLOWS, max_fit_voxels=250_000, concurrent=1)[0]
+        logs = c.get_worker_logs()
+    deaths = sum("restart" in line.lower() or "killed" in line.lower() for lines in logs.values() for _, line in lines)
+    return {"picks": ";".join(f"{k}={v}" for k, v in r.counts.items()), "worker_restart_lines": deaths,
+            "picks_csv": ";".join(r.picks[w]["csv"] for w in WORKFLOWS)}
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", nargs=3, type=int, default=[128, 2048, 2048])
+    ap.add_argument("--limit", default="512MiB")
+    ap.add_argument("--generous", default="8GiB")
+    ap.add_argument("--workdir", default="/tmp/picket-bench")
+    a = ap.parse_args()
+    import pandas as pd
+
+    wd = Path(a.workdir)
+    wd.mkdir(parents=True, exist_ok=True)
+    shape = "x".join(map(str, a.shape))
+    mrc = synthetic_mrc(wd / f"ltm_{shape}.mrc", tuple(a.shape))
+    gib = mrc.stat().st_size / 2**30
+    res = {}
+    for label, limit in (("tight", a.limit), ("generous", a.generous)):
+        out = wd / f"ltm_out_{label}"
+        shutil.rmtree(out, ignore_errors=True)
+        res[label] = measure(case, mrc, out, limit)
+        record("larger_than_memory", {"shape": shape, "tomogram_GiB": round(gib, 2), "worker_limit": limit,
+                                      **{k: v for k, v in res[label].items() if k != "picks_csv"}})
+    same = all(pd.read_csv(x, comment="#").equals(pd.read_csv(y, comment="#"))
+               for x, y in zip(res["tight"]["picks_csv"].split(";"), res["generous"]["picks_csv"].split(";")))
+    record("larger_than_memory", {"shape": shape, "tomogram_GiB": round(gib, 2), "worker_limit": "tight vs generous",
+                                  "picks": "identical" if same else "DIFFERENT"})
