@@ -58,6 +58,15 @@ def _config(args) -> RunConfig:
     d = cfg.model_dump()
     if args.tomograms:
         d["tomograms"] = list(args.tomograms)
+    if args.copick:
+        from .io.copick_io import CopickSource
+
+        if not args.copick_runs:
+            raise PicketError("--copick", "needs the runs to process", "add --run RUN_NAME (once per run)")
+        d["tomograms"] = d["tomograms"] + [CopickSource(args.copick, r, args.copick_voxel_spacing, args.copick_tomo_type).spec()
+                                           for r in args.copick_runs]
+    if args.copick_object:
+        d["copick_object"] = args.copick_object
     if args.out:
         d["out"] = args.out
     if args.workflows:
@@ -209,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--orientation", choices=["size", "invert", "auto"], help="which cluster is particles (default size)")
     r.add_argument("--seed", type=int)
     r.add_argument("--kmeans-backend", choices=["sklearn", "dask-ml"])
+    r.add_argument("--copick", metavar="CONFIG.json", help="read tomograms from this copick project and write picks and "
+                   "segmentations back (with --run)")
+    r.add_argument("--run", dest="copick_runs", action="append", metavar="RUN_NAME", help="copick run (repeat for several)")
+    r.add_argument("--copick-voxel-spacing", type=float, help="copick voxel spacing to read (default: the run's first)")
+    r.add_argument("--copick-tomo-type", help="copick tomogram type to read (default: the first)")
+    r.add_argument("--copick-object", help="pickable object the picks are stored as (default particle)")
     r.add_argument("--concurrent", type=int, help="tomograms processed at once on the cluster (default 2)")
     r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default 15)")

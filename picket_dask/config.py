@@ -70,6 +70,8 @@ class RunConfig(_Strict):
     chunks: int = Field(128, ge=16)
     voxel_size: Optional[float] = Field(None, gt=0, description="override the header's voxel size, Angstrom")
     dataset_name: Optional[str] = None
+    copick_object: str = Field("particle", description="copick pickable object the picks are stored as")
+    copick_user: str = Field("picket", description="copick user_id of picks and segmentations")
     concurrent: int = Field(2, ge=1, description="tomograms processed at the same time on the cluster")
     fit_on: int = Field(0, ge=0, description="fit each clusterer once on the first N tomograms and apply it to all (0: per tomogram)")
 

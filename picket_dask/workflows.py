@@ -22,7 +22,8 @@ from .config import ALL_WORKFLOWS, LocalizeParams, RunConfig, SegmentParams
 from .errors import PicketError
 from .io.omezarr import read_attrs
 from .io.picks import picks_frame, write_all
-from .io.tomogram import convert, is_zarr, open_tomogram, tomogram_name
+from .io.copick_io import is_copick
+from .io.tomogram import convert, is_zarr, open_tomogram, source_id, tomogram_name
 from .localize.extract import localize
 from .provenance import Timings, environment
 from .segment.semantic import segment_tomogram
@@ -48,6 +49,26 @@ class TomogramResult:
     counts: dict[str, int] = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     run_json: Path | None = None
+    copick: dict = field(default_factory=dict)
+
+
+def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "TomogramResult") -> dict:
+    """Picks (one session per workflow) and binary segmentations (one session per features-clusterer),
+    both named after the pickable object, into copick."""
+    import pandas as pd
+
+    from .io import copick_io
+    from .io.omezarr import open_labels
+
+    out = {"picks": {}, "segmentations": {}}
+    for wf, paths in res.picks.items():
+        df = pd.read_csv(paths["csv"], comment="#")
+        out["picks"][wf] = copick_io.write_picks(spec, df, wf, cfg.copick_object, cfg.copick_user)
+    for f, c in workflow_pairs(cfg.workflows):
+        sem, _ = open_labels(image, f"semantic-{f}-{c}")
+        out["segmentations"][f"{f}-{c}"] = copick_io.write_segmentation(
+            spec, sem == 1, tomo.voxel_size[0], cfg.copick_object, f"{f}-{c}", cfg.copick_user)
+    return out
 
 
 def _semantic_done(image: Path, name: str, params: SegmentParams, shared_fit: str | None) -> bool:
@@ -63,7 +84,7 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
     image = tdir / f"{name}.zarr"
     with timings.stage("convert"):
         open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
-        done = read_attrs(image).get("input") == str(Path(path).resolve())
+        done = read_attrs(image).get("input") == source_id(path)
         if not done:
             convert(path, image, chunks=cfg.chunks, voxel_size=cfg.voxel_size, overwrite=True)
     return name, tdir, image, open_tomogram(image, cfg.chunks)
@@ -81,7 +102,7 @@ def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, tdir: Path, pat
     for k, v in inst.timings.items():
         timings[f"{wf}.{k}"] = v
     df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids)
-    meta = {"workflow": wf, "tomogram_path": str(Path(path).resolve()), "tomogram_shape": list(tomo.shape),
+    meta = {"workflow": wf, "tomogram_path": source_id(path), "tomogram_shape": list(tomo.shape),
             "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
             "segment_params": cfg.segment.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
             "instances_report": inst.report, **environment()}
@@ -109,10 +130,18 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     for wf in cfg.workflows:
         res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, tdir, path, timings)
     timings["total"] = round(time.perf_counter() - t_start, 3)
-    doc = {"tomogram": str(Path(path).resolve()), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
-           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "shared_fit": shared_fit,
-           "segmentations": seg_meta, "picks": res.picks, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+    if is_copick(path):
+        with timings.stage("copick_write"):
+            res.copick = write_back_copick(path, image, tomo, cfg, res)
     res.run_json = tdir / "run.json"
+    if res.run_json.exists():  # keep the earlier runs' workflows whose outputs are still there
+        old = json.loads(res.run_json.read_text())
+        for wf, paths in old.get("picks", {}).items():
+            if wf not in res.picks and all(Path(p).exists() for p in paths.values()):
+                res.picks[wf], res.counts[wf] = paths, old["n_picks"][wf]
+    doc = {"tomogram": source_id(path), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
+           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "shared_fit": shared_fit,
+           "segmentations": seg_meta, "picks": res.picks, "copick": res.copick, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     tmp = tdir / ".run.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2, default=str))
     tmp.replace(res.run_json)
@@ -179,12 +208,15 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
         return list(pool.map(lambda p: run_tomogram(p, cfg, out, models, shared), paths))
 
 
-def expand_inputs(items) -> list[Path]:
+def expand_inputs(items) -> list:
     """Tomogram paths from files and folders (a folder: its .mrc/.rec/.map files and .zarr images)."""
     from .io.mrc import MRC_SUFFIXES
 
     out: list[Path] = []
     for item in items:
+        if is_copick(item):
+            out.append(item)
+            continue
         p = Path(item)
         if p.is_dir() and not is_zarr(p):
             found = sorted(q for q in p.iterdir() if q.suffix.lower() in MRC_SUFFIXES or (q.suffix == ".zarr" and q.is_dir()))

@@ -33,7 +33,11 @@ def is_zarr(path: Path) -> bool:
 
 
 def tomogram_name(path: str | Path) -> str:
-    """The tomogram's name: its file name without suffixes like .mrc, .rec, .zarr."""
+    """The tomogram's name: its file name without suffixes like .mrc, .rec, .zarr (a copick run: its name)."""
+    from .copick_io import is_copick, parse
+
+    if is_copick(path):
+        return parse(str(path)).run
     name = Path(path).name
     for suffix in (".zarr", *MRC_SUFFIXES):
         if name.lower().endswith(suffix):
@@ -53,7 +57,11 @@ def resolve_voxel_size(header: tuple[float, float, float], override: float | Non
 
 
 def open_tomogram(path: str | Path, chunks: int | tuple = 128, voxel_size: float | None = None) -> Tomogram:
-    """Open an MRC/REC file or an OME-Zarr image lazily (no data is read until computed)."""
+    """Open an MRC/REC file, an OME-Zarr image or a copick run (copick://CONFIG?run=RUN) lazily."""
+    from .copick_io import is_copick, open_copick_tomogram
+
+    if is_copick(path):
+        return open_copick_tomogram(str(path), chunks)
     path = Path(path)
     if not path.exists():
         raise PicketError(path, "no such file or folder", "check the path")
@@ -65,6 +73,13 @@ def open_tomogram(path: str | Path, chunks: int | tuple = 128, voxel_size: float
         raise PicketError(path, f"unknown tomogram format '{path.suffix}'", f"give an MRC file ({', '.join(MRC_SUFFIXES)}) or an OME-Zarr image (.zarr)")
     arr, vs = open_mrc(path, chunks)
     return Tomogram(arr, resolve_voxel_size(vs, voxel_size, path), str(path), tomogram_name(path))
+
+
+def source_id(path) -> str:
+    """A stable identifier of an input: the resolved path, or the copick spec as given."""
+    from .copick_io import is_copick
+
+    return str(path) if is_copick(path) else str(Path(path).resolve())
 
 
 def convert(
@@ -86,6 +101,6 @@ def convert(
     tomo = open_tomogram(src, chunks, voxel_size)
     if tomo.data.dtype.kind not in "fiu":
         raise PicketError(src, f"unsupported data type {tomo.data.dtype}", "give a real-valued tomogram")
-    extra = {"input": str(Path(src).resolve()), "voxel_size_A": list(tomo.voxel_size), **environment()}
+    extra = {"input": source_id(src), "voxel_size_A": list(tomo.voxel_size), **environment()}
     return write_image(tomo.data, dst, tomo.voxel_size, chunks=chunks, n_levels=n_levels, ngff=ngff,
                        overwrite=overwrite, name=tomo.name, extra=extra)

@@ -1,0 +1,130 @@
+"""copick projects: read a run's tomogram, write picks and segmentations back through the copick API.
+
+Inputs are named ``copick://CONFIG.json?run=RUN[&voxel_spacing=10][&tomo_type=wbp]``; the CLI
+builds these from ``--copick CONFIG.json --run RUN``. Needs the ``copick`` package (which pins
+zarr < 3: install it in its own environment, ``pip install 'picket-dask[copick]'``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs, quote, urlparse
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+
+from ..errors import PicketError
+
+SCHEME = "copick://"
+
+
+@dataclass(frozen=True)
+class CopickSource:
+    """Where a tomogram lives in a copick project."""
+
+    config: str
+    run: str
+    voxel_spacing: float | None = None
+    tomo_type: str | None = None
+
+    def spec(self) -> str:
+        q = f"run={quote(self.run)}"
+        if self.voxel_spacing is not None:
+            q += f"&voxel_spacing={self.voxel_spacing:g}"
+        if self.tomo_type:
+            q += f"&tomo_type={quote(self.tomo_type)}"
+        return f"{SCHEME}{self.config}?{q}"
+
+
+def is_copick(spec) -> bool:
+    return isinstance(spec, str) and spec.startswith(SCHEME)
+
+
+def parse(spec: str) -> CopickSource:
+    """``copick://CONFIG?run=RUN&voxel_spacing=..&tomo_type=..`` -> CopickSource."""
+    u = urlparse(spec)
+    q = {k: v[0] for k, v in parse_qs(u.query).items()}
+    if "run" not in q:
+        raise PicketError(spec, "names no copick run", "write copick://CONFIG.json?run=RUN_NAME (or --copick CONFIG --run RUN)")
+    vs = q.get("voxel_spacing")
+    return CopickSource((u.netloc + u.path), q["run"], float(vs) if vs else None, q.get("tomo_type"))
+
+
+def _root_run(src: CopickSource):
+    try:
+        import copick
+    except ImportError:
+        raise PicketError(src.config, "the copick package is not installed", "pip install 'picket-dask[copick]' (copick needs zarr<3)") from None
+    try:
+        root = copick.from_file(src.config)
+    except Exception as exc:
+        raise PicketError(src.config, f"not a readable copick configuration ({type(exc).__name__})", "give the project's config.json") from None
+    run = root.get_run(src.run)
+    if run is None:
+        names = [r.name for r in root.runs][:10]
+        raise PicketError(src.config, f"has no run {src.run!r} (runs: {names})", "pick one of the project's runs")
+    return root, run
+
+
+def _voxel_spacing(run, src: CopickSource):
+    spacings = run.voxel_spacings
+    if not spacings:
+        raise PicketError(src.spec(), "the run has no voxel spacings (no tomograms)", "import a tomogram into the run first")
+    if src.voxel_spacing is None:
+        return spacings[0]
+    vs = run.get_voxel_spacing(src.voxel_spacing)
+    if vs is None:
+        raise PicketError(src.spec(), f"no voxel spacing {src.voxel_spacing} (have {[v.voxel_size for v in spacings]})", "pick one of those")
+    return vs
+
+
+def open_copick_tomogram(spec: str, chunks=128):
+    """The run's tomogram (level 0 of its OME-Zarr), lazily, as a Tomogram with its voxel spacing."""
+    import zarr
+
+    from .tomogram import Tomogram
+
+    src = parse(spec)
+    _, run = _root_run(src)
+    vs = _voxel_spacing(run, src)
+    tomos = vs.tomograms
+    tomo = vs.get_tomogram(src.tomo_type) if src.tomo_type else (tomos[0] if tomos else None)
+    if tomo is None:
+        raise PicketError(spec, f"no tomogram {src.tomo_type!r} at {vs.voxel_size} A (have {[t.tomo_type for t in tomos]})", "pick one of those")
+    group = zarr.open_group(tomo.zarr(), mode="r")
+    arr = da.from_zarr(group["0"])
+    if chunks:
+        arr = arr.rechunk(chunks)
+    return Tomogram(arr, (float(vs.voxel_size),) * 3, spec, src.run)
+
+
+def write_picks(spec: str, df: pd.DataFrame, session_id: str, object_name: str = "particle", user_id: str = "picket") -> str:
+    """Store picks (Angstrom) as copick picks of ``object_name`` by ``user_id`` in ``session_id``; return the file's id."""
+    from copick.models import CopickLocation, CopickPoint
+
+    src = parse(spec)
+    root, run = _root_run(src)
+    if object_name not in [o.name for o in root.config.pickable_objects]:
+        raise PicketError(src.config, f"has no pickable object {object_name!r} (objects: {[o.name for o in root.config.pickable_objects]})",
+                          "pass --copick-object with one of them")
+    picks = run.new_picks(object_name=object_name, session_id=session_id, user_id=user_id, exist_ok=True)
+    picks.points = [CopickPoint(location=CopickLocation(x=float(r.x_A), y=float(r.y_A), z=float(r.z_A))) for r in df.itertuples()]
+    picks.store()
+    return f"{picks.user_id}_{picks.session_id}_{picks.pickable_object_name}"
+
+
+def write_segmentation(spec: str, mask: da.Array, voxel_size: float, name: str, session_id: str, user_id: str = "picket") -> str:
+    """Store a binary (uint8) segmentation through the copick API as an OME-Zarr (NGFF 0.4)."""
+    from ..progress import compute
+    from .omezarr import _create, _multiscales, _open_group, _set_ome_attrs
+
+    src = parse(spec)
+    _, run = _root_run(src)
+    seg = run.new_segmentation(voxel_size=float(voxel_size), name=name, session_id=session_id, is_multilabel=False,
+                               user_id=user_id, exist_ok=True)
+    group = _open_group(seg.zarr(), "0.4", "w")
+    target = _create(group, "0", tuple(mask.shape), tuple(int(c) for c in mask.chunksize), np.uint8, "0.4")
+    compute(da.store(mask.astype(np.uint8), target, lock=False, compute=False), label=f"copick segmentation {name}")
+    _set_ome_attrs(group, "0.4", "multiscales", [_multiscales((float(voxel_size),) * 3, 1, name, "nearest")])
+    return f"{seg.voxel_size}_{seg.user_id}_{seg.session_id}_{seg.name}"
