@@ -49,10 +49,16 @@ def record(bench: str, row: dict) -> None:
            "machine": platform.machine(), "picket_dask": v.get("picket-dask"), "numpy": v.get("numpy"),
            "dask": v.get("dask"), **row}
     path = RESULTS / f"{bench}.csv"
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-    print(json.dumps(row))
+    rows = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # rows of one bench may differ in columns
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+    print(json.dumps(row), flush=True)

@@ -23,7 +23,7 @@ from .errors import PicketError
 from .io.omezarr import read_attrs
 from .io.picks import picks_frame, write_all
 from .io.copick_io import is_copick
-from .io.tomogram import convert, is_zarr, open_tomogram, source_id, tomogram_name
+from .io.tomogram import convert, is_zarr, open_tomogram, source_id, source_stamp, tomogram_name
 from .localize.extract import localize
 from .provenance import Timings, environment
 from .segment.semantic import segment_tomogram
@@ -84,7 +84,8 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
     image = tdir / f"{name}.zarr"
     with timings.stage("convert"):
         open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
-        done = read_attrs(image).get("input") == source_id(path)
+        meta = read_attrs(image)
+        done = meta.get("input") == source_id(path) and meta.get("input_stamp") == source_stamp(path)
         if not done:
             convert(path, image, chunks=cfg.chunks, voxel_size=cfg.voxel_size, overwrite=True)
     return name, tdir, image, open_tomogram(image, cfg.chunks)

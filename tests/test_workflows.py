@@ -108,3 +108,19 @@ def test_napari_layers_have_data_and_scale(result):
             assert tuple(data.shape) == tuple(result.shape)
     pts = next(d for d, kw, k in ls if kw["name"] == "picks-gabor-kmeans-cc")
     assert pts.shape == (result.counts["gabor-kmeans-cc"], 3)
+
+
+def test_resume_notices_a_changed_input(tmp_path, sim_tiny):
+    import os
+    import shutil
+
+    src = tmp_path / "t.mrc"
+    shutil.copy(sim_tiny["tomogram"], src)
+    kw = dict(chunks=32, max_fit_voxels=20_000)
+    run(src, tmp_path / "o", ["intensities-kmeans-cc"], **kw)
+    again = run(src, tmp_path / "o", ["intensities-kmeans-cc"], **kw)[0]
+    assert "segment.fit" not in again.timings
+    st = src.stat()
+    os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = run(src, tmp_path / "o", ["intensities-kmeans-cc"], **kw)[0]
+    assert "segment.fit" in changed.timings

@@ -82,6 +82,15 @@ def source_id(path) -> str:
     return str(path) if is_copick(path) else str(Path(path).resolve())
 
 
+def source_stamp(path) -> dict:
+    """Size and modification time of an input file (empty for folders and copick), to notice a changed input."""
+    p = Path(path) if not str(path).startswith("copick://") else None
+    if p is None or not p.is_file():
+        return {}
+    st = p.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
 def convert(
     src: str | Path,
     dst: str | Path,
@@ -101,6 +110,6 @@ def convert(
     tomo = open_tomogram(src, chunks, voxel_size)
     if tomo.data.dtype.kind not in "fiu":
         raise PicketError(src, f"unsupported data type {tomo.data.dtype}", "give a real-valued tomogram")
-    extra = {"input": source_id(src), "voxel_size_A": list(tomo.voxel_size), **environment()}
+    extra = {"input": source_id(src), "input_stamp": source_stamp(src), "voxel_size_A": list(tomo.voxel_size), **environment()}
     return write_image(tomo.data, dst, tomo.voxel_size, chunks=chunks, n_levels=n_levels, ngff=ngff,
                        overwrite=overwrite, name=tomo.name, extra=extra)
