@@ -113,6 +113,38 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_segment(args) -> int:
+    from .workflows import segment_only
+
+    cfg = RunConfig(chunks=args.chunks, voxel_size=args.voxel_size)
+    cfg.segment.z_fit = _bounds(args.z_fit)
+    if args.max_fit_voxels:
+        cfg.segment.max_fit_voxels = args.max_fit_voxels
+    if args.orientation:
+        cfg.segment.orientation = args.orientation
+    pairs = [(f, c) for f in args.features.split(",") for c in args.clusterers.split(",")]
+    for f, c in pairs:
+        if f not in ("intensities", "ffts", "gabor") or c not in ("kmeans", "gmm"):
+            raise PicketError(f"{f}-{c}", "is not a segmentation", "use --features intensities|ffts|gabor and --clusterers kmeans|gmm")
+    with _client(args):
+        images = segment_only(args.tomograms, args.out, pairs, cfg)
+    for im in images:
+        print(f"{im}: labels " + ", ".join(f"semantic-{f}-{c}" for f, c in pairs))
+    return 0
+
+
+def cmd_localize(args) -> int:
+    from .workflows import localize_only
+
+    cfg = RunConfig()
+    cfg.localize.z_extract = _bounds(args.z_extract)
+    cfg.localize.min_distance_vox = args.min_distance_vox
+    with _client(args):
+        paths = localize_only(args.image, args.labels, args.extractor, args.out, cfg, args.particle_id)
+    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     import pandas as pd
 
@@ -231,6 +263,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-size-vox", type=int, help="drop instances larger than this many voxels")
     _cluster_args(r)
     r.set_defaults(func=cmd_run)
+
+    sg = sub.add_parser("segment", help="step 1 only: semantic labels into OUT/NAME/NAME.zarr/labels")
+    sg.add_argument("tomograms", nargs="+")
+    sg.add_argument("--out", default="picket-out")
+    sg.add_argument("--features", default="gabor", help="comma-separated: intensities,ffts,gabor")
+    sg.add_argument("--clusterers", default="kmeans,gmm", help="comma-separated: kmeans,gmm")
+    sg.add_argument("--z-fit", nargs=2, type=int, metavar=("LB", "UB"))
+    sg.add_argument("--max-fit-voxels", type=int)
+    sg.add_argument("--orientation", choices=["size", "invert", "auto"])
+    sg.add_argument("--chunks", type=int, default=128)
+    sg.add_argument("--voxel-size", type=float)
+    _cluster_args(sg)
+    sg.set_defaults(func=cmd_segment)
+
+    lo = sub.add_parser("localize", help="step 2 only: instances and picks from a semantic label image")
+    lo.add_argument("image", help="OME-Zarr image holding labels/<name> (e.g. OUT/NAME/NAME.zarr)")
+    lo.add_argument("--labels", required=True, help="semantic label name, e.g. semantic-gabor-gmm")
+    lo.add_argument("--extractor", default="cc", choices=["cc", "ws"])
+    lo.add_argument("--particle-id", type=int, default=1, help="label value of the particles (default 1)")
+    lo.add_argument("--z-extract", nargs=2, type=int, metavar=("LB", "UB"))
+    lo.add_argument("--min-distance-vox", type=int, default=15)
+    lo.add_argument("--out", default="picks")
+    _cluster_args(lo)
+    lo.set_defaults(func=cmd_localize, cluster="threads")
 
     e = sub.add_parser("evaluate", help="precision, recall, F1, relative recall of picks vs truth")
     e.add_argument("picks", nargs="+", help="picks files (.csv, _picket.yaml, .star, .ndjson), or a run's --out folder")

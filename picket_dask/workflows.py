@@ -209,6 +209,36 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
         return list(pool.map(lambda p: run_tomogram(p, cfg, out, models, shared), paths))
 
 
+def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: RunConfig | None = None) -> list[Path]:
+    """Step 1 alone: convert each tomogram into ``out/NAME/NAME.zarr`` and write its semantic labels."""
+    cfg = cfg or RunConfig()
+    images = []
+    for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
+        timings = Timings()
+        _, _, image, tomo = prepare_image(p, cfg, Path(out), timings)
+        segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, cfg.segment, source=source_id(p))
+        images.append(image)
+    return images
+
+
+def localize_only(image: str | Path, semantic_name: str, extractor: str, out: str | Path, cfg: RunConfig | None = None,
+                  particle_id: int = 1) -> dict[str, str]:
+    """Step 2 alone on an existing semantic label image (``<image>/labels/<semantic_name>``); picks into ``out``."""
+    from .io.omezarr import open_image
+
+    cfg = cfg or RunConfig()
+    data, vs, _ = open_image(image)
+    inst = localize(image, semantic_name, extractor, cfg.localize, vs, particle_id=particle_id,
+                    instance_name=f"{semantic_name.replace('semantic-', 'instances-')}-{extractor}")
+    df = picks_frame(inst.table.centroids, vs, inst.table.counts, inst.table.ids)
+    stem = f"{semantic_name.replace('semantic-', '')}-{extractor}"
+    name = tomogram_name(image)
+    meta = {"workflow": stem, "tomogram_path": str(Path(image).resolve()), "tomogram_shape": list(data.shape),
+            "voxel_size": list(vs), "particle_id": particle_id, "localize_params": cfg.localize.model_dump(mode="json"),
+            "instances_report": inst.report, **environment()}
+    return write_all(df, Path(out), stem, name, tuple(data.shape), vs, meta)
+
+
 def expand_inputs(items) -> list:
     """Tomogram paths from files and folders (a folder: its .mrc/.rec/.map files and .zarr images)."""
     from .io.mrc import MRC_SUFFIXES

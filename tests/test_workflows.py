@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -124,3 +125,17 @@ def test_resume_notices_a_changed_input(tmp_path, sim_tiny):
     os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     changed = run(src, tmp_path / "o", ["intensities-kmeans-cc"], **kw)[0]
     assert "segment.fit" in changed.timings
+
+
+def test_segment_then_localize_commands(tmp_path, sim_tiny, capsys):
+    assert main(["segment", str(sim_tiny["tomogram"]), "--out", str(tmp_path), "--features", "intensities",
+                 "--clusterers", "kmeans", "--chunks", "32", "--max-fit-voxels", "20000", "--cluster", "threads"]) == 0
+    image = tmp_path / sim_tiny["tomogram"].stem / f"{sim_tiny['tomogram'].stem}.zarr"
+    assert (image / "labels" / "semantic-intensities-kmeans").exists()
+    assert main(["localize", str(image), "--labels", "semantic-intensities-kmeans", "--extractor", "cc",
+                 "--out", str(tmp_path / "picks")]) == 0
+    df = pd.read_csv(tmp_path / "picks" / "intensities-kmeans-cc.csv", comment="#")
+    assert len(df) > 0
+    assert main(["localize", str(image), "--labels", "semantic-intensities-kmeans", "--particle-id", "7",
+                 "--out", str(tmp_path / "p2")]) == 2
+    assert "does not occur" in capsys.readouterr().err
