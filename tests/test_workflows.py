@@ -139,3 +139,20 @@ def test_segment_then_localize_commands(tmp_path, sim_tiny, capsys):
     assert main(["localize", str(image), "--labels", "semantic-intensities-kmeans", "--particle-id", "7",
                  "--out", str(tmp_path / "p2")]) == 2
     assert "does not occur" in capsys.readouterr().err
+
+
+def test_many_tomograms_concurrently_with_a_shared_fit(tmp_path, sim_tiny):
+    from picket_dask.simulate import simulate
+
+    other = simulate(tmp_path / "data", "tiny", seed=11)["tomogram"]
+    res = run([sim_tiny["tomogram"], other], tmp_path / "o", ["gabor-kmeans-cc"], chunks=32, max_fit_voxels=20_000,
+              fit_on=1, concurrent=2)
+    assert [r.name for r in res] == [sim_tiny["tomogram"].stem, other.stem]
+    docs = [json.loads(r.run_json.read_text()) for r in res]
+    assert docs[0]["shared_fit"] == docs[1]["shared_fit"] == str(sim_tiny["tomogram"].resolve())
+    assert "segment.fit" not in res[1].timings  # applied, not fitted
+    from picket_dask.io.omezarr import read_attrs
+
+    m0 = read_attrs(res[0].image / "labels" / "semantic-gabor-kmeans")["model"]["params"]["cluster_centers"]
+    m1 = read_attrs(res[1].image / "labels" / "semantic-gabor-kmeans")["model"]["params"]["cluster_centers"]
+    assert m0 == m1
