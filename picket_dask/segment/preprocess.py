@@ -25,17 +25,30 @@ def blur(data: da.Array, sigma_vox: float = 2.0) -> da.Array:
     return gaussian_filter(data, sigma=sigma_vox, mode="reflect", truncate=TRUNCATE)
 
 
-def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogram") -> tuple[da.Array, float, float]:
+def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogram",
+               store: str | None = None) -> tuple[da.Array, float, float]:
     """Blur, then scale to [0, 1] with the blurred volume's global min and max (one reduction pass).
 
-    Returns the lazy float32 scaled volume (z, y, x) and the (min, max) used.
+    Returns the lazy float32 scaled volume (z, y, x) and the (min, max) used. With ``store`` (a
+    folder), the blurred volume is written there in the same pass as the min/max and read back:
+    later stages then stand on stored chunks instead of a chain of overlaps (blur halo, then the
+    neighborhood halo) that keeps many intermediate blocks alive on a small worker.
     """
     if data.ndim != 3:
         raise PicketError(source, f"data has {data.ndim} dimensions", "give a 3-D tomogram (z, y, x)")
     if min(data.shape) < 5:
         raise PicketError(source, f"volume {data.shape} is thinner than one 5x5x5 neighborhood", "give a larger tomogram")
     blurred = blur(data, sigma_vox)
-    lo, hi = compute(blurred.min(), blurred.max(), label="preprocess: global min/max of the blurred volume")
+    if store is not None:
+        import zarr
+
+        target = zarr.open_array(str(store), mode="w", shape=blurred.shape, dtype=np.float32,
+                                 chunks=tuple(int(c) for c in data.chunksize))
+        _, lo, hi = compute(da.store(blurred.rechunk(target.chunks), target, lock=False, compute=False),
+                            blurred.min(), blurred.max(), label="preprocess: blur (stored) and global min/max")
+        blurred = da.from_zarr(target)
+    else:
+        lo, hi = compute(blurred.min(), blurred.max(), label="preprocess: global min/max of the blurred volume")
     lo, hi = float(lo), float(hi)
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise PicketError(source, "contains NaN or infinite values", "clean the tomogram (e.g. replace NaNs with the mean) first")

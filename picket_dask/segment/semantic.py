@@ -8,6 +8,7 @@ decision matrices are applied in one product per group of planes.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import zarr
 from ..backend import cupy_available, to_host
 from ..config import SegmentParams
 from ..errors import PicketError
+from ..io.atomic import remove
 from ..progress import compute
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels
@@ -116,14 +118,22 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
     Pass ``models`` (fitted elsewhere, e.g. on other tomograms) to skip the fit.
     Labels: 0 background, 1 particle, 255 border (within 2 voxels of a face).
     """
-    from ..io.omezarr import commit_labels, create_labels
-    from ..io.atomic import remove
-
     params = params or SegmentParams()
     timings = Timings()
     data = on_device(data, params.device)
+    scratch = Path(image_path) / f".preprocessed-{uuid.uuid4().hex[:8]}"
+    try:
+        return _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings, scratch)
+    finally:
+        remove(scratch)
+
+
+def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings, scratch):
+    from ..io.omezarr import commit_labels, create_labels
+
     with timings.stage("preprocess"):
-        scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path)
+        store = None if params.device == "gpu" else scratch  # cupy chunks stay in device memory
+        scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store)
     if models is None:
         with timings.stage("sample"):
             sample = draw_sample(scaled, params)
