@@ -83,6 +83,46 @@ def semantic_labels(scaled: da.Array, decisions: list[Decision], half: int = HAL
                          chunks=((len(decisions),),) + scaled.chunks, dtype=np.uint8, meta=meta)
 
 
+def _label_stored_block(store: str, lo: float, hi: float, decisions: list[Decision], origin, shape, volume_shape,
+                        half: int = HALF):
+    """Labels (k, z, y, x) of one chunk, reading the chunk plus its halo straight from the stored
+    blurred volume (0 beyond the faces, as the overlap path pads) and scaling it here."""
+    import zarr
+
+    arr = zarr.open_array(store, mode="r")
+    lo_idx = [max(0, o - half) for o in origin]
+    hi_idx = [min(n, o + s + half) for o, s, n in zip(origin, shape, volume_shape)]
+    region = np.asarray(arr[tuple(slice(a, b) for a, b in zip(lo_idx, hi_idx))], dtype=np.float32)
+    region = (region - np.float32(lo)) / np.float32(hi - lo)
+    pad = [(a - (o - half), (o + s + half) - b) for a, b, o, s in zip(lo_idx, hi_idx, origin, shape)]
+    padded = np.pad(region, pad, mode="constant", constant_values=0)
+    info = {None: {"array-location": [(0, len(decisions))] + [(o, o + s) for o, s in zip(origin, shape)]}}
+    return label_block(padded, decisions, volume_shape, block_info=info, half=half)
+
+
+def semantic_labels_from_store(store: str, lo: float, hi: float, chunks, decisions: list[Decision],
+                               half: int = HALF) -> da.Array:
+    """Like ``semantic_labels`` on the scaled volume, for a blurred volume stored at ``store``: every
+    task reads its own chunk + halo from disk, so no task waits on another and a worker holds only
+    the chunks it is working on (the overlap graph keeps neighbours' halo pieces alive)."""
+    import dask
+    import itertools
+
+    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in chunks]
+    volume_shape = tuple(int(sum(c)) for c in chunks)
+    k = len(decisions)
+    grid = tuple(len(c) for c in chunks)
+    nested = np.empty(grid, dtype=object)
+    dec = dask.delayed(decisions, traverse=False)
+    for b in itertools.product(*[range(g) for g in grid]):
+        origin = tuple(int(starts[a][b[a]]) for a in range(3))
+        shape = tuple(int(chunks[a][b[a]]) for a in range(3))
+        task = dask.delayed(_label_stored_block)(store, lo, hi, dec, origin, shape, volume_shape, half)
+        nested[b] = da.from_delayed(task, shape=(k,) + shape, dtype=np.uint8)
+    # da.block joins the last three axes; the leading (k) axis is shared by all blocks
+    return da.block([[[[nested[i, j, l] for l in range(grid[2])] for j in range(grid[1])] for i in range(grid[0])]])
+
+
 def orient(raw: da.Array, flip: bool) -> da.Array:
     """Swap cluster ids 0 and 1 where ``flip`` (border 255 untouched)."""
     if not flip:

@@ -22,7 +22,7 @@ from ..errors import PicketError
 from ..io.atomic import remove
 from ..progress import compute
 from ..provenance import Timings, environment
-from .apply import BORDER, orient, semantic_labels
+from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit, predict
 from .features import linear_operator, sample_features, select_gabor
 from .neighborhoods import gather_neighborhoods, sample_voxels
@@ -142,7 +142,11 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
     else:
         segs = [Segmentation(s.features, s.clusterer, s.model, s.gabor_idx) for s in models]
     t0 = time.perf_counter()
-    raw = semantic_labels(scaled, [s.model.decision for s in segs])
+    decisions = [s.model.decision for s in segs]
+    if store is not None:  # each task reads its chunk + halo from the stored blur: bounded worker memory
+        raw = semantic_labels_from_store(str(store), lo, hi, scaled.chunks, decisions)
+    else:
+        raw = semantic_labels(scaled, decisions)
     if params.device == "gpu":
         raw = raw.map_blocks(to_host, dtype=np.uint8, meta=np.empty((0, 0, 0, 0), np.uint8))
     tmps, stores, counts = [], [], []
