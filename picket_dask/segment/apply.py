@@ -19,9 +19,10 @@ from .neighborhoods import HALF
 
 BORDER = 255
 # (planes, rows) per tile, measured on 128x256x256 in 128^3 chunks with 2 threads: linear
-# decisions (kmeans) are memory-bound and like whole planes: (2, 128) 1.71 s vs (1, 32) 2.36 s;
-# quadratic ones (gmm) like small tiles: (1, 32) 3.6 s vs (2, 128) 4.5 s; DFT: (8, 8) 7.1 s vs (2, 32) 9.5 s
-TILES = {"linear": (2, 128), "neighborhood": (1, 32), "fft": (8, 8)}
+# decisions (kmeans) are memory-bound and like whole planes: (1, 128) 1.76 s, (2, 128) 1.71 s (twice
+# the buffer: 33 MB of float64 neighborhoods per task), (1, 32) 2.36 s; quadratic ones (gmm) like
+# small tiles: (1, 32) 3.6 s vs (2, 128) 4.5 s; DFT: (8, 8) 7.1 s vs (2, 32) 9.5 s
+TILES = {"linear": (1, 128), "neighborhood": (1, 32), "fft": (8, 8)}
 
 
 def _tiles(space: str, Z: int, Y: int, X: int, size: int, linear: bool = False):
