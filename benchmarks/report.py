@@ -54,6 +54,9 @@ from those files. Machine: 2 cores, 24 GiB, no GPU (x86_64), numpy + OpenBLAS as
 
 def main() -> str:
     out = [HEADER]
+    t = Path(__file__).parent / "targets.md"
+    if t.exists():
+        out.append(t.read_text())
     p = out.append
     p("### convert (1 GiB MRC -> OME-Zarr)\n")
     p(table("convert", ["date", "shape", "mrc_GiB", "chunks", "wall_s", "cpu_s", "peak_rss_MiB"], 1))
