@@ -3,7 +3,9 @@ generous limit.
 
     python benchmarks/larger_than_memory.py [--shape 128 2048 2048] [--limit 512MiB] [--generous 8GiB]
 
-Workers: one, two threads, the given memory limit (the fit sample and the fit live in the client).
+Workers: one, --threads threads (default 1), the given memory limit (the fit sample and the fit live
+in the client). With 2 threads at 512 MiB the label pass tipped the worker over (KilledWorker after
+4 restarts, 2026-11-24): the worker's own unmanaged memory is ~300 MiB.
 Workflows gabor-kmeans-cc and gabor-gmm-cc: conversion, preprocessing, sample, both fits, features
 + labels, connected components, centroids, picks. The watershed is left out on purpose: one
 watershed task holds ~330 MiB at 128^3 chunks and min_distance 15 (distance map and watershed of
@@ -21,12 +23,12 @@ from _measure import measure, record
 WORKFLOWS = ["gabor-kmeans-cc", "gabor-gmm-cc"]
 
 
-def case(mrc, out, limit):
+def case(mrc, out, limit, threads):
     from distributed import Client, LocalCluster
 
     from picket_dask.workflows import run
 
-    with LocalCluster(n_workers=1, threads_per_worker=2, memory_limit=limit, dashboard_address=":0") as cl, Client(cl) as c:
+    with LocalCluster(n_workers=1, threads_per_worker=threads, memory_limit=limit, dashboard_address=":0") as cl, Client(cl) as c:
         r = run([mrc], out, WORKFLOWS, max_fit_voxels=250_000, concurrent=1)[0]
         logs = c.get_worker_logs()
     deaths = sum("restart" in line.lower() or "killed" in line.lower() for lines in logs.values() for _, line in lines)
@@ -39,6 +41,8 @@ if __name__ == "__main__":
     ap.add_argument("--shape", nargs=3, type=int, default=[128, 2048, 2048])
     ap.add_argument("--limit", default="512MiB")
     ap.add_argument("--generous", default="8GiB")
+    ap.add_argument("--threads", type=int, default=1, help="threads of the one worker (a worker's own footprint is "
+                    "~300 MiB, so 512 MiB leaves room for one task at a time)")
     ap.add_argument("--workdir", default="/tmp/picket-bench")
     a = ap.parse_args()
     import pandas as pd
@@ -52,8 +56,8 @@ if __name__ == "__main__":
     for label, limit in (("tight", a.limit), ("generous", a.generous)):
         out = wd / f"ltm_out_{label}"
         shutil.rmtree(out, ignore_errors=True)
-        res[label] = measure(case, mrc, out, limit)
-        record("larger_than_memory", {"shape": shape, "tomogram_GiB": round(gib, 2), "worker_limit": limit,
+        res[label] = measure(case, mrc, out, limit, a.threads)
+        record("larger_than_memory", {"shape": shape, "tomogram_GiB": round(gib, 2), "worker_limit": limit, "threads": a.threads,
                                       **{k: v for k, v in res[label].items() if k != "picks_csv"}})
     same = all(pd.read_csv(x, comment="#").equals(pd.read_csv(y, comment="#"))
                for x, y in zip(res["tight"]["picks_csv"].split(";"), res["generous"]["picks_csv"].split(";")))
