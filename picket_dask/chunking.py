@@ -34,3 +34,17 @@ def at_least(arr: da.Array, size: int) -> da.Array:
         new.append(tuple(c))
     new = tuple(new)
     return arr if new == arr.chunks else arr.rechunk(new)
+
+
+def from_block_tasks(tasks: dict, chunks: tuple[tuple[int, ...], ...], dtype, leading: tuple[int, ...] = ()):
+    """One dask array from one delayed task per block: ``tasks[block_id]`` returns an array of shape
+    ``leading + block shape``; the blocks are joined along the last three axes."""
+    grid = tuple(len(c) for c in chunks)
+    nested = np.empty(grid, dtype=object)
+    for b in block_ids(chunks):
+        shape = leading + tuple(int(chunks[a][b[a]]) for a in range(3))
+        nested[b] = da.from_delayed(tasks[b], shape=shape, dtype=dtype, meta=np.empty((0,) * len(shape), dtype))
+    blocks = nested.tolist()
+    for _ in leading:  # da.block needs one nesting level per dimension; leading axes hold one block
+        blocks = [blocks]
+    return da.block(blocks)

@@ -24,33 +24,37 @@ def get_client(cluster: str = "local", scheduler: str | None = None, workers: in
     distributed), slurm/pbs/lsf (dask-jobqueue; reads ~/.config/dask/jobqueue.yaml; ``jobs`` jobs).
     ``gpu``: a dask-cuda LocalCUDACluster, one worker per GPU (needs the ``gpu`` extra).
     """
-    if scheduler:
-        from distributed import Client
-
-        client = Client(scheduler)
-        _say(f"connected to {scheduler}; dashboard: {client.dashboard_link}", quiet)
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    if cluster == "threads" and not gpu:
+    if cluster == "threads" and not gpu and not scheduler:
         yield None
         return
     from distributed import Client
 
+    cl = None if scheduler else _start_cluster(cluster, workers, threads, memory_limit, gpu, jobs, quiet)
+    client = Client(scheduler or cl)
+    where = f"connected to {scheduler}; " if scheduler else ""
+    _say(f"{where}dask dashboard: {client.dashboard_link}", quiet)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cl is not None:  # only what we started
+            cl.close()
+
+
+def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs: int, quiet: bool):
+    """Start the cluster ``get_client`` was asked for (LocalCUDACluster, LocalCluster or dask-jobqueue)."""
     if gpu:
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
             raise PicketError("--gpu", "dask-cuda is not installed", "pip install 'picket-dask[gpu]' on a machine with CUDA") from None
-        cl = LocalCUDACluster(threads_per_worker=threads or 1, memory_limit=memory_limit)
-    elif cluster == "local":
+        return LocalCUDACluster(threads_per_worker=threads or 1, memory_limit=memory_limit)
+    if cluster == "local":
         from distributed import LocalCluster
 
-        cl = LocalCluster(n_workers=workers, threads_per_worker=threads, memory_limit=memory_limit,
-                          dashboard_address=":0" if quiet else ":8787")
-    elif cluster in ("slurm", "pbs", "lsf"):
+        return LocalCluster(n_workers=workers, threads_per_worker=threads, memory_limit=memory_limit,
+                            dashboard_address=":0" if quiet else ":8787")
+    if cluster in ("slurm", "pbs", "lsf"):
         try:
             import dask_jobqueue
         except ImportError:
@@ -58,15 +62,8 @@ def get_client(cluster: str = "local", scheduler: str | None = None, workers: in
         cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster, "lsf": dask_jobqueue.LSFCluster}[cluster]
         cl = cls()
         cl.scale(jobs=jobs)
-    else:
-        raise PicketError(f"--cluster {cluster}", "unknown cluster kind", f"use one of {', '.join(CLUSTER_KINDS)}")
-    client = Client(cl)
-    _say(f"dask dashboard: {client.dashboard_link}", quiet)
-    try:
-        yield client
-    finally:
-        client.close()
-        cl.close()
+        return cl
+    raise PicketError(f"--cluster {cluster}", "unknown cluster kind", f"use one of {', '.join(CLUSTER_KINDS)}")
 
 
 def _say(msg: str, quiet: bool) -> None:

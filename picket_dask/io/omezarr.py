@@ -1,8 +1,8 @@
 """OME-Zarr images and label images (NGFF 0.4 on zarr v2 by default, 0.5 on zarr v3 as an option).
 
 Written with zarr and dask directly rather than ``ome_zarr.writer``: we need a mean-downsampled
-pyramid computed in the same streaming pass as level 0, blosc-zstd + bitshuffle, a finiteness
-check in that pass, and a write-to-temporary-then-rename; the files are read back with
+pyramid written level by level with bounded memory, blosc-zstd + bitshuffle, a finiteness
+check in the level-0 pass, and a write-to-temporary-then-rename; the files are read back with
 ``ome_zarr.reader`` in the tests.
 """
 
@@ -104,20 +104,9 @@ def _even_chunks(arr: da.Array) -> da.Array:
     return arr.rechunk(chunks) if any(any(b % 2 for b in bc[:-1]) for bc in arr.chunks) else arr
 
 
-def pyramid(arr: da.Array, n_levels: int, chunks: tuple[int, int, int], reduce: str = "mean") -> list[da.Array]:
-    """Levels 0..n-1, each 2x smaller per axis; ``mean`` for images, ``nearest`` for labels."""
-    levels = [arr.rechunk(chunks)]
-    cur = arr
-    for _ in range(1, n_levels):
-        if min(cur.shape) < 2:
-            break
-        if reduce == "mean":
-            cur = _even_chunks(cur)
-            cur = da.coarsen(np.mean, cur.astype(np.float32), {0: 2, 1: 2, 2: 2}, trim_excess=True)
-        else:
-            cur = cur[::2, ::2, ::2]
-        levels.append(cur.rechunk(chunks))
-    return levels
+def downsample2(arr: da.Array, chunks: tuple[int, int, int]) -> da.Array:
+    """The next pyramid level: mean over 2x2x2 voxels (float32), an odd last voxel dropped."""
+    return da.coarsen(np.mean, _even_chunks(arr).astype(np.float32), {0: 2, 1: 2, 2: 2}, trim_excess=True).rechunk(chunks)
 
 
 def write_image(
@@ -154,7 +143,7 @@ def write_image(
         for level in range(n_levels):
             if level and min(source.shape) < 2:
                 break
-            lv = source if level == 0 else pyramid(source, 2, chunks, "mean")[1]
+            lv = source if level == 0 else downsample2(source, chunks)
             target = _create(group, str(level), lv.shape, chunks, lv.dtype, ngff)
             stored = da.store(lv, target, lock=False, compute=False)
             if level == 0 and check_finite and arr.dtype.kind == "f":
@@ -166,8 +155,7 @@ def write_image(
                 compute(stored, label=f"writing {path.name} level {level}")
             source = da.from_zarr(target)
             n_written += 1
-        levels = range(n_written)
-        _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, len(levels), name or path.stem, "mean")], extra)
+        _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, n_written, name or path.stem, "mean")], extra)
     return path
 
 

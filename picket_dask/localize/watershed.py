@@ -32,7 +32,7 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
 from ..progress import compute
-from ..chunking import at_least, block_ids, block_starts
+from ..chunking import at_least, block_ids, block_starts, from_block_tasks
 from .components import connected_components_chunked
 
 
@@ -99,19 +99,14 @@ def watershed_chunked(mask: da.Array, min_distance: int = 15, halo: int | None =
     peaks = find_peaks(mask, min_distance, halo, exclude_border)
     starts = block_starts(mask.chunks)
     peaks_d = dask.delayed(peaks, traverse=False)
-    blocks = {}
+    tasks = {}
     for b in block_ids(mask.chunks):
         origin = np.array([starts[a][b[a]] for a in range(3)])
         shape = np.array([mask.chunks[a][b[a]] for a in range(3)])
         lo, hi = _haloed(mask.shape, origin, shape, halo)
         region = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        blocks[b] = da.from_delayed(dask.delayed(_block_watershed)(region, lo, origin, shape, peaks_d),
-                                    shape=tuple(shape), dtype=np.uint32, meta=np.empty((0, 0, 0), np.uint32))
-    grid = tuple(len(c) for c in mask.chunks)
-    nested = np.empty(grid, dtype=object)
-    for b, v in blocks.items():
-        nested[b] = v
-    ws = da.block(nested.tolist())
+        tasks[b] = dask.delayed(_block_watershed)(region, lo, origin, shape, peaks_d)
+    ws = from_block_tasks(tasks, mask.chunks, np.uint32)
     return ws, len(peaks), {"peaks": len(peaks), "halo_vox": halo, "min_distance_vox": min_distance,
                             "exclude_border": exclude_border}
 

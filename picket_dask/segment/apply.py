@@ -12,7 +12,7 @@ import dask.array as da
 import numpy as np
 
 from ..backend import get_xp
-from ..chunking import at_least
+from ..chunking import at_least, block_ids, block_starts, from_block_tasks
 from .clustering import Decision, scores_to_labels, stacked_matrix
 from .features import fft_features_sliding
 from .neighborhoods import HALF
@@ -107,21 +107,16 @@ def semantic_labels_from_store(store: str, lo: float, hi: float, chunks, decisio
     task reads its own chunk + halo from disk, so no task waits on another and a worker holds only
     the chunks it is working on (the overlap graph keeps neighbours' halo pieces alive)."""
     import dask
-    import itertools
 
-    starts = [np.concatenate([[0], np.cumsum(c)[:-1]]) for c in chunks]
+    starts = block_starts(chunks)
     volume_shape = tuple(int(sum(c)) for c in chunks)
-    k = len(decisions)
-    grid = tuple(len(c) for c in chunks)
-    nested = np.empty(grid, dtype=object)
     dec = dask.delayed(decisions, traverse=False)
-    for b in itertools.product(*[range(g) for g in grid]):
+    tasks = {}
+    for b in block_ids(chunks):
         origin = tuple(int(starts[a][b[a]]) for a in range(3))
         shape = tuple(int(chunks[a][b[a]]) for a in range(3))
-        task = dask.delayed(_label_stored_block)(store, lo, hi, dec, origin, shape, volume_shape, half)
-        nested[b] = da.from_delayed(task, shape=(k,) + shape, dtype=np.uint8)
-    # da.block joins the last three axes; the leading (k) axis is shared by all blocks
-    return da.block([[[[nested[i, j, l] for l in range(grid[2])] for j in range(grid[1])] for i in range(grid[0])]])
+        tasks[b] = dask.delayed(_label_stored_block)(store, lo, hi, dec, origin, shape, volume_shape, half)
+    return from_block_tasks(tasks, chunks, np.uint8, leading=(len(decisions),))
 
 
 def orient(raw: da.Array, flip: bool) -> da.Array:

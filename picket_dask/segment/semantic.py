@@ -24,7 +24,7 @@ from ..progress import compute
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit, predict
-from .features import linear_operator, sample_features, select_gabor
+from .features import ROWS, linear_operator, sample_features, select_gabor
 from .neighborhoods import gather_neighborhoods, sample_voxels
 from .orientation import choose_orientation
 from .preprocess import preprocess
@@ -82,7 +82,7 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
     return out
 
 
-def _sample_counts(model: FittedModel, x: np.ndarray, rows: int = 65536) -> np.ndarray:
+def _sample_counts(model: FittedModel, x: np.ndarray, rows: int = ROWS) -> np.ndarray:
     """Cluster sizes on the sample, predicted a slice at a time (no float64 copy of the whole sample)."""
     counts = np.zeros(2, np.int64)
     for i in range(0, len(x), rows):
