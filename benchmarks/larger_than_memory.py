@@ -30,8 +30,9 @@ def case(mrc, out, limit, threads):
 
     with LocalCluster(n_workers=1, threads_per_worker=threads, memory_limit=limit, dashboard_address=":0") as cl, Client(cl) as c:
         r = run([mrc], out, WORKFLOWS, max_fit_voxels=250_000, concurrent=1)[0]
-        logs = c.get_worker_logs()
-    deaths = sum("restart" in line.lower() or "killed" in line.lower() for lines in logs.values() for _, line in lines)
+        logs = [line for lines in c.get_worker_logs(nanny=True).values() for _, line in lines]
+        logs += [line for _, line in c.get_scheduler_logs()]
+    deaths = sum(any(w in line.lower() for w in ("restart", "killed", "exceeded", "died")) for line in logs)
     return {"picks": ";".join(f"{k}={v}" for k, v in r.counts.items()), "worker_restart_lines": deaths,
             "picks_csv": ";".join(r.picks[w]["csv"] for w in WORKFLOWS)}
 

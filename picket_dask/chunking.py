@@ -7,6 +7,11 @@ import itertools
 import dask.array as da
 import numpy as np
 
+# Every rechunk here merges or splits neighbouring blocks: the task-based method keeps that a few
+# blocks in memory at a time. distributed's default for such graphs (p2p shuffle) buffers shards in
+# the worker: with a 1 GiB worker it paused the worker during conversion (benchmarks/larger_than_memory.py).
+RECHUNK = "tasks"
+
 
 def block_starts(chunks: tuple[tuple[int, ...], ...]) -> list[np.ndarray]:
     """Start index of every block along each axis."""
@@ -33,7 +38,7 @@ def at_least(arr: da.Array, size: int) -> da.Array:
             del c[max(i, j)]
         new.append(tuple(c))
     new = tuple(new)
-    return arr if new == arr.chunks else arr.rechunk(new)
+    return arr if new == arr.chunks else arr.rechunk(new, method=RECHUNK)
 
 
 def from_block_tasks(tasks: dict, chunks: tuple[tuple[int, ...], ...], dtype, leading: tuple[int, ...] = ()):

@@ -50,3 +50,27 @@ def compute(*collections: Any, label: str = "") -> tuple:
         with ProgressBar(minimum=1.0, out=sys.stderr):
             return dask.compute(*collections)
     return dask.compute(*collections)
+
+
+def compute_each(tasks: list, consume, label: str = "", batch: int = 16) -> None:
+    """Compute delayed ``tasks`` and call ``consume(i, result)`` for each as it is ready.
+
+    Results are handed over and dropped one by one (with a distributed Client, as they
+    complete; on the local scheduler, ``batch`` tasks at a time), so the caller can fill a
+    preallocated array without every part being held at once.
+    """
+    client = active_client()
+    if not _QUIET[0] and sys.stderr is not None and label:
+        print(f"[picket-dask] {label}", file=sys.stderr, flush=True)
+    if client is not None:
+        from distributed import as_completed
+
+        futures = client.compute(list(tasks))
+        index = {f.key: i for i, f in enumerate(futures)}
+        for fut, result in as_completed(futures, with_results=True):
+            consume(index[fut.key], result)
+            fut.release()
+        return
+    for start in range(0, len(tasks), batch):
+        for i, result in enumerate(dask.compute(*tasks[start:start + batch]), start):
+            consume(i, result)

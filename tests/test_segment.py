@@ -167,3 +167,30 @@ def test_dask_ml_kmeans_backend_agrees_with_sklearn(fitted):
     b = predict(fit("kmeans", x.copy(), None, "neighborhood", 42, "dask-ml").decision, x)
     # not the reference's model (k-means|| init, its own stopping rule): close, not identical (98.9 % here)
     assert max((a == b).mean(), (a == 1 - b).mean()) >= 0.98
+
+
+@pytest.mark.parametrize("n,d,rows", [(6000, 5, 1000), (20000, 24, 4096), (3001, 64, 512)])
+def test_streamed_gmm_equals_scikit_learn(n, d, rows):
+    """The row-sliced EM gives scikit-learn's GaussianMixture: same iterations, parameters to rounding."""
+    from sklearn.mixture import GaussianMixture
+
+    from picket_dask.segment.gmm_em import fit_gaussian_mixture
+
+    rng = np.random.default_rng(d)
+    x = np.concatenate([rng.normal(0, 1, (n // 3, d)), rng.normal(0.8, 1.5, (n - n // 3, d))]) @ rng.normal(size=(d, d))
+    ref = GaussianMixture(2, covariance_type="full", random_state=42).fit(x)
+    ours = fit_gaussian_mixture(x, 2, 42, rows=rows)
+    assert ours["n_iter"] == ref.n_iter_ and ours["converged"] == ref.converged_
+    np.testing.assert_allclose(ours["weights"], ref.weights_, rtol=1e-9)
+    np.testing.assert_allclose(ours["means"], ref.means_, rtol=1e-8, atol=1e-10 * np.abs(ref.means_).max())
+    scale = np.abs(ref.precisions_cholesky_).max()
+    np.testing.assert_allclose(ours["precisions_cholesky"], ref.precisions_cholesky_, rtol=1e-7, atol=1e-10 * scale)
+    assert ours["lower_bound"] == pytest.approx(ref.lower_bound_, rel=1e-12)
+
+
+def test_streamed_gmm_fits_repeated_points():
+    from picket_dask.segment.gmm_em import fit_gaussian_mixture
+
+    x = np.zeros((100, 3))
+    x[50:, 0] = 1.0  # two points repeated: every covariance is reg_covar * I, still positive definite
+    assert fit_gaussian_mixture(x, 2, 42)["converged"]

@@ -14,6 +14,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
+from ..chunking import RECHUNK
 from ..errors import PicketError
 
 SCHEME = "copick://"
@@ -95,7 +96,7 @@ def open_copick_tomogram(spec: str, chunks=128):
     group = zarr.open_group(tomo.zarr(), mode="r")
     arr = da.from_zarr(group["0"])
     if chunks:
-        arr = arr.rechunk(chunks)
+        arr = arr.rechunk(chunks, method=RECHUNK)
     return Tomogram(arr, (float(vs.voxel_size),) * 3, spec, src.run)
 
 

@@ -20,6 +20,7 @@ import numcodecs
 import numpy as np
 import zarr
 
+from ..chunking import RECHUNK
 from ..errors import PicketError
 from .atomic import atomic_path, remove
 
@@ -101,12 +102,12 @@ def _json_default(obj: Any):
 def _even_chunks(arr: da.Array) -> da.Array:
     """Rechunk so every chunk but the last along each axis has an even length (for 2x coarsening)."""
     chunks = tuple(max(2, c - c % 2) for c in (arr.chunksize))
-    return arr.rechunk(chunks) if any(any(b % 2 for b in bc[:-1]) for bc in arr.chunks) else arr
+    return arr.rechunk(chunks, method=RECHUNK) if any(any(b % 2 for b in bc[:-1]) for bc in arr.chunks) else arr
 
 
 def downsample2(arr: da.Array, chunks: tuple[int, int, int]) -> da.Array:
     """The next pyramid level: mean over 2x2x2 voxels (float32), an odd last voxel dropped."""
-    return da.coarsen(np.mean, _even_chunks(arr).astype(np.float32), {0: 2, 1: 2, 2: 2}, trim_excess=True).rechunk(chunks)
+    return da.coarsen(np.mean, _even_chunks(arr).astype(np.float32), {0: 2, 1: 2, 2: 2}, trim_excess=True).rechunk(chunks, method=RECHUNK)
 
 
 def write_image(
@@ -138,7 +139,7 @@ def write_image(
         # one level at a time, each from the stored level above: a pyramid built in one graph keeps
         # level-0 blocks alive until their coarsened parents are done (1 GiB MRC, benchmarks/convert_1gib.py:
         # one graph 0.77-1.7 GB peak RSS in 4.5 s; level by level 0.49 GB in 11.4 s)
-        source = arr.rechunk(chunks)
+        source = arr.rechunk(chunks, method=RECHUNK)
         n_written = 0
         for level in range(n_levels):
             if level and min(source.shape) < 2:
@@ -233,7 +234,7 @@ def write_labels(image_path: str | Path, name: str, arr: da.Array, voxel_size: t
 
     tmp, target = create_labels(image_path, name, arr.shape, arr.chunksize, arr.dtype)
     try:
-        compute(da.store(arr.rechunk(target.chunks), target, lock=False, compute=False), label=f"writing labels/{name}")
+        compute(da.store(arr.rechunk(target.chunks, method=RECHUNK), target, lock=False, compute=False), label=f"writing labels/{name}")
         return commit_labels(image_path, name, tmp, voxel_size, extra, colors)
     except BaseException:
         remove(tmp)

@@ -8,6 +8,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from ..chunking import RECHUNK
 from ..errors import PicketError
 from .mrc import MRC_SUFFIXES, open_mrc
 from .omezarr import open_image, write_image
@@ -67,7 +68,7 @@ def open_tomogram(path: str | Path, chunks: int | tuple = 128, voxel_size: float
         raise PicketError(path, "no such file or folder", "check the path")
     if is_zarr(path):
         arr, vs, attrs = open_image(path)
-        arr = arr.rechunk(chunks) if chunks else arr
+        arr = arr.rechunk(chunks, method=RECHUNK) if chunks else arr
         return Tomogram(arr, resolve_voxel_size(vs, voxel_size, path), str(path), tomogram_name(path), attrs)
     if path.suffix.lower() not in MRC_SUFFIXES:
         raise PicketError(path, f"unknown tomogram format '{path.suffix}'", f"give an MRC file ({', '.join(MRC_SUFFIXES)}) or an OME-Zarr image (.zarr)")

@@ -32,7 +32,7 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
 from ..progress import compute
-from ..chunking import at_least, block_ids, block_starts, from_block_tasks
+from ..chunking import RECHUNK, at_least, block_ids, block_starts, from_block_tasks
 from .components import connected_components_chunked
 
 
@@ -114,7 +114,7 @@ def watershed_chunked(mask: da.Array, min_distance: int = 15, halo: int | None =
 def fill_unreached(mask: da.Array, ws: da.Array, n_labels: int) -> tuple[da.Array, int]:
     """Give mask voxels that no marker reached (ws == 0) ids of their own connected components,
     numbered after ``n_labels``; ``ws`` should be a stored (cheap to read) array."""
-    leftover = mask.rechunk(ws.chunks) & (ws == 0)
+    leftover = mask.rechunk(ws.chunks, method=RECHUNK) & (ws == 0)
     cc, n_cc = connected_components_chunked(leftover)
     if n_cc == 0:
         return ws, 0

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..backend import get_xp, to_host
 from ..errors import PicketError
-from ..progress import compute
+from ..progress import compute_each
 
 HALF = 2  # neighborhood_size 5
 
@@ -76,10 +76,14 @@ def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF)
         sel = order[a:b]
         local = coords[sel] - np.array([starts[ax][bi[ax]] for ax in range(3)])  # halo shifts by +half, window starts at -half
         tasks.append(dask.delayed(_extract)(blocks[bi], local, half))
-    parts = compute(*tasks, label=f"fit sample: gathering {len(coords):,} neighborhoods") if tasks else ()
     out = np.empty((len(coords), (2 * half + 1) ** 3), np.float32)
-    for (a, b), part in zip(zip(bounds[:-1], bounds[1:]), parts):
-        out[order[a:b]] = part
+
+    def put(i: int, part: np.ndarray) -> None:
+        out[order[bounds[i]:bounds[i + 1]]] = part
+
+    # a quarter of the blocks per local batch: parts held at once stay ~1/4 of the sample, and
+    # neighbouring blocks' halos are recomputed at most at the 3 batch seams
+    compute_each(tasks, put, label=f"fit sample: gathering {len(coords):,} neighborhoods", batch=max(16, -(-len(tasks) // 4)))
     return out
 
 

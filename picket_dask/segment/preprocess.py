@@ -6,6 +6,7 @@ import dask.array as da
 import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
+from ..chunking import RECHUNK
 from ..errors import PicketError
 from ..progress import compute
 
@@ -21,7 +22,7 @@ def blur(data: da.Array, sigma_vox: float = 2.0) -> da.Array:
     depth = int(TRUNCATE * sigma_vox + 0.5)
     data = data.astype(np.float32)
     if min(min(c) for c in data.chunks) <= depth:
-        data = data.rechunk(tuple(max(depth + 1, min(s, max(cs))) for s, cs in zip(data.shape, data.chunks)))
+        data = data.rechunk(tuple(max(depth + 1, min(s, max(cs))) for s, cs in zip(data.shape, data.chunks)), method=RECHUNK)
     return gaussian_filter(data, sigma=sigma_vox, mode="reflect", truncate=TRUNCATE)
 
 
@@ -44,7 +45,7 @@ def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogra
 
         target = zarr.open_array(str(store), mode="w", shape=blurred.shape, dtype=np.float32,
                                  chunks=tuple(int(c) for c in data.chunksize))
-        _, lo, hi = compute(da.store(blurred.rechunk(target.chunks), target, lock=False, compute=False),
+        _, lo, hi = compute(da.store(blurred.rechunk(target.chunks, method=RECHUNK), target, lock=False, compute=False),
                             blurred.min(), blurred.max(), label="preprocess: blur (stored) and global min/max")
         blurred = da.from_zarr(target)
     else:

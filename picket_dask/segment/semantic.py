@@ -139,6 +139,7 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
             sample = draw_sample(scaled, params)
         with timings.stage("fit"):
             segs = fit_models(sample, pairs, params)
+        del sample  # the sample (~0.5 GB at 1M voxels) is not needed by the label pass
     else:
         segs = [Segmentation(s.features, s.clusterer, s.model, s.gabor_idx) for s in models]
     t0 = time.perf_counter()
