@@ -23,17 +23,41 @@ from _measure import measure, record
 WORKFLOWS = ["gabor-kmeans-cc", "gabor-gmm-cc"]
 
 
+def _worker_rss() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def case(mrc, out, limit, threads):
+    import threading
+
     from distributed import Client, LocalCluster
 
     from picket_dask.workflows import run
 
     with LocalCluster(n_workers=1, threads_per_worker=threads, memory_limit=limit, dashboard_address=":0") as cl, Client(cl) as c:
-        r = run([mrc], out, WORKFLOWS, max_fit_voxels=250_000, concurrent=1)[0]
+        peak, done = [0.0], threading.Event()
+
+        def sample():  # the worker's process RSS once a second (what the nanny compares with the limit)
+            while not done.wait(1.0):
+                try:
+                    peak[0] = max([peak[0], *c.run(_worker_rss).values()])
+                except Exception:  # a restarting worker: counted from the logs below
+                    pass
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        try:
+            r = run([mrc], out, WORKFLOWS, max_fit_voxels=250_000, concurrent=1)[0]
+        finally:
+            done.set()
+            t.join()
         logs = [line for lines in c.get_worker_logs(nanny=True).values() for _, line in lines]
         logs += [line for _, line in c.get_scheduler_logs()]
     deaths = sum(any(w in line.lower() for w in ("restart", "killed", "exceeded", "died")) for line in logs)
     return {"picks": ";".join(f"{k}={v}" for k, v in r.counts.items()), "worker_restart_lines": deaths,
+            "worker_peak_rss_MiB": round(peak[0]), "stages": ";".join(f"{k}={v}" for k, v in r.timings.items()),
             "picks_csv": ";".join(r.picks[w]["csv"] for w in WORKFLOWS)}
 
 

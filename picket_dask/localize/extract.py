@@ -41,8 +41,9 @@ def instances_from_mask(mask: da.Array, extractor: str, params: LocalizeParams) 
     raise ValueError(f"unknown extractor {extractor!r}; use one of {EXTRACTORS}")
 
 
-def check_labels(semantic: da.Array, image_path: str | Path, name: str, particle_id: int) -> None:
-    """Refuse labels whose shape differs from the tomogram's and a particle id that never occurs."""
+def check_labels(semantic: da.Array, mask: da.Array, image_path: str | Path, name: str, particle_id: int) -> int:
+    """Refuse labels whose shape differs from the tomogram's and a particle id that never occurs;
+    return the number of mask voxels (counted in the same read of the labels)."""
     from ..io.omezarr import open_image
 
     source = Path(image_path) / "labels" / name
@@ -50,11 +51,13 @@ def check_labels(semantic: da.Array, image_path: str | Path, name: str, particle
     if tuple(semantic.shape) != tuple(image.shape):
         raise PicketError(source, f"label shape {tuple(semantic.shape)} differs from the tomogram's {tuple(image.shape)}",
                           "segment this tomogram again (labels must be voxel-for-voxel)")
-    present = compute(da.bincount(semantic.ravel(), minlength=256), label="labels: values present")[0]
+    present, n_mask = compute(da.bincount(semantic.ravel(), minlength=256), mask.sum(),
+                              label="labels: values present and particle voxels")
     if present[int(particle_id)] == 0:
         values = [int(v) for v in np.nonzero(present)[0]]
         raise PicketError(source, f"particle id {particle_id} does not occur (values present: {values})",
                           "pass the id of the particle cluster (1 for picket-dask labels)")
+    return int(n_mask)
 
 
 def localize(image_path: str | Path, semantic_name: str, extractor: str, params: LocalizeParams | None = None,
@@ -65,11 +68,10 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     params = params or LocalizeParams()
     timings = Timings()
     semantic, meta = open_labels(image_path, semantic_name)
-    check_labels(semantic, image_path, semantic_name, particle_id)
     instance_name = instance_name or semantic_name.replace("semantic-", "instances-") + f"-{extractor}"
     with timings.stage("mask"):
         mask = particle_mask(semantic, particle_id, params.z_extract, Path(image_path) / "labels" / semantic_name)
-        n_mask = int(compute(mask.sum(), label="mask: counting particle voxels")[0])
+        n_mask = check_labels(semantic, mask, image_path, semantic_name, particle_id)
     report: dict = {"mask_voxels": n_mask}
     if n_mask == 0:
         report["warning"] = "the particle mask is empty: no picks"
