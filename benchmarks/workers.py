@@ -23,7 +23,8 @@ def case(mrc, out, workflow, workers):
         r = run([mrc], out, [workflow], max_fit_voxels=250_000, concurrent=1)[0]
     t = r.timings
     chunked = sum(v for k, v in t.items() if k.endswith(("features_and_labels", ".cc", ".ws", ".centroids", ".mask")) or k in ("segment.preprocess", "convert"))
-    return {"chunked_stages_s": round(chunked, 2), "fit_s": t.get("segment.fit"), "run_total_s": t.get("total")}
+    return {"chunked_stages_s": round(chunked, 2), "fit_s": t.get("segment.fit"), "run_total_s": t.get("total"),
+            "stages": ";".join(f"{k}={v}" for k, v in t.items())}
 
 
 if __name__ == "__main__":

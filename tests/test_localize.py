@@ -92,3 +92,26 @@ def test_mask_z_bounds_and_errors():
         particle_mask(sem, 1, (3, 40))
     with pytest.raises(PicketError, match="particle id"):
         particle_mask(sem, 255)
+
+
+def test_watershed_distance_cache_changes_nothing(tmp_path):
+    """Cached squared distances give the very labels of computing each distance map twice."""
+    mask = blobs((40, 70, 90), 50, 3, 7, seed=9)
+    m = da.from_array(mask, chunks=(17, 30, 40))
+    plain, n_plain, _ = watershed_chunked(m, min_distance=4)
+    cached, n_cached, _ = watershed_chunked(m, min_distance=4, scratch=str(tmp_path / "cache"))
+    assert n_plain == n_cached
+    np.testing.assert_array_equal(plain.compute(), cached.compute())
+    assert (tmp_path / "cache").exists()
+
+
+@settings(max_examples=15, deadline=None)
+@given(cz=st.integers(1, 20), cy=st.integers(1, 30), cx=st.integers(1, 40), seed=st.integers(0, 10))
+def test_value_counts_equal_bincount(cz, cy, cx, seed):
+    from picket_dask.chunking import value_counts
+
+    a = np.random.default_rng(seed).integers(0, 4, (20, 30, 40)).astype(np.uint8)
+    a[seed, seed, seed] = 255
+    d = da.from_array(a, chunks=(cz, cy, cx))
+    np.testing.assert_array_equal(value_counts(d, 256).compute(), np.bincount(a.ravel(), minlength=256))
+    np.testing.assert_array_equal(value_counts(d, 2).compute(), np.bincount(a.ravel())[:2])

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
+from ..chunking import value_counts
 from ..config import LocalizeParams
 from ..errors import PicketError
+from ..io.atomic import remove
 from ..io.omezarr import open_labels, write_labels
 from ..progress import compute
 from ..provenance import Timings, environment
@@ -31,13 +34,15 @@ class Instances:
     timings: Timings = field(default_factory=Timings)
 
 
-def instances_from_mask(mask: da.Array, extractor: str, params: LocalizeParams) -> tuple[da.Array, int, dict]:
-    """Lazy uint32 instances of a boolean mask and the number of ids used."""
+def instances_from_mask(mask: da.Array, extractor: str, params: LocalizeParams,
+                        scratch: str | None = None) -> tuple[da.Array, int, dict]:
+    """Lazy uint32 instances of a boolean mask and the number of ids used (``scratch``: a folder
+    the watershed may cache distance maps in until its instances are stored)."""
     if extractor == "cc":
         labels, n = connected_components_chunked(mask)
         return labels, n, {"components": n}
     if extractor == "ws":
-        return watershed_chunked(mask, params.min_distance_vox, params.halo_vox, params.exclude_border)
+        return watershed_chunked(mask, params.min_distance_vox, params.halo_vox, params.exclude_border, scratch)
     raise ValueError(f"unknown extractor {extractor!r}; use one of {EXTRACTORS}")
 
 
@@ -51,7 +56,7 @@ def check_labels(semantic: da.Array, mask: da.Array, image_path: str | Path, nam
     if tuple(semantic.shape) != tuple(image.shape):
         raise PicketError(source, f"label shape {tuple(semantic.shape)} differs from the tomogram's {tuple(image.shape)}",
                           "segment this tomogram again (labels must be voxel-for-voxel)")
-    present, n_mask = compute(da.bincount(semantic.ravel(), minlength=256), mask.sum(),
+    present, n_mask = compute(value_counts(semantic, 256), mask.sum(),
                               label="labels: values present and particle voxels")
     if present[int(particle_id)] == 0:
         values = [int(v) for v in np.nonzero(present)[0]]
@@ -76,10 +81,14 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     if n_mask == 0:
         report["warning"] = "the particle mask is empty: no picks"
     with timings.stage(extractor):
-        labels, n, rep = instances_from_mask(mask, extractor, params)
-        report.update(rep)
-        base = dict(step="instances", extractor=extractor, semantic=semantic_name, params=params.model_dump(mode="json"))
-        path = write_labels(image_path, instance_name, labels, voxel_size or (1.0, 1.0, 1.0), {**base, **environment()})
+        scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
+        try:
+            labels, n, rep = instances_from_mask(mask, extractor, params, str(scratch))
+            report.update(rep)
+            base = dict(step="instances", extractor=extractor, semantic=semantic_name, params=params.model_dump(mode="json"))
+            path = write_labels(image_path, instance_name, labels, voxel_size or (1.0, 1.0, 1.0), {**base, **environment()})
+        finally:
+            remove(scratch)
         if extractor == "ws" and n_mask:
             stored, _ = open_labels(image_path, instance_name)
             filled, n_cc = fill_unreached(mask, stored, n)

@@ -17,6 +17,10 @@ across a chunk face, or (c) a basin reaches farther than the halo from its marke
 beyond are then claimed by another marker or left 0 (they are then labelled as their own
 connected components so no mask voxel is lost). tests/test_localize.py measures the agreement.
 
+Distance cache: with ``scratch`` (a folder), the peaks pass stores each haloed block's squared
+distances (uint32, exact: scipy's EDT is the square root of an integer) and the watershed pass
+reads them back instead of computing the transform a second time.
+
 exclude_border: skimage drops peaks within min_distance of the volume's faces by default; that
 throws away every particle near the top and bottom of a thin tomogram (15 of ~100-200 slices on
 each side at min_distance 15), so picket-dask keeps them unless ``exclude_border=True``.
@@ -42,11 +46,38 @@ def _haloed(shape, origin, block_shape, halo):
     return lo, hi
 
 
+def _distance(region: np.ndarray) -> np.ndarray:
+    """Euclidean distance map (float64) of a boolean region."""
+    return ndi.distance_transform_edt(region)
+
+
+def _store_distance(cache: tuple[str, int] | None, dist: np.ndarray) -> None:
+    if cache is None:
+        return
+    import zarr
+
+    path, i = cache
+    sq = np.zeros(zarr.open_array(path, mode="r").shape[1:], np.uint32)
+    sq[tuple(slice(0, n) for n in dist.shape)] = np.rint(dist * dist)
+    zarr.open_array(path, mode="r+")[i] = sq
+
+
+def _load_distance(cache: tuple[str, int] | None, region: np.ndarray) -> np.ndarray:
+    if cache is None:
+        return _distance(region)
+    import zarr
+
+    path, i = cache
+    sq = zarr.open_array(path, mode="r")[(i, *(slice(0, n) for n in region.shape))]
+    return np.sqrt(sq.astype(np.float64))  # bit-identical to the transform: sqrt of the same integers
+
+
 def _block_peaks(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, block_shape: np.ndarray,
-                 min_distance: int) -> tuple[np.ndarray, np.ndarray]:
+                 min_distance: int, cache: tuple[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     if not region.any():
         return np.zeros((0, 3), np.int64), np.zeros(0)
-    dist = ndi.distance_transform_edt(region)
+    dist = _distance(region)
+    _store_distance(cache, dist)
     pk = peak_local_max(dist, min_distance=min_distance, exclude_border=False)
     g = pk + lo
     inside = np.all((g >= origin) & (g < origin + block_shape), axis=1)
@@ -54,11 +85,11 @@ def _block_peaks(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, block_s
 
 
 def _block_watershed(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, block_shape: np.ndarray,
-                     peaks: np.ndarray) -> np.ndarray:
+                     peaks: np.ndarray, cache: tuple[str, int] | None = None) -> np.ndarray:
     out_sl = tuple(slice(o - l, o - l + s) for o, l, s in zip(origin, lo, block_shape))
     if not region[out_sl].any():
         return np.zeros(tuple(block_shape), np.uint32)
-    dist = ndi.distance_transform_edt(region)
+    dist = _load_distance(cache, region)  # region has mask voxels, so the peaks pass stored it
     markers = np.zeros(region.shape, np.uint32)
     hi = lo + np.asarray(region.shape)
     sel = np.all((peaks >= lo) & (peaks < hi), axis=1)
@@ -69,16 +100,33 @@ def _block_watershed(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, blo
     return ws[out_sl].astype(np.uint32)
 
 
-def find_peaks(mask: da.Array, min_distance: int, halo: int, exclude_border: bool = False) -> np.ndarray:
-    """Global peak coordinates (P, 3) int64 (z, y, x), sorted, of the mask's distance map."""
+def _haloed_blocks(mask: da.Array, halo: int):
+    """(flat index, block id, origin, shape, lo, region) of every block, region = the haloed mask."""
     starts = block_starts(mask.chunks)
-    tasks = []
-    for b in block_ids(mask.chunks):
+    for i, b in enumerate(block_ids(mask.chunks)):
         origin = np.array([starts[a][b[a]] for a in range(3)])
         shape = np.array([mask.chunks[a][b[a]] for a in range(3)])
         lo, hi = _haloed(mask.shape, origin, shape, halo)
-        region = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        tasks.append(dask.delayed(_block_peaks)(region, lo, origin, shape, min_distance))
+        yield i, b, origin, shape, lo, mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+
+
+def _distance_cache(mask: da.Array, halo: int, scratch: str | None) -> str | None:
+    """A zarr array (blocks, haloed block shape) for the squared distances, or None."""
+    if scratch is None:
+        return None
+    import zarr
+
+    n = len(list(block_ids(mask.chunks)))
+    biggest = tuple(min(s, max(c) + 2 * halo) for s, c in zip(mask.shape, mask.chunks))
+    zarr.open_array(str(scratch), mode="w", shape=(n, *biggest), chunks=(1, *biggest), dtype=np.uint32)
+    return str(scratch)
+
+
+def find_peaks(mask: da.Array, min_distance: int, halo: int, exclude_border: bool = False,
+               cache: str | None = None) -> np.ndarray:
+    """Global peak coordinates (P, 3) int64 (z, y, x), sorted, of the mask's distance map."""
+    tasks = [dask.delayed(_block_peaks)(region, lo, origin, shape, min_distance, None if cache is None else (cache, i))
+             for i, _, origin, shape, lo, region in _haloed_blocks(mask, halo)]
     parts = compute(*tasks, label="watershed: distance-map peaks")
     peaks = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3), np.int64)
     if exclude_border and len(peaks):
@@ -89,23 +137,19 @@ def find_peaks(mask: da.Array, min_distance: int, halo: int, exclude_border: boo
 
 
 def watershed_chunked(mask: da.Array, min_distance: int = 15, halo: int | None = None,
-                      exclude_border: bool = False) -> tuple[da.Array, int, dict]:
+                      exclude_border: bool = False, scratch: str | None = None) -> tuple[da.Array, int, dict]:
     """Lazy uint32 watershed instances (marker ids 1..P), P, and a report.
 
     Mask voxels no marker reaches stay 0 here; ``fill_unreached`` labels them once the
-    watershed is stored."""
+    watershed is stored. ``scratch``: a folder for the distance cache (the caller removes it
+    after the instances are stored); None computes each distance map twice instead."""
     halo = int(halo or 2 * min_distance + 2)
     mask = at_least(mask, 1)
-    peaks = find_peaks(mask, min_distance, halo, exclude_border)
-    starts = block_starts(mask.chunks)
+    cache = _distance_cache(mask, halo, scratch)
+    peaks = find_peaks(mask, min_distance, halo, exclude_border, cache)
     peaks_d = dask.delayed(peaks, traverse=False)
-    tasks = {}
-    for b in block_ids(mask.chunks):
-        origin = np.array([starts[a][b[a]] for a in range(3)])
-        shape = np.array([mask.chunks[a][b[a]] for a in range(3)])
-        lo, hi = _haloed(mask.shape, origin, shape, halo)
-        region = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        tasks[b] = dask.delayed(_block_watershed)(region, lo, origin, shape, peaks_d)
+    tasks = {b: dask.delayed(_block_watershed)(region, lo, origin, shape, peaks_d, None if cache is None else (cache, i))
+             for i, b, origin, shape, lo, region in _haloed_blocks(mask, halo)}
     ws = from_block_tasks(tasks, mask.chunks, np.uint32)
     return ws, len(peaks), {"peaks": len(peaks), "halo_vox": halo, "min_distance_vox": min_distance,
                             "exclude_border": exclude_border}

@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 
 from ..backend import cupy_available, to_host
+from ..chunking import value_counts
 from ..config import SegmentParams
 from ..errors import PicketError
 from ..io.atomic import remove
@@ -156,7 +157,7 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
             tmp, target = create_labels(image_path, f"{label_prefix}{s.name}", data.shape, data.chunksize, np.uint8)
             tmps.append(tmp)
             stores.append(da.store(raw[i], target, lock=False, compute=False))
-            counts.append(da.bincount(raw[i].ravel(), minlength=256)[[0, 1]])
+            counts.append(value_counts(raw[i], 2))
         results = compute(*stores, *counts, label=f"features + labels: {', '.join(s.name for s in segs)}")
         timings["features_and_labels"] = round(time.perf_counter() - t0, 4)
         with timings.stage("orientation"):
