@@ -194,3 +194,15 @@ def test_streamed_gmm_fits_repeated_points():
     x = np.zeros((100, 3))
     x[50:, 0] = 1.0  # two points repeated: every covariance is reg_covar * I, still positive definite
     assert fit_gaussian_mixture(x, 2, 42)["converged"]
+
+
+def test_sample_counts_equal_predictions_on_neighborhoods(fitted):
+    """Counts taken on features (G unfolded) equal the folded decision on the neighborhoods."""
+    from picket_dask.segment.clustering import predict
+
+    _, _, sample, segs = fitted
+    for seg in segs:
+        x = sample.neighborhoods.astype(np.float64)
+        if seg.features == "ffts":
+            x = fft_features_from_neighborhoods(sample.neighborhoods)
+        assert seg.model.sample_counts == np.bincount(predict(seg.model.decision, x), minlength=2).tolist(), seg.name

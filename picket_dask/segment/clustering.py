@@ -123,7 +123,24 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
     else:
         raise ValueError(f"unknown clusterer {method!r}; use one of {CLUSTERERS}")
     model.fit_seconds = time.perf_counter() - t0
+    model.sample_counts = sample_counts(model, features, folded=G is not None).tolist()
     return model
+
+
+def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: int = 65536) -> np.ndarray:
+    """Cluster sizes (2,) on the fitting sample's features, a slice of rows at a time.
+
+    ``folded``: the model's decision has G folded in (it takes neighborhoods); the same rule
+    on the features themselves is then built without G.
+    """
+    d = model.decision
+    if folded:
+        d = (kmeans_decision(model.params["cluster_centers"], None, d.space) if model.method == "kmeans"
+             else gmm_decision(model.params, None, d.space))
+    counts = np.zeros(2, np.int64)
+    for i in range(0, len(features), rows):
+        counts += np.bincount(predict(d, np.asarray(features[i:i + rows], dtype=np.float64)), minlength=2)
+    return counts
 
 
 def stacked_matrix(decisions: list[Decision]) -> np.ndarray:
