@@ -1,16 +1,18 @@
 """A tomogram >= 4x the total worker memory limit goes through every stage; same picks as with a
 generous limit.
 
-    python benchmarks/larger_than_memory.py [--shape 128 2048 2048] [--limit 512MiB] [--generous 8GiB]
+    python benchmarks/larger_than_memory.py [--shape 256 2048 2048] [--limit 1GiB] [--threads 2] [--generous 16GiB]
 
-Workers: one, --threads threads (default 1), the given memory limit (the fit sample and the fit live
-in the client). With 2 threads at 512 MiB the label pass tipped the worker over (KilledWorker after
-4 restarts, 2026-11-24): the worker's own unmanaged memory is ~300 MiB.
+One worker with the given memory limit and --threads threads (the fit sample and the fit live in the
+client). Default: a 4 GiB float32 tomogram, one 1 GiB worker with 2 threads (the issue's example).
+A worker's own footprint is ~250-350 MiB (Python, numpy, dask, zarr, scipy, scikit-image); 512 MiB
+workers were too tight for two label tasks at a time (2026-11-24: KilledWorker).
 Workflows gabor-kmeans-cc and gabor-gmm-cc: conversion, preprocessing, sample, both fits, features
-+ labels, connected components, centroids, picks. The watershed is left out on purpose: one
-watershed task holds ~330 MiB at 128^3 chunks and min_distance 15 (distance map and watershed of
-the chunk plus its 32-voxel halo), so it needs ~350 MiB per worker thread on top of the worker's
-own ~250 MiB; see deploy/README.md.
++ labels, connected components, centroids, picks. The worker's RSS is sampled once a second and
+worker restarts are counted from the nanny and scheduler logs. The watershed is left out on purpose:
+one watershed task holds ~330 MiB at 128^3 chunks and min_distance 15 (distance map and watershed
+of the chunk plus its 32-voxel halo), so it needs ~350 MiB per worker thread on top of the worker's
+own footprint; see deploy/README.md.
 """
 
 import argparse
@@ -63,11 +65,10 @@ def case(mrc, out, limit, threads):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", nargs=3, type=int, default=[128, 2048, 2048])
-    ap.add_argument("--limit", default="512MiB")
-    ap.add_argument("--generous", default="8GiB")
-    ap.add_argument("--threads", type=int, default=1, help="threads of the one worker (a worker's own footprint is "
-                    "~300 MiB, so 512 MiB leaves room for one task at a time)")
+    ap.add_argument("--shape", nargs=3, type=int, default=[256, 2048, 2048])
+    ap.add_argument("--limit", default="1GiB")
+    ap.add_argument("--generous", default="16GiB")
+    ap.add_argument("--threads", type=int, default=2, help="threads of the one worker")
     ap.add_argument("--workdir", default="/tmp/picket-bench")
     a = ap.parse_args()
     import pandas as pd

@@ -46,7 +46,7 @@ from those files. Machine: 2 cores, 24 GiB, no GPU (x86_64), numpy + OpenBLAS as
 | `scaling.py` | two workflows at three sizes | `python benchmarks/scaling.py` |
 | `workers.py` | 1 vs 2 workers | `python benchmarks/workers.py` |
 | `vs_blur.py` | twelve workflows vs one blur | `python benchmarks/vs_blur.py` |
-| `larger_than_memory.py` | 2 GiB tomogram, 512 MiB worker | `python benchmarks/larger_than_memory.py` |
+| `larger_than_memory.py` | 4 GiB tomogram, one 1 GiB worker | `python benchmarks/larger_than_memory.py` |
 | `accuracy.py` | F1 of all workflows, sparse and crowded | `python benchmarks/accuracy.py [--fit-on 3] [--orientation auto]` |
 
 """
@@ -73,7 +73,7 @@ def main() -> str:
     p("### twelve workflows vs one blur\n")
     p(table("vs_blur", ["shape", "max_fit_voxels", "blur_wall_s", "twelve_wall_s", "ratio", "twelve_chunked_only_ratio", "fit_s", "features_and_labels_s", "peak_rss_MiB"], 1))
     p("### larger than memory\n")
-    p(table("larger_than_memory", ["shape", "tomogram_GiB", "worker_limit", "wall_s", "peak_rss_MiB", "worker_restart_lines", "picks"], 3))
+    p(table("larger_than_memory", ["shape", "tomogram_GiB", "worker_limit", "threads", "wall_s", "peak_rss_MiB", "worker_peak_rss_MiB", "worker_restart_lines", "picks"], 3))
     s = R / "accuracy_summary.csv"
     if s.exists():
         df = pd.read_csv(s)

@@ -74,7 +74,8 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
     neighborhoods are dropped as soon as the last mode's features exist (~0.5 GB at 1M voxels
     less during that fit).
     """
-    modes = list(dict.fromkeys(mode for mode, _ in pairs))
+    # intensities (125 float64 features, the largest) last: the neighborhoods are gone by its fit
+    modes = sorted(dict.fromkeys(mode for mode, _ in pairs), key=lambda m: m == "intensities")
     fitted: dict[tuple[str, str], Segmentation] = {}
     for k, mode in enumerate(modes):
         gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
