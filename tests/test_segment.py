@@ -206,3 +206,14 @@ def test_sample_counts_equal_predictions_on_neighborhoods(fitted):
         if seg.features == "ffts":
             x = fft_features_from_neighborhoods(sample.neighborhoods)
         assert seg.model.sample_counts == np.bincount(predict(seg.model.decision, x), minlength=2).tolist(), seg.name
+
+
+def test_sample_gathered_from_the_store_equals_overlap(tmp_path):
+    """Tasks reading chunk + halo from the stored blur give the overlap path's neighborhoods."""
+    vol = _volume((20, 26, 30), seed=3)
+    data = da.from_array(vol, chunks=(7, 9, 11))
+    scaled, lo, hi = preprocess(data, store=str(tmp_path / "blur"))
+    coords = sample_voxels(vol.shape, None, 500, 0)
+    a = gather_neighborhoods(scaled, coords)
+    b = gather_neighborhoods(scaled, coords, stored=(str(tmp_path / "blur"), lo, hi))
+    np.testing.assert_array_equal(a, b)

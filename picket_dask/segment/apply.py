@@ -17,6 +17,7 @@ from ..chunking import at_least, block_ids, block_starts, from_block_tasks
 from .clustering import Decision, scores_to_labels, stacked_matrix
 from .features import fft_features_sliding
 from .neighborhoods import HALF
+from .preprocess import read_scaled_block
 
 BORDER = 255
 # (planes, rows) per tile, measured on 128x256x256 in 128^3 chunks with 2 threads: quadratic
@@ -116,15 +117,7 @@ def _label_stored_block(store: str, lo: float, hi: float, decisions: list[Decisi
                         half: int = HALF):
     """Labels (k, z, y, x) of one chunk, reading the chunk plus its halo straight from the stored
     blurred volume (0 beyond the faces, as the overlap path pads) and scaling it here."""
-    import zarr
-
-    arr = zarr.open_array(store, mode="r")
-    lo_idx = [max(0, o - half) for o in origin]
-    hi_idx = [min(n, o + s + half) for o, s, n in zip(origin, shape, volume_shape)]
-    region = np.asarray(arr[tuple(slice(a, b) for a, b in zip(lo_idx, hi_idx))], dtype=np.float32)
-    region = (region - np.float32(lo)) / np.float32(hi - lo)
-    pad = [(a - (o - half), (o + s + half) - b) for a, b, o, s in zip(lo_idx, hi_idx, origin, shape)]
-    padded = np.pad(region, pad, mode="constant", constant_values=0)
+    padded = read_scaled_block(store, lo, hi, origin, shape, half)
     info = {None: {"array-location": [(0, len(decisions))] + [(o, o + s) for o, s in zip(origin, shape)]}}
     return label_block(padded, decisions, volume_shape, block_info=info, half=half)
 

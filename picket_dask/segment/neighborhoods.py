@@ -55,11 +55,19 @@ def _extract(block: np.ndarray, local: np.ndarray, half: int) -> np.ndarray:
     return to_host(picked).astype(np.float32, copy=False).reshape(len(local), size**3)
 
 
-def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF) -> np.ndarray:
+def _extract_stored(stored: tuple[str, float, float], origin, shape, local: np.ndarray, half: int) -> np.ndarray:
+    from .preprocess import read_scaled_block
+
+    return _extract(read_scaled_block(*stored, origin, shape, half), local, half)
+
+
+def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF,
+                         stored: tuple[str, float, float] | None = None) -> np.ndarray:
     """Flattened (z, y, x)-ordered neighborhoods (n, 125) float32 of ``coords``, in the order given.
 
     Only the blocks holding sampled voxels are computed, each with a halo of ``half`` voxels;
-    the features of the slab are never materialised.
+    the features of the slab are never materialised. ``stored`` = (blurred store, min, max): each
+    task reads its chunk + halo from the store (no neighbouring chunks held in memory).
     """
     ov = da.overlap.overlap(volume, depth={0: half, 1: half, 2: half}, boundary={0: 0, 1: 0, 2: 0})
     starts = [np.concatenate([[0], np.cumsum(c)]) for c in volume.chunks]
@@ -74,8 +82,13 @@ def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF)
     for k, a, b in zip(keys, bounds[:-1], bounds[1:]):
         bi = np.unravel_index(k, nb)
         sel = order[a:b]
-        local = coords[sel] - np.array([starts[ax][bi[ax]] for ax in range(3)])  # halo shifts by +half, window starts at -half
-        tasks.append(dask.delayed(_extract)(blocks[bi], local, half))
+        origin = np.array([starts[ax][bi[ax]] for ax in range(3)])
+        local = coords[sel] - origin  # halo shifts by +half, window starts at -half
+        if stored is None:
+            tasks.append(dask.delayed(_extract)(blocks[bi], local, half))
+        else:
+            shape = tuple(int(volume.chunks[ax][bi[ax]]) for ax in range(3))
+            tasks.append(dask.delayed(_extract_stored)(stored, tuple(int(o) for o in origin), shape, local, half))
     out = np.empty((len(coords), (2 * half + 1) ** 3), np.float32)
 
     def put(i: int, part: np.ndarray) -> None:

@@ -56,3 +56,17 @@ def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogra
     if hi <= lo:
         raise PicketError(source, f"volume is constant ({lo})", "check that the right file was given; a constant volume has no particles")
     return (blurred - np.float32(lo)) / np.float32(hi - lo), lo, hi
+
+
+def read_scaled_block(store: str, lo: float, hi: float, origin, shape, half: int) -> np.ndarray:
+    """One chunk of the stored blurred volume plus ``half`` voxels per face, scaled to [0, 1] here,
+    float32 (z, y, x); 0 beyond the volume's faces (as dask's overlap with boundary 0 pads)."""
+    import zarr
+
+    arr = zarr.open_array(store, mode="r")
+    lo_idx = [max(0, o - half) for o in origin]
+    hi_idx = [min(n, o + s + half) for o, s, n in zip(origin, shape, arr.shape)]
+    region = np.asarray(arr[tuple(slice(a, b) for a, b in zip(lo_idx, hi_idx))], dtype=np.float32)
+    region = (region - np.float32(lo)) / np.float32(hi - lo)
+    pad = [(a - (o - half), (o + s + half) - b) for a, b, o, s in zip(lo_idx, hi_idx, origin, shape)]
+    return np.pad(region, pad, mode="constant", constant_values=0)

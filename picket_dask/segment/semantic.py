@@ -59,10 +59,11 @@ class FitSample:
     neighborhoods: np.ndarray
 
 
-def draw_sample(scaled: da.Array, params: SegmentParams) -> FitSample:
-    """Random interior voxels of the fitting slab and their (n, 125) float32 neighborhoods."""
+def draw_sample(scaled: da.Array, params: SegmentParams, stored: tuple[str, float, float] | None = None) -> FitSample:
+    """Random interior voxels of the fitting slab and their (n, 125) float32 neighborhoods
+    (``stored``: the blurred volume's store, min and max, read directly by each task)."""
     coords = sample_voxels(scaled.shape, params.z_fit, params.max_fit_voxels, params.seed)
-    return FitSample(coords, gather_neighborhoods(scaled, coords))
+    return FitSample(coords, gather_neighborhoods(scaled, coords, stored=stored))
 
 
 def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentParams,
@@ -138,7 +139,7 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
         scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store)
     if models is None:
         with timings.stage("sample"):
-            sample = draw_sample(scaled, params)
+            sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi))
         with timings.stage("fit"):
             segs = fit_models(sample, pairs, params, release=True)
         del sample  # the sample (~0.5 GB at 1M voxels) is not needed by the label pass
