@@ -71,7 +71,7 @@ def main() -> str:
     p("### workers\n")
     p(table("workers", ["shape", "workflow", "workers", "wall_s", "chunked_stages_s", "fit_s", "peak_rss_MiB"], 3))
     p("### twelve workflows vs one blur\n")
-    p(table("vs_blur", ["shape", "max_fit_voxels", "blur_wall_s", "twelve_wall_s", "ratio", "twelve_chunked_only_ratio", "fit_s", "features_and_labels_s", "peak_rss_MiB"], 1))
+    p(table("vs_blur", ["shape", "max_fit_voxels", "blur_wall_s", "twelve_wall_s", "ratio", "twelve_chunked_only_ratio", "fit_s", "features_and_labels_s", "peak_rss_MiB"], 2))
     p("### larger than memory\n")
     p(table("larger_than_memory", ["shape", "tomogram_GiB", "worker_limit", "threads", "wall_s", "peak_rss_MiB", "worker_peak_rss_MiB", "worker_restart_lines", "picks"], 3))
     s = R / "accuracy_summary.csv"
