@@ -13,6 +13,7 @@ import numpy as np
 from ..backend import get_xp, to_host
 from ..errors import PicketError
 from ..progress import compute_each
+from .preprocess import read_scaled_block
 
 HALF = 2  # neighborhood_size 5
 
@@ -56,8 +57,6 @@ def _extract(block: np.ndarray, local: np.ndarray, half: int) -> np.ndarray:
 
 
 def _extract_stored(stored: tuple[str, float, float], origin, shape, local: np.ndarray, half: int) -> np.ndarray:
-    from .preprocess import read_scaled_block
-
     return _extract(read_scaled_block(*stored, origin, shape, half), local, half)
 
 
@@ -69,7 +68,6 @@ def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF,
     the features of the slab are never materialised. ``stored`` = (blurred store, min, max): each
     task reads its chunk + halo from the store (no neighbouring chunks held in memory).
     """
-    ov = da.overlap.overlap(volume, depth={0: half, 1: half, 2: half}, boundary={0: 0, 1: 0, 2: 0})
     starts = [np.concatenate([[0], np.cumsum(c)]) for c in volume.chunks]
     bidx = np.stack([np.searchsorted(s, coords[:, a], side="right") - 1 for a, s in enumerate(starts)], axis=1)
     nb = [len(c) for c in volume.chunks]
@@ -77,7 +75,9 @@ def gather_neighborhoods(volume: da.Array, coords: np.ndarray, half: int = HALF,
     order = np.argsort(key, kind="stable")
     keys, first = np.unique(key[order], return_index=True)
     bounds = np.append(first, len(order))
-    blocks = ov.to_delayed()
+    if stored is None:
+        ov = da.overlap.overlap(volume, depth={0: half, 1: half, 2: half}, boundary={0: 0, 1: 0, 2: 0})
+        blocks = ov.to_delayed()
     tasks = []
     for k, a, b in zip(keys, bounds[:-1], bounds[1:]):
         bi = np.unravel_index(k, nb)
