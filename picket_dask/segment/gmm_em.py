@@ -11,6 +11,8 @@ scikit-learn to rounding (tests/test_segment.py compares parameters and iteratio
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 from scipy.special import logsumexp
@@ -100,5 +102,7 @@ def fit_gaussian_mixture(x: np.ndarray, n_components: int = 2, seed: int = 42, t
         if abs(lower - prev) < tol:
             converged = True
             break
+    if not converged:  # as scikit-learn does; the flag is also kept in the labels' metadata
+        warnings.warn(f"Gaussian mixture fit did not converge in {max_iter} iterations (tol {tol})", stacklevel=2)
     return {"weights": weights, "means": means, "precisions_cholesky": prec, "converged": converged,
             "n_iter": n_iter, "lower_bound": float(lower)}
