@@ -23,6 +23,20 @@ def block_ids(chunks: tuple[tuple[int, ...], ...]) -> list[tuple[int, ...]]:
     return list(itertools.product(*[range(len(c)) for c in chunks]))
 
 
+def block_boxes(chunks: tuple[tuple[int, ...], ...]):
+    """(block id, origin (z, y, x), shape (z, y, x)) of every block, in C order; ints."""
+    starts = block_starts(chunks)
+    for b in block_ids(chunks):
+        yield b, tuple(int(starts[a][b[a]]) for a in range(3)), tuple(int(chunks[a][b[a]]) for a in range(3))
+
+
+def haloed_box(volume_shape, origin, shape, halo: int) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) of a block grown by ``halo`` voxels per face, clipped to the volume."""
+    lo = np.maximum(np.asarray(origin) - halo, 0)
+    hi = np.minimum(np.asarray(origin) + np.asarray(shape) + halo, volume_shape)
+    return lo, hi
+
+
 def at_least(arr: da.Array, size: int) -> da.Array:
     """Rechunk so that every chunk is at least ``size`` long (a small last chunk joins its neighbour)."""
     new = []

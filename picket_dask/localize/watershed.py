@@ -36,14 +36,8 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
 from ..progress import compute
-from ..chunking import RECHUNK, at_least, block_ids, block_starts, from_block_tasks
+from ..chunking import RECHUNK, at_least, block_boxes, from_block_tasks, haloed_box
 from .components import connected_components_chunked
-
-
-def _haloed(shape, origin, block_shape, halo):
-    lo = np.maximum(np.asarray(origin) - halo, 0)
-    hi = np.minimum(np.asarray(origin) + np.asarray(block_shape) + halo, shape)
-    return lo, hi
 
 
 def _distance(region: np.ndarray) -> np.ndarray:
@@ -57,9 +51,10 @@ def _store_distance(cache: tuple[str, int] | None, dist: np.ndarray) -> None:
     import zarr
 
     path, i = cache
-    sq = np.zeros(zarr.open_array(path, mode="r").shape[1:], np.uint32)
+    arr = zarr.open_array(path, mode="r+")
+    sq = np.zeros(arr.shape[1:], np.uint32)
     sq[tuple(slice(0, n) for n in dist.shape)] = np.rint(dist * dist)
-    zarr.open_array(path, mode="r+")[i] = sq
+    arr[i] = sq
 
 
 def _load_distance(cache: tuple[str, int] | None, region: np.ndarray) -> np.ndarray:
@@ -102,11 +97,9 @@ def _block_watershed(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, blo
 
 def _haloed_blocks(mask: da.Array, halo: int):
     """(flat index, block id, origin, shape, lo, region) of every block, region = the haloed mask."""
-    starts = block_starts(mask.chunks)
-    for i, b in enumerate(block_ids(mask.chunks)):
-        origin = np.array([starts[a][b[a]] for a in range(3)])
-        shape = np.array([mask.chunks[a][b[a]] for a in range(3)])
-        lo, hi = _haloed(mask.shape, origin, shape, halo)
+    for i, (b, origin, shape) in enumerate(block_boxes(mask.chunks)):
+        origin, shape = np.array(origin), np.array(shape)
+        lo, hi = haloed_box(mask.shape, origin, shape, halo)
         yield i, b, origin, shape, lo, mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
 
 
@@ -116,7 +109,7 @@ def _distance_cache(mask: da.Array, halo: int, scratch: str | None) -> str | Non
         return None
     import zarr
 
-    n = len(list(block_ids(mask.chunks)))
+    n = int(np.prod(mask.numblocks))
     biggest = tuple(min(s, max(c) + 2 * halo) for s, c in zip(mask.shape, mask.chunks))
     zarr.open_array(str(scratch), mode="w", shape=(n, *biggest), chunks=(1, *biggest), dtype=np.uint32)
     return str(scratch)

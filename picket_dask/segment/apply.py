@@ -13,7 +13,7 @@ import dask.array as da
 import numpy as np
 
 from ..backend import get_xp
-from ..chunking import at_least, block_ids, block_starts, from_block_tasks
+from ..chunking import at_least, block_boxes, from_block_tasks
 from .clustering import Decision, scores_to_labels, stacked_matrix
 from .features import fft_features_sliding
 from .neighborhoods import HALF
@@ -129,14 +129,10 @@ def semantic_labels_from_store(store: str, lo: float, hi: float, chunks, decisio
     the chunks it is working on (the overlap graph keeps neighbours' halo pieces alive)."""
     import dask
 
-    starts = block_starts(chunks)
     volume_shape = tuple(int(sum(c)) for c in chunks)
     dec = dask.delayed(decisions, traverse=False)
-    tasks = {}
-    for b in block_ids(chunks):
-        origin = tuple(int(starts[a][b[a]]) for a in range(3))
-        shape = tuple(int(chunks[a][b[a]]) for a in range(3))
-        tasks[b] = dask.delayed(_label_stored_block)(store, lo, hi, dec, origin, shape, volume_shape, half)
+    tasks = {b: dask.delayed(_label_stored_block)(store, lo, hi, dec, origin, shape, volume_shape, half)
+             for b, origin, shape in block_boxes(chunks)}
     return from_block_tasks(tasks, chunks, np.uint8, leading=(len(decisions),))
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .features import ROWS
+
 CLUSTERERS = ("kmeans", "gmm")
 KMEANS_BACKENDS = ("sklearn", "dask-ml")
 
@@ -127,7 +129,7 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
     return model
 
 
-def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: int = 65536) -> np.ndarray:
+def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: int = ROWS) -> np.ndarray:
     """Cluster sizes (2,) on the fitting sample's features, a slice of rows at a time.
 
     ``folded``: the model's decision has G folded in (it takes neighborhoods); the same rule

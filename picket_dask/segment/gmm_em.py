@@ -17,7 +17,7 @@ import numpy as np
 from scipy import linalg
 from scipy.special import logsumexp
 
-ROWS = 65536  # rows per slice: (ROWS, d) float64 temporaries, 32 MiB at d = 64
+from .features import ROWS  # rows per slice: (ROWS, d) float64 temporaries, 32 MiB at d = 64
 
 
 def _precision_cholesky(cov: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import dask.array as da
 import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
-from ..chunking import RECHUNK
+from ..chunking import RECHUNK, haloed_box
 from ..errors import PicketError
 from ..progress import compute
 
@@ -73,8 +73,7 @@ def read_scaled_block(store: str, lo: float, hi: float, origin, shape, half: int
     import zarr
 
     arr = zarr.open_array(store, mode="r")
-    lo_idx = [max(0, o - half) for o in origin]
-    hi_idx = [min(n, o + s + half) for o, s, n in zip(origin, shape, arr.shape)]
+    lo_idx, hi_idx = haloed_box(arr.shape, origin, shape, half)
     region = np.asarray(arr[tuple(slice(a, b) for a, b in zip(lo_idx, hi_idx))], dtype=np.float32)
     region = (region - np.float32(lo)) / np.float32(hi - lo)
     pad = [(a - (o - half), (o + s + half) - b) for a, b, o, s in zip(lo_idx, hi_idx, origin, shape)]
