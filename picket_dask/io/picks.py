@@ -147,4 +147,6 @@ def read_points(path: str | Path, voxel_size: float | None = None) -> pd.DataFra
                           "check that the file is a picks or truth file") from None
     if not {"x", "y", "z"} <= set(df.columns):
         raise PicketError(path, "has no x, y, z columns", "give a CSV with x, y, z columns in voxels")
+    if "type" not in df.columns and "particle_type" in df.columns:  # the dev set's and the simulator's truth layout
+        df = df.rename(columns={"particle_type": "type"})
     return df
