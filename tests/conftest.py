@@ -8,10 +8,14 @@ os.environ.setdefault("PICKET_DASK_QUIET", "1")
 
 @pytest.fixture(scope="session")
 def sim_tiny(tmp_path_factory):
-    """A tiny simulated tomogram (48 x 96 x 96, 10 A voxels) with its truth files."""
+    """A tiny simulated tomogram (48 x 96 x 96, 10 A voxels) with its truth files.
+
+    The simple scene (clean, high-contrast particles, no vacuum): these tests check the engine's
+    mechanics and F1 on an easy case; tests/test_simulate.py covers the realistic scene.
+    """
     from picket_dask.simulate import simulate
 
-    return simulate(tmp_path_factory.mktemp("sim"), "tiny", seed=3)
+    return simulate(tmp_path_factory.mktemp("sim"), "tiny", seed=3, scene="simple")
 
 
 @pytest.fixture

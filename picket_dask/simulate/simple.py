@@ -1,4 +1,7 @@
-"""Synthetic cryo-ET tomograms with ground truth, for the demo, the tests and the benchmarks.
+"""The simple scene: particles, one vesicle and gold in a box of ice, no vacuum, mild noise.
+
+The simulator's first scene, kept for the engine's fidelity tests (clean, high-contrast particles)
+and for `scene="simple"`; the default is the realistic scene (`scene.py`, `imaging.py`).
 
 Particles of several shapes, sizes and abundances (compact, multi-lobed, elongated, hollow shell,
 ring), optional crowding, a membrane vesicle and gold beads are placed in a slab of ice. A tilt
@@ -10,15 +13,12 @@ Densities are written with the usual sign (particles dark). Deterministic per se
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.spatial.transform import Rotation
 
-from .errors import PicketError
 
 VOXEL_SIZE_A = 10.0
 
@@ -215,40 +215,3 @@ def simulate_volume(shape: tuple[int, int, int], n_particles: int, seed: int = 0
     rec = reconstruct(density, rng, noise)
     rec = -(rec - rec.mean()) / (rec.std() or 1.0)  # dense matter dark, as in real tomograms
     return rec.astype(np.float32), truth
-
-
-def write_truth(truth: pd.DataFrame, out_dir: Path, name: str) -> tuple[Path, Path]:
-    """Truth as CSV (x, y, z voxels, type, radius_A) and as CZ-portal-style ndjson points (voxels)."""
-    csv = out_dir / f"{name}_truth.csv"
-    truth.to_csv(csv, index=False, float_format="%.3f")
-    nd = out_dir / f"{name}_truth.ndjson"
-    with open(nd, "w") as fh:
-        for row in truth.itertuples():
-            fh.write(json.dumps({"type": "point", "location": {"x": row.x, "y": row.y, "z": row.z},
-                                 "object": row.type, "radius_A": row.radius_A}) + "\n")
-    return csv, nd
-
-
-def simulate(out_dir: str | Path, preset: str = "small", seed: int = 0, crowded: bool = False,
-             noise: float = 1.0, shape: tuple[int, int, int] | None = None, n_particles: int | None = None,
-             name: str | None = None) -> dict[str, Path]:
-    """Write ``<name>.mrc`` (10 A voxels), ``<name>_truth.csv`` and ``<name>_truth.ndjson`` into ``out_dir``."""
-    from .io.mrc import write_mrc
-
-    if preset not in PRESETS and shape is None:
-        raise PicketError(preset, "unknown simulation preset", f"use one of {', '.join(PRESETS)}")
-    p_shape, n_sparse, n_crowded = PRESETS.get(preset, PRESETS["small"])
-    shape = tuple(shape) if shape is not None else p_shape
-    if n_particles is None:
-        scale = np.prod(shape) / np.prod(p_shape)
-        n_particles = int(round((n_crowded if crowded else n_sparse) * scale))
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = name or f"sim_{preset}_{'crowded' if crowded else 'sparse'}_s{seed}"
-    vol, truth = simulate_volume(shape, n_particles, seed, crowded, noise)
-    mrc = out_dir / f"{name}.mrc"
-    tmp = out_dir / f".{name}.mrc.tmp"
-    write_mrc(tmp, vol, VOXEL_SIZE_A)
-    tmp.replace(mrc)
-    csv, nd = write_truth(truth, out_dir, name)
-    return {"tomogram": mrc, "truth_csv": csv, "truth_ndjson": nd}
