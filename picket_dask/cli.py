@@ -47,7 +47,7 @@ def cmd_convert(args) -> int:
 def cmd_simulate(args) -> int:
     from .simulate import simulate
 
-    files = simulate(args.out_dir, args.preset, args.seed, args.crowded, args.noise)
+    files = simulate(args.out_dir, args.preset, args.seed, args.crowded, args.noise, scene=args.scene, dose=args.dose)
     for k, v in files.items():
         print(f"{k}: {v}")
     return 0
@@ -234,7 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--crowded", action="store_true")
-    s.add_argument("--noise", type=float, default=1.0, help="noise std relative to the projections' signal std")
+    s.add_argument("--scene", default="realistic", choices=["realistic", "simple"],
+                   help="realistic: ice slab in vacuum, membranes, gold, contamination, crowders, dose-limited tilt series; "
+                        "simple: clean particles in ice")
+    s.add_argument("--noise", type=float, default=1.0,
+                   help="noise std factor: times the shot noise at --dose (realistic), times the projections' signal std (simple)")
+    s.add_argument("--dose", type=float, default=None, help="total dose of the tilt series in e/A^2 (realistic; default 100)")
     s.set_defaults(func=cmd_simulate)
 
     r = sub.add_parser("run", help="run workflows on tomograms", description="Workflows: " + ", ".join(ALL_WORKFLOWS))
