@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from .simulate import simulate
 from .workflows import run
 
 
-def demo(out: str | Path = "picket-demo", preset: str = "small", seed: int = 0, workflows=DEFAULT_WORKFLOWS) -> pd.DataFrame:
+def demo(out: str | Path = "picket-demo", preset: str = "small", seed: int = 0, workflows=DEFAULT_WORKFLOWS,
+         scene: str = "realistic") -> pd.DataFrame:
     """Run the demo into ``out``; print and return the score table."""
     t0 = time.perf_counter()
     out = Path(out)
-    files = simulate(out / "data", preset, seed)
+    files = simulate(out / "data", preset, seed, scene=scene)
     print(f"[picket-dask] simulated {files['tomogram']} ({time.perf_counter() - t0:.1f} s)")
+    print(f"[picket-dask] {_describe(json.loads(files['info'].read_text()))}")
     res = run([files["tomogram"]], out / "results", list(workflows))[0]
     rows = []
     for wf, paths in res.picks.items():
@@ -36,3 +39,16 @@ def demo(out: str | Path = "picket-demo", preset: str = "small", seed: int = 0, 
     print(f"\nresults:  {res.run_json.parent}\npreviews: {out / 'previews'}\nscores:   {out / 'scores.csv'}")
     print(f"total {time.perf_counter() - t0:.1f} s")
     return table
+
+
+def _describe(record: dict) -> str:
+    """One line on what the simulated tomogram holds (from NAME_simulation.json)."""
+    facts, img = record.get("scene_facts"), record.get("imaging", {})
+    if not facts:
+        return f"{record['scene']} scene"
+    lo, hi = facts["slab_z_vox"]
+    return (f"{facts['n_particles']} particles in a {facts['ice_thickness_nm']:.0f} nm ice slab (z {lo:.0f}-{hi:.0f} of "
+            f"{record['shape_zyx'][0]}, vacuum above and below), {facts['membranes']} membranes, {facts['gold']} gold beads, "
+            f"{facts['ice_contamination']} ice blobs, {facts['crowders']} small unannotated proteins; "
+            f"tilt series {img['tilts_deg'][0]:.0f}..{img['tilts_deg'][1]:.0f} deg at {img['total_dose_e_per_A2']:.0f} e/A^2, "
+            f"SNR {img['snr_0deg']:.2f} at 0 deg")

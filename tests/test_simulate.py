@@ -106,4 +106,4 @@ def test_bad_scene_and_simple_scene_still_there(tmp_path):
     with pytest.raises(PicketError, match="noise must be"):
         simulate(tmp_path, "tiny", noise=-1)
     files = simulate(tmp_path, "tiny", seed=1, scene="simple", n_particles=4)
-    assert len(pd.read_csv(files["truth_csv"])) == 4
+    assert len(pd.read_csv(files["truth_csv"])) == 4 and "context_csv" not in files

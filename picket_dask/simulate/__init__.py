@@ -12,8 +12,9 @@ Two scenes (``simulate(..., scene=)``):
 - ``simple``: the first, easy scene (simple.py): high-contrast particles in ice, mild noise.
 
 Files: NAME.mrc (10 A voxels), NAME_truth.csv and NAME_truth.ndjson (x, y, z voxels,
-particle_type, radius_nm, the dev set's layout), NAME_context.csv (object, x, y, z voxels,
-radius_nm, note: membranes as spheres, gold, ice) and NAME_simulation.json (every parameter).
+particle_type, radius_nm, the dev set's layout), NAME_context.csv (realistic scene: object, x, y,
+z voxels, radius_nm, note: membranes as spheres, gold, ice) and NAME_simulation.json (every
+parameter).
 Deterministic per seed.
 """
 
@@ -111,14 +112,16 @@ def simulate(out_dir: str | Path, preset: str = "small", seed: int = 0, crowded:
         vol, t = simulate_volume(shape, n_particles, seed, crowded, noise)
         truth = pd.DataFrame({"x": t["x"], "y": t["y"], "z": t["z"], "particle_type": t["type"],
                               "radius_nm": t["radius_A"] / 10.0})
-        context = pd.DataFrame(columns=["object", "x", "y", "z", "radius_nm", "note"])
+        context = None  # its vesicle and gold are not recorded: no context file
         record["imaging"] = {"noise_factor": noise, "contrast": "dense matter dark"}
     mrc = out_dir / f"{name}.mrc"
     tmp = out_dir / f".{name}.mrc.tmp{os.getpid()}"
     write_mrc(tmp, vol, VOXEL_SIZE_A)
     csv, nd = write_truth(truth, out_dir, name)
-    ctx = write_context(context, out_dir, name)
-    info = out_dir / f"{name}_simulation.json"
-    info.write_text(json.dumps(record, indent=1, default=float))
+    files = {"tomogram": mrc, "truth_csv": csv, "truth_ndjson": nd}
+    if context is not None:
+        files["context_csv"] = write_context(context, out_dir, name)
+    files["info"] = out_dir / f"{name}_simulation.json"
+    files["info"].write_text(json.dumps(record, indent=1, default=float))
     tmp.replace(mrc)
-    return {"tomogram": mrc, "truth_csv": csv, "truth_ndjson": nd, "context_csv": ctx, "info": info}
+    return files

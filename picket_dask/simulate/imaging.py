@@ -12,6 +12,8 @@ Physics (weak-phase approximation, tilt axis = Y, beam along Z at 0 degrees):
 - shot noise: counts per pixel = dose per tilt x pixel area x DQE x zero-loss fraction, the last
   exp(-t / (mfp cos(theta))) for ice thickness t and inelastic mean free path ~350 nm (energy
   filter); Poisson noise is Gaussian at these counts; ``noise`` scales its standard deviation;
+- detector pixels of one voxel: the signal is averaged over each pixel (sinc), the counts' noise is
+  white;
 - residual alignment error: a random shift per tilt image;
 - weighted back-projection with the ramp filter. By the central-section theorem each tilt fills
   the plane perpendicular to its beam in the volume's 3-D Fourier transform, with the thickness
@@ -120,7 +122,8 @@ def tilt_series_wbp(potential: np.ndarray, rng: np.random.Generator, voxel_A: fl
         df = defocus + rng.normal(0, m.defocus_spread_um * 1e4)
         shift = rng.normal(0, m.alignment_error_vox, 2)
         phase = np.exp(-2j * np.pi * (ky[None, :] * shift[0] + ku_s[:, None] * shift[1]))
-        signal = 2 * sigma_e * voxel_A * ctf(k2, df, m) * env * phase * V[iz, :, ix]
+        pixel = np.sinc(ky)[None, :] * np.sinc(ku_s)[:, None]  # detector pixel = voxel: the signal is averaged over it
+        signal = 2 * sigma_e * voxel_A * ctf(k2, df, m) * env * pixel * phase * V[iz, :, ix]
         counts = dose_per_tilt * voxel_A**2 * m.dqe * np.exp(-ice_thickness_nm / (m.inelastic_mfp_nm * c))
         counts0.append(counts)
         if theta == 0 and len(ix) == len(kx):  # the untilted image (the plane kz = 0): SNR = signal var / noise var

@@ -236,9 +236,10 @@ def build_scene(shape: tuple[int, int, int], rng: np.random.Generator, p: SceneP
         else:
             sl, grids = _box(shape, m["centre"], reach)
         d_nm = (np.sqrt(grids[0] ** 2 + grids[1] ** 2 + grids[2] ** 2) - m["radius"]) * vox_nm
-        layer = _bilayer(d_nm) * ice[sl]
-        pot[sl] += layer
-        area = float(np.count_nonzero((np.abs(d_nm) < 0.5 * vox_nm) & (ice[sl] > 0.5))) * vox_nm**2
+        near = np.nonzero(np.abs(d_nm) < HEAD_OFFSET_NM + 4 * HEAD_SIGMA_NM)
+        region, ice_region = pot[sl], ice[sl]
+        region[near] += _bilayer(d_nm[near]) * ice_region[near]
+        area = float(np.count_nonzero((np.abs(d_nm[near]) < 0.5 * vox_nm) & (ice_region[near] > 0.5))) * vox_nm**2
         context.append({"object": m["object"], "centre": m["centre"], "radius": m["radius"],
                         "note": f"bilayer sphere, in-slab area {area:.0f} nm^2"})
 
