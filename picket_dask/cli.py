@@ -75,10 +75,23 @@ def _config(args) -> RunConfig:
         d["chunks"] = args.chunks
     if args.voxel_size:
         d["voxel_size"] = args.voxel_size
+    if getattr(args, "classify", False):
+        d["classify"] = True
     for key in ("concurrent", "fit_on"):
         if getattr(args, key, None) is not None:
             d[key] = getattr(args, key)
     seg, loc = d["segment"], d["localize"]
+    if getattr(args, "preset", None):
+        from .config import REFERENCE_LOCALIZE, REFERENCE_SEGMENT
+
+        d["preset"] = args.preset
+        if args.preset == "reference":  # the preset's values first, explicit options below still win
+            seg.update(REFERENCE_SEGMENT)
+            loc.update(REFERENCE_LOCALIZE)
+    if getattr(args, "particle_diameter_A", None):
+        loc["particle_diameter_A"] = tuple(args.particle_diameter_A)
+    if getattr(args, "no_size_prior", False):
+        loc["particle_diameter_A"] = None
     if args.z_fit:
         seg["z_fit"] = _bounds(args.z_fit)
     if args.z_extract:
@@ -86,7 +99,8 @@ def _config(args) -> RunConfig:
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
     for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
-                        ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc)):
+                        ("lamella", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
+                        ("context", loc), ("min_score", loc), ("max_picks", loc)):
         v = getattr(args, key, None)
         if v is not None:
             target[key] = v
@@ -109,7 +123,22 @@ def cmd_run(args) -> int:
         results = run(cfg.tomograms, cfg.out, config=cfg)
     for r in results:
         print(f"{r.name}: " + ", ".join(f"{wf} {n} picks" for wf, n in r.counts.items()))
+        for wf, where in r.classes.items():
+            print(f"  classes {wf}: {where}")
         print(f"  results: {r.run_json.parent}")
+    return 0
+
+
+def cmd_classify(args) -> int:
+    from .classify import classify_picks
+
+    with _client(args):
+        res = classify_picks(args.result, args.workflow, args.classes, args.box_A, args.drop_junk, args.export_subvolumes,
+                             args.edge)
+    print(res.classes.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    junk = res.classes.loc[res.classes.junk, "count"].sum()
+    print(f"{res.n_picks} picks, {res.k} classes, {junk} picks in junk classes ({res.timings['total']:.1f} s)")
+    print(f"  results: {res.out}")
     return 0
 
 
@@ -247,6 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default picket-out)")
     r.add_argument("--workflows", help=f"comma-separated, or 'all' (default {','.join(DEFAULT_WORKFLOWS)})")
     r.add_argument("--config", help="run YAML: picket-dask keys or the reference PickET's s1/s2 keys")
+    r.add_argument("--preset", choices=["default", "reference"], help="default: lamella, context masks, size prior, "
+                   "scores (the most accurate measured); reference: PickET exactly as published")
+    r.add_argument("--lamella", choices=["auto", "off"], help="auto (default): find the ice slab, fit and pick inside it")
+    r.add_argument("--context", choices=["auto", "off"], help="auto (default): mask gold and membranes before instances")
+    r.add_argument("--particle-diameter-A", nargs=2, type=float, metavar=("MIN", "MAX"),
+                   help="particle-size prior in Angstrom (default 60 400)")
+    r.add_argument("--no-size-prior", action="store_true", help="keep instances of every size (the reference)")
+    r.add_argument("--min-score", type=float, help="drop picks scoring below this (contrast in noise SDs)")
+    r.add_argument("--max-picks", type=int, help="keep at most this many picks per workflow, best first")
     r.add_argument("--z-fit", nargs=2, type=int, metavar=("LB", "UB"), help="fit on the central slab of z slices [LB, UB)")
     r.add_argument("--z-extract", nargs=2, type=int, metavar=("LB", "UB"), help="keep picks in z slices [LB, UB]")
     r.add_argument("--chunks", type=int, help="chunk edge in voxels (default 128)")
@@ -263,11 +301,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--copick-object", help="pickable object the picks are stored as (default particle)")
     r.add_argument("--concurrent", type=int, help="tomograms processed at once on the cluster (default 2)")
     r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
+    r.add_argument("--classify", action="store_true", help="last stage: sort each workflow's picks into classes "
+                   "(OUT/NAME/classes/WF; see picket-dask classify)")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default 15)")
     r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")
     r.add_argument("--max-size-vox", type=int, help="drop instances larger than this many voxels")
     _cluster_args(r)
     r.set_defaults(func=cmd_run)
+
+    cl = sub.add_parser("classify", help="sort a workflow's picks into classes, de novo: averages, gallery, junk")
+    cl.add_argument("result", help="a tomogram's result folder: OUT/NAME")
+    cl.add_argument("--workflow", required=True, help="whose picks, e.g. gabor-gmm-cc (OUT/NAME/picks/WF.csv)")
+    cl.add_argument("--classes", default="auto", help="auto (K by BIC, default) or a number of classes K")
+    cl.add_argument("--box-A", type=float, help="box edge in Angstrom (default: twice the particle diameter)")
+    cl.add_argument("--drop-junk", action="store_true", help="also write picks_clean.csv/.star without the junk picks")
+    cl.add_argument("--export-subvolumes", action="store_true", help="also write the boxes as an MRC stack + STAR (RELION)")
+    cl.add_argument("--edge", default="pad", choices=["pad", "skip"], help="boxes crossing a face: pad (default) or skip")
+    _cluster_args(cl)
+    cl.set_defaults(func=cmd_classify, cluster="threads")
 
     sg = sub.add_parser("segment", help="step 1 only: semantic labels into OUT/NAME/NAME.zarr/labels")
     sg.add_argument("tomograms", nargs="+")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import PicketError
 
@@ -18,6 +18,16 @@ CLUSTERERS = ("kmeans", "gmm")
 EXTRACTORS = ("cc", "ws")
 ALL_WORKFLOWS = tuple(f"{f}-{c}-{e}" for f in FEATURES for c in CLUSTERERS for e in EXTRACTORS)
 DEFAULT_WORKFLOWS = ("gabor-gmm-cc", "gabor-kmeans-ws")  # the paper's best on simulated and real data
+# Particle-size prior: ~60 A is the equivalent-sphere diameter of a ~100 kDa protein (protein
+# density 1.21 A^3/Da), about the smallest complex cryo-ET resolves in a tomogram; 400 A spans
+# the largest common soluble assemblies (ribosomes ~250-300 A, 26S proteasomes ~450 A long are
+# reached through the 1.5x tolerance). Membranes, filaments and contamination exceed it.
+DEFAULT_DIAMETER_A = (60.0, 400.0)
+PRESETS = ("default", "reference")
+# What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
+REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size"}
+REFERENCE_LOCALIZE = {"particle_diameter_A": None, "context": "off", "min_score": None,
+                      "max_picks": None}
 
 
 class _Strict(BaseModel):
@@ -36,6 +46,10 @@ class SegmentParams(_Strict):
     num_gabor_features: int = Field(64, ge=1, description="Gabor filters kept (largest response std)")
     kmeans_backend: Literal["sklearn", "dask-ml"] = "sklearn"
     device: Literal["cpu", "gpu"] = Field("cpu", description="gpu: chunks become cupy arrays on CUDA workers")
+    lamella: Literal["auto", "off"] = Field(
+        "auto", description="auto: find the ice slab (two fitted surfaces) and fit, orient and extract inside it "
+        "(z_fit / z_extract override it); off: the whole box (the reference)")
+    lamella_margin: float = Field(0.1, ge=0, le=1, description="extraction reaches this share of the ice thickness beyond each found surface")
     orientation: Literal["size", "invert", "auto"] = Field(
         "size", description="size: larger cluster is background (the reference); invert: the opposite; "
         "auto: the cluster that forms compact particle-sized blobs")
@@ -57,11 +71,30 @@ class LocalizeParams(_Strict):
     min_size_vox: int = Field(0, ge=0, description="drop instances smaller than this (0: keep all, the reference)")
     max_size_vox: Optional[int] = Field(None, ge=1, description="drop instances larger than this (None: keep all)")
     halo_vox: Optional[int] = Field(None, ge=1, description="watershed halo per chunk face (default 2*min_distance+2)")
+    particle_diameter_A: Optional[tuple[float, float]] = Field(
+        DEFAULT_DIAMETER_A, description="particle-size prior, Angstrom (min, max): instances whose equivalent-sphere "
+        "diameter or longest extent falls outside [min/2, 1.5 max] are dropped (None: no prior, the reference)")
+    context: Literal["auto", "off"] = Field(
+        "auto", description="auto: mask gold/extreme density and membranes before instances; off: the reference")
+    drop_face_touching: bool = Field(False, description="drop instances touching the x/y faces (cut particles, "
+                                     "reconstruction edge artefacts); False: keep them (the reference)")
+    min_score: Optional[float] = Field(None, description="drop picks scoring below this (score: particle contrast in noise SDs)")
+    max_picks: Optional[int] = Field(None, ge=1, description="keep at most this many picks, best scores first")
+
+    @field_validator("particle_diameter_A")
+    @classmethod
+    def _range(cls, v):
+        if v is not None and not (0 < v[0] < v[1]):
+            raise ValueError(f"particle diameter range {tuple(v)} must be 0 < MIN < MAX Angstrom")
+        return v
 
 
 class RunConfig(_Strict):
     """A run: tomograms x workflows, and where the results go."""
 
+    preset: Literal["default", "reference"] = Field(
+        "default", description="default: the most accurate settings measured (lamella, context masks, size prior); "
+        "reference: PickET exactly as published (explicit keys still win)")
     tomograms: list[str] = Field(default_factory=list)
     out: str = "picket-out"
     workflows: list[str] = Field(default_factory=lambda: list(DEFAULT_WORKFLOWS))
@@ -74,6 +107,20 @@ class RunConfig(_Strict):
     copick_user: str = Field("picket", description="copick user_id of picks and segmentations")
     concurrent: int = Field(2, ge=1, description="tomograms processed at the same time on the cluster")
     fit_on: int = Field(0, ge=0, description="fit each clusterer once on the first N tomograms and apply it to all (0: per tomogram)")
+    classify: bool = Field(False, description="sort each workflow's picks into classes as the last stage (NAME/classes/WF)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, d):
+        """``preset: reference`` fills the reference's values for every key not given explicitly."""
+        if not isinstance(d, dict) or d.get("preset") != "reference":
+            return d
+        d = dict(d)
+        for key, ref in (("segment", REFERENCE_SEGMENT), ("localize", REFERENCE_LOCALIZE)):
+            given = d.get(key) or {}
+            given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else dict(given)
+            d[key] = {**ref, **given}
+        return d
 
     @field_validator("workflows")
     @classmethod

@@ -32,6 +32,12 @@ def active_client():
         return None
 
 
+def note(message: str) -> None:
+    """One informational line on stderr (``[picket-dask] message``), unless quiet."""
+    if not _QUIET[0] and sys.stderr is not None:
+        print(f"[picket-dask] {message}", file=sys.stderr, flush=True)
+
+
 def compute(*collections: Any, label: str = "") -> tuple:
     """``dask.compute`` with a progress bar labelled ``label``; returns the results as a tuple."""
     client = active_client()

@@ -50,6 +50,7 @@ class TomogramResult:
     timings: dict = field(default_factory=dict)
     run_json: Path | None = None
     copick: dict = field(default_factory=dict)
+    classes: dict = field(default_factory=dict)  # workflow -> classes folder (or why not), with --classify
 
 
 def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "TomogramResult") -> dict:
@@ -102,7 +103,7 @@ def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, tdir: Path, pat
     inst = localize(image, f"semantic-{f}-{c}", e, cfg.localize, tomo.voxel_size, instance_name=f"instances-{wf}")
     for k, v in inst.timings.items():
         timings[f"{wf}.{k}"] = v
-    df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids)
+    df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids, inst.scores, inst.contrast)
     meta = {"workflow": wf, "tomogram_path": source_id(path), "tomogram_shape": list(tomo.shape),
             "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
             "segment_params": cfg.segment.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
@@ -127,10 +128,13 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
                                        models=use, extra_meta={"shared_fit": shared_fit})
         timings.update({f"segment.{k}": v for k, v in seg_t.items()})
         seg_meta = {s.name: {"orientation": s.orientation, "cluster_counts": s.counts} for s in segs}
+    lamella, context = sample_context(image, tomo, cfg, pairs[0], timings)
     res = TomogramResult(name, image, tomo.shape, tomo.voxel_size, timings=timings)
     for wf in cfg.workflows:
         res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, tdir, path, timings)
     timings["total"] = round(time.perf_counter() - t_start, 3)
+    if cfg.classify:
+        res.classes = classify_stage(tdir, cfg.workflows, timings)
     if is_copick(path):
         with timings.stage("copick_write"):
             res.copick = write_back_copick(path, image, tomo, cfg, res)
@@ -142,11 +146,43 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
                 res.picks[wf], res.counts[wf] = paths, old["n_picks"][wf]
     doc = {"tomogram": source_id(path), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
            "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "shared_fit": shared_fit,
-           "segmentations": seg_meta, "picks": res.picks, "copick": res.copick, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+           "segmentations": seg_meta, "lamella": lamella, "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     tmp = tdir / ".run.json.tmp"
     tmp.write_text(json.dumps(doc, indent=2, default=str))
     tmp.replace(res.run_json)
     return res
+
+
+def classify_stage(tdir: Path, workflows: list[str], timings: Timings) -> dict[str, str]:
+    """``--classify``: classes of each workflow's picks, after the picks (steps 1 and 2 never import classify)."""
+    from .classify import classify_picks
+
+    out = {}
+    for wf in workflows:
+        with timings.stage(f"{wf}.classify"):
+            try:
+                out[wf] = str(classify_picks(tdir, wf).out)
+            except PicketError as exc:  # e.g. a workflow without picks: the others still get classes
+                out[wf] = f"not classified: {exc}"
+    return out
+
+
+def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], timings: Timings) -> tuple[dict, dict]:
+    """The lamella found by step 1 (from the label metadata) and, with ``context: auto``, the
+    context mask written as ``labels/context`` before any instances; both as run.json records."""
+    from .localize.context import detect_context
+    from .segment.lamella import Lamella
+
+    lam = Lamella.from_dict(read_attrs(image / "labels" / f"semantic-{pair[0]}-{pair[1]}").get("lamella"), tomo.shape)
+    if cfg.localize.context != "auto":
+        return lam.as_dict(), {"mode": "off"}
+    with timings.stage("context"):
+        report = detect_context(image, lam, tomo.voxel_size, cfg.segment.sigma_vox)
+    if report.get("warning"):
+        from .progress import note
+
+        note(f"context: {report['warning']}")
+    return lam.as_dict(), {"mode": "auto", **report}
 
 
 def fit_shared(paths: list[Path], cfg: RunConfig):
@@ -230,7 +266,7 @@ def localize_only(image: str | Path, semantic_name: str, extractor: str, out: st
     data, vs, _ = open_image(image)
     inst = localize(image, semantic_name, extractor, cfg.localize, vs, particle_id=particle_id,
                     instance_name=f"{semantic_name.replace('semantic-', 'instances-')}-{extractor}")
-    df = picks_frame(inst.table.centroids, vs, inst.table.counts, inst.table.ids)
+    df = picks_frame(inst.table.centroids, vs, inst.table.counts, inst.table.ids, inst.scores, inst.contrast)
     stem = f"{semantic_name.replace('semantic-', '')}-{extractor}"
     name = tomogram_name(image)
     meta = {"workflow": stem, "tomogram_path": str(Path(image).resolve()), "tomogram_shape": list(data.shape),

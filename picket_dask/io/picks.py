@@ -2,15 +2,15 @@
 
 Coordinates: voxel indices (z, y, x) of the tomogram's data array, origin at the centre of
 voxel 0; Angstrom = voxels x voxel size. Per format:
-- CSV: x, y, z (voxels, float), x_A, y_A, z_A, size_vox, id.
+- CSV: x, y, z (voxels, float), x_A, y_A, z_A, size_vox, id[, score, contrast] (sorted by score).
 - PickET YAML: the reference's ``metadata`` + ``Predicted_Particle_Centroid_Coordinates`` with
   integer x, y, z (truncated, as the reference writes them).
 - RELION 5 STAR: ``rlnTomoName`` and ``rlnCenteredCoordinate{X,Y,Z}Angst`` = (voxel - size / 2) x
   voxel size, i.e. origin at the tomogram's centre (size / 2 in voxels, RELION's convention),
-  plus ``rlnCoordinate{X,Y,Z}`` in voxels for older tools.
+  plus ``rlnCoordinate{X,Y,Z}`` in voxels for older tools, and ``rlnAutopickFigureOfMerit`` = score.
 - copick: points in Angstrom with a 4x4 ``transformation_`` (identity), written through the
   copick API when the ``copick`` extra is installed and a project is given, else the same JSON.
-- CZ cryo-ET data portal ndjson: ``{"type": "point", "location": {"x", "y", "z"}}`` in voxels.
+- CZ cryo-ET data portal ndjson: ``{"type": "point", "location": {"x", "y", "z"}[, "score"]}`` in voxels.
 """
 
 from __future__ import annotations
@@ -34,14 +34,22 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def picks_frame(centroids_zyx: np.ndarray, voxel_size: tuple[float, float, float], sizes=None, ids=None) -> pd.DataFrame:
-    """Table of picks: x, y, z voxels; x_A, y_A, z_A Angstrom; size_vox; id."""
+def picks_frame(centroids_zyx: np.ndarray, voxel_size: tuple[float, float, float], sizes=None, ids=None,
+                scores=None, contrast=None) -> pd.DataFrame:
+    """Table of picks: x, y, z voxels; x_A, y_A, z_A Angstrom; size_vox; id; with ``scores``
+    also score and contrast (localize/score.py), sorted by score, best first."""
     c = np.asarray(centroids_zyx, dtype=float).reshape(-1, 3)
     vz, vy, vx = voxel_size
     n = len(c)
-    return pd.DataFrame({"x": c[:, 2], "y": c[:, 1], "z": c[:, 0], "x_A": c[:, 2] * vx, "y_A": c[:, 1] * vy,
-                         "z_A": c[:, 0] * vz, "size_vox": np.zeros(n, int) if sizes is None else np.asarray(sizes),
-                         "id": np.arange(1, n + 1) if ids is None else np.asarray(ids)})
+    df = pd.DataFrame({"x": c[:, 2], "y": c[:, 1], "z": c[:, 0], "x_A": c[:, 2] * vx, "y_A": c[:, 1] * vy,
+                       "z_A": c[:, 0] * vz, "size_vox": np.zeros(n, int) if sizes is None else np.asarray(sizes),
+                       "id": np.arange(1, n + 1) if ids is None else np.asarray(ids)})
+    if scores is not None:
+        df["score"] = np.asarray(scores, float)
+        if contrast is not None:
+            df["contrast"] = np.asarray(contrast, float)
+        df = df.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    return df
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
@@ -68,6 +76,8 @@ def write_star(df: pd.DataFrame, path: Path, tomo_name: str, shape_zyx: tuple[in
         "rlnCenteredCoordinateZAngst": (df.z - nz / 2) * vz,
         "rlnCoordinateX": df.x, "rlnCoordinateY": df.y, "rlnCoordinateZ": df.z,
     })
+    if "score" in df.columns:
+        star["rlnAutopickFigureOfMerit"] = df.score.to_numpy()
     tmp = path.with_name(f".{path.name}.tmp")
     starfile.write({"particles": star}, tmp, overwrite=True)
     os.replace(tmp, path)
@@ -76,8 +86,9 @@ def write_star(df: pd.DataFrame, path: Path, tomo_name: str, shape_zyx: tuple[in
 
 def copick_points(df: pd.DataFrame) -> list[dict]:
     eye = np.eye(4).tolist()
+    scores = df.score.to_numpy(float) if "score" in df.columns else np.ones(len(df))
     return [{"location": {"x": float(r.x_A), "y": float(r.y_A), "z": float(r.z_A)}, "transformation_": eye,
-             "instance_id": 0, "score": 1.0} for r in df.itertuples()]
+             "instance_id": 0, "score": float(sc)} for r, sc in zip(df.itertuples(), scores)]
 
 
 def write_copick_json(df: pd.DataFrame, path: Path, run_name: str, session_id: str, object_name: str = "particle",
@@ -89,7 +100,9 @@ def write_copick_json(df: pd.DataFrame, path: Path, run_name: str, session_id: s
 
 
 def write_ndjson(df: pd.DataFrame, path: Path) -> Path:
-    lines = [json.dumps({"type": "point", "location": {"x": float(r.x), "y": float(r.y), "z": float(r.z)}}) for r in df.itertuples()]
+    scores = df.score.to_numpy(float) if "score" in df.columns else [None] * len(df)
+    lines = [json.dumps({"type": "point", "location": {"x": float(r.x), "y": float(r.y), "z": float(r.z)},
+                         **({} if sc is None else {"score": round(float(sc), 4)})}) for r, sc in zip(df.itertuples(), scores)]
     _atomic_text(path, "\n".join(lines) + ("\n" if lines else ""))
     return path
 

@@ -88,6 +88,13 @@ def size_filter(table: InstanceTable, min_size: int = 0, max_size: int | None = 
     keep = table.counts >= min_size
     if max_size is not None:
         keep &= table.counts <= max_size
+    return relabel(table, keep)
+
+
+def relabel(table: InstanceTable, keep: np.ndarray) -> tuple[InstanceTable, np.ndarray | None]:
+    """Keep the instances where ``keep`` is True, renumbered 1..M in their order; the id lookup
+    (None if all are kept) maps old ids to the new ones and dropped ids to 0."""
+    keep = np.asarray(keep, bool)
     if keep.all():
         return table, None
     size = int(table.ids.max()) + 1 if len(table) else 1

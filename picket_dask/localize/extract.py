@@ -16,9 +16,13 @@ from ..io.atomic import remove
 from ..io.omezarr import open_labels, write_labels
 from ..progress import compute
 from ..provenance import Timings, environment
-from .centroids import InstanceTable, instance_table, size_filter
+from ..segment.lamella import Lamella
+from .centroids import InstanceTable, instance_table, relabel, size_filter
 from .components import connected_components_chunked
+from .context import context_mask
 from .mask import particle_mask
+from .score import background_moments, instance_means, score_instances
+from .size_prior import size_keep
 from .watershed import fill_unreached, watershed_chunked
 
 EXTRACTORS = ("cc", "ws")
@@ -32,6 +36,8 @@ class Instances:
     labels_path: Path | None
     report: dict = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
+    scores: np.ndarray | None = None  # per instance of ``table`` (localize/score.py), None when not scored
+    contrast: np.ndarray | None = None
 
 
 def instances_from_mask(mask: da.Array, extractor: str, params: LocalizeParams,
@@ -76,8 +82,17 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     instance_name = instance_name or semantic_name.replace("semantic-", "instances-") + f"-{extractor}"
     with timings.stage("mask"):
         mask = particle_mask(semantic, particle_id, params.z_extract, Path(image_path) / "labels" / semantic_name)
+        lamella = Lamella.from_dict(meta.get("lamella"), semantic.shape)
+        if lamella.found and params.z_extract is None:  # nothing outside the sample is ever a pick
+            mask = mask & lamella.mask(semantic.chunks, extract=True)
+        context_note = "off"
+        if params.context == "auto":  # gold and other context found by localize/context.py, masked before instances
+            ctx, context_note = context_mask(image_path, semantic.shape, semantic.chunks)
+            if ctx is not None:
+                mask = mask & ~ctx
         n_mask = check_labels(semantic, mask, image_path, semantic_name, particle_id)
-    report: dict = {"mask_voxels": n_mask}
+    report: dict = {"mask_voxels": n_mask, "lamella": "z_extract given" if params.z_extract is not None else lamella.reason,
+                    "context": context_note}
     if n_mask == 0:
         report["warning"] = "the particle mask is empty: no picks"
     with timings.stage(extractor):
@@ -99,10 +114,61 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     with timings.stage("centroids"):
         stored, _ = open_labels(image_path, instance_name)
         table = instance_table(stored, n)
-        table, lut = size_filter(table, params.min_size_vox, params.max_size_vox)
+        keep = (table.counts >= params.min_size_vox) & (table.counts <= (params.max_size_vox or np.inf))
+        if params.drop_face_touching and len(table):  # cut by the x/y faces: centroid off, edge artefacts
+            touching = _touches_faces(table, semantic.shape)
+            report["touching_faces"] = int((keep & touching).sum())
+            keep &= ~touching
+        if params.particle_diameter_A is not None and len(table):
+            vs = float(np.max(voxel_size or (1.0, 1.0, 1.0)))
+            prior = size_keep(table.counts, table.bbox_max - table.bbox_min + 1, vs, params.particle_diameter_A)
+            report["outside_size_prior"] = int((keep & ~prior).sum())
+            keep &= prior
+            if len(table) and not keep.any():
+                report["warning"] = (f"the particle-size prior {tuple(params.particle_diameter_A)} A excludes all "
+                                     f"{len(table)} instances: no picks (widen --particle-diameter-A or --no-size-prior)")
+    scores = contrast = None
+    if len(table):
+        with timings.stage("scores"):
+            sc = _scores(image_path, semantic, stored, table, lamella, params)
+            report["scores"] = sc.summary()
+            scores, contrast = sc.score, sc.contrast
+            if params.min_score is not None:
+                keep &= scores >= params.min_score
+            if params.max_picks is not None and keep.sum() > params.max_picks:
+                cut = np.sort(scores[keep])[::-1][params.max_picks - 1]
+                keep &= scores >= cut
+                keep &= np.cumsum(keep) <= params.max_picks  # ties at the cut: the first ones
+    with timings.stage("relabel"):
+        report["size_filtered"] = int((table.counts < params.min_size_vox).sum() + (table.counts > (params.max_size_vox or np.inf)).sum())
+        table, lut = relabel(table, keep)
+        if scores is not None:
+            scores, contrast = scores[keep], contrast[keep]
         if lut is not None:
-            report["size_filtered"] = int(n - len(table))
+            report["dropped"] = int(len(keep) - keep.sum())
             relabelled = stored.map_blocks(lambda b, lut=lut: lut[b], dtype=np.uint32)
             path = write_labels(image_path, instance_name, relabelled, voxel_size, {**base, **report, **environment()})
     report["instances"] = len(table)
-    return Instances(table, path, report, timings)
+    return Instances(table, path, report, timings, scores, contrast)
+
+
+def _touches_faces(table: InstanceTable, shape) -> np.ndarray:
+    """Instances whose bounding box reaches the first or last interior voxel along y or x."""
+    from ..segment.apply import HALF
+
+    lo, hi = table.bbox_min, table.bbox_max
+    return ((lo[:, 1] <= HALF) | (lo[:, 2] <= HALF) | (hi[:, 1] >= shape[1] - 1 - HALF) | (hi[:, 2] >= shape[2] - 1 - HALF))
+
+
+def _scores(image_path, semantic: da.Array, instances: da.Array, table: InstanceTable, lamella, params: LocalizeParams):
+    """Per-instance scores (localize/score.py) against the background inside the sample."""
+    from ..io.omezarr import open_image
+
+    image, _, _ = open_image(image_path)
+    image = image.rechunk(instances.chunks)
+    background = semantic == 0
+    if lamella.found and params.z_extract is None:
+        background = background & lamella.mask(semantic.chunks, extract=False)
+    mu, sd = background_moments(image, background)
+    means = instance_means(instances, image, table.ids, table.counts)
+    return score_instances(means, table.counts, mu, sd)

@@ -26,6 +26,7 @@ from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit
 from .features import linear_operator, sample_features, select_gabor
+from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
 from .orientation import choose_orientation
 from .preprocess import preprocess
@@ -45,6 +46,7 @@ class Segmentation:
     counts: dict = field(default_factory=dict)
     orientation: dict = field(default_factory=dict)
     labels_path: Path | None = None
+    lamella: Lamella | None = None
 
     @property
     def name(self) -> str:
@@ -59,11 +61,31 @@ class FitSample:
     neighborhoods: np.ndarray
 
 
-def draw_sample(scaled: da.Array, params: SegmentParams, stored: tuple[str, float, float] | None = None) -> FitSample:
+def draw_sample(scaled: da.Array, params: SegmentParams, stored: tuple[str, float, float] | None = None,
+                lamella: Lamella | None = None) -> FitSample:
     """Random interior voxels of the fitting slab and their (n, 125) float32 neighborhoods
-    (``stored``: the blurred volume's store, min and max, read directly by each task)."""
-    coords = sample_voxels(scaled.shape, params.z_fit, params.max_fit_voxels, params.seed)
+    (``stored``: the blurred volume's store, min and max, read directly by each task).
+
+    With a found ``lamella`` (and no user z_fit) the voxels are drawn inside the ice slab only.
+    """
+    if lamella is None or not lamella.found or params.z_fit is not None:
+        coords = sample_voxels(scaled.shape, params.z_fit, params.max_fit_voxels, params.seed)
+    else:
+        coords = sample_in_lamella(scaled.shape, lamella, params.max_fit_voxels, params.seed)
     return FitSample(coords, gather_neighborhoods(scaled, coords, stored=stored))
+
+
+def sample_in_lamella(shape, lamella: Lamella, max_voxels: int | None, seed: int) -> np.ndarray:
+    """Sorted (n, 3) (z, y, x) seeded uniform sample of interior voxels inside the slab."""
+    zr = lamella.z_range()
+    frac = max(lamella.fraction_inside() * shape[0] / max(1, zr[1] - zr[0]), 0.05)
+    want = None if max_voxels is None else int(min(max_voxels / frac * 1.3 + 1000, 2**62))
+    cand = sample_voxels(shape, zr, want, seed)
+    cand = cand[lamella.inside_points(cand)]
+    if max_voxels is not None and len(cand) > max_voxels:
+        rng = np.random.default_rng(seed + 1)
+        cand = cand[np.sort(rng.choice(len(cand), size=int(max_voxels), replace=False))]
+    return cand
 
 
 def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentParams,
@@ -137,9 +159,17 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
     with timings.stage("preprocess"):
         store = None if params.device == "gpu" else scratch  # cupy chunks stay in device memory
         scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store)
+    lamella = Lamella.whole_box(data.shape, "lamella detection off")
+    if params.lamella == "auto":
+        with timings.stage("lamella"):
+            lamella = detect_lamella(scaled, margin=params.lamella_margin, sigma_vox=params.sigma_vox)
+        if not lamella.found:
+            from ..progress import note
+
+            note(f"lamella: {lamella.reason}")
     if models is None:
         with timings.stage("sample"):
-            sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi))
+            sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella)
         with timings.stage("fit"):
             segs = fit_models(sample, pairs, params, release=True)
         del sample  # the sample (~0.5 GB at 1M voxels) is not needed by the label pass
@@ -159,7 +189,9 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
             tmp, target = create_labels(image_path, f"{label_prefix}{s.name}", data.shape, data.chunksize, np.uint8)
             tmps.append(tmp)
             stores.append(da.store(raw[i], target, lock=False, compute=False))
-            counts.append(value_counts(raw[i], 2))
+            # the orientation rule counts cluster sizes inside the sample only: vacuum is neither
+            counts.append(value_counts(raw[i] if not lamella.found else
+                                       da.where(lamella.mask(raw[i].chunks), raw[i], np.uint8(BORDER)), 2))
         results = compute(*stores, *counts, label=f"features + labels: {', '.join(s.name for s in segs)}")
         timings["features_and_labels"] = round(time.perf_counter() - t0, 4)
         with timings.stage("orientation"):
@@ -174,7 +206,7 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
         for s, tmp in zip(segs, tmps):
             meta = {"step": "semantic_segmentation", "input": source, "features": s.features, "clusterer": s.clusterer,
                     "params": params.model_dump(mode="json"), "scaling": {"min": lo, "max": hi},
-                    "model": _model_meta(s), "cluster_counts": s.counts, "orientation": s.orientation,
+                    "model": _model_meta(s), "cluster_counts": s.counts, "lamella": lamella.as_dict(), "orientation": s.orientation,
                     "particle_cluster_id": 1, "labels": {"0": "background", "1": "particle", str(BORDER): "border (no neighborhood)"},
                     "timings_s": dict(timings), **(extra_meta or {}), **environment()}
             s.labels_path = commit_labels(image_path, f"{label_prefix}{s.name}", tmp, voxel_size, meta, SEMANTIC_COLORS)
@@ -182,4 +214,6 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
         for tmp in tmps:
             remove(tmp)
         raise
+    for s in segs:
+        s.lamella = lamella
     return segs, timings

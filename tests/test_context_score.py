@@ -1,0 +1,87 @@
+"""Context masks (gold), the particle-size prior, per-pick scores, and their end-to-end effect."""
+
+import json
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage as ndi
+
+from picket_dask.localize.context import extreme_density
+from picket_dask.localize.score import background_moments, instance_means, score_instances
+from picket_dask.localize.size_prior import equivalent_diameter_A, min_distance_vox, size_keep
+
+
+def test_equivalent_diameter_and_prior():
+    vox = np.pi / 6 * np.array([2.0, 6.0, 40.0]) ** 3  # spheres of 2, 6 and 40 voxels across
+    assert np.allclose(equivalent_diameter_A(vox, 10.0), [20.0, 60.0, 400.0])
+    extent = np.array([[2, 2, 2], [6, 6, 6], [40, 40, 40]])
+    assert size_keep(vox, extent, 10.0, (60.0, 400.0)).tolist() == [False, True, True]
+    thin_long = size_keep(np.array([500.0]), np.array([[3, 3, 70]]), 10.0, (60.0, 400.0))
+    assert not thin_long[0]  # 700 A long: a filament or a membrane piece, not a particle
+    assert min_distance_vox((60.0, 400.0), 10.0) == 3
+
+
+def test_scores_rank_dense_blobs_first(rng):
+    shape = (32, 48, 48)
+    image = rng.normal(size=shape).astype(np.float32)
+    labels = np.zeros(shape, np.uint32)
+    labels[5:10, 5:10, 5:10] = 1     # dense particle: -1.5 (particles darker than the ice)
+    labels[20:24, 20:24, 20:24] = 2  # faint particle: -0.3
+    labels[10:11, 30:31, 30:32] = 3  # speck of noise
+    image[labels == 1] -= 1.5
+    image[labels == 2] -= 0.3
+    lab = da.from_array(labels, chunks=16)
+    img = da.from_array(image, chunks=16)
+    ids = np.array([1, 2, 3])
+    counts = np.bincount(labels.ravel())[1:]
+    means = instance_means(lab, img, ids, counts)
+    assert np.allclose(means, [image[labels == i].mean() for i in ids], atol=1e-5)
+    mu, sd = background_moments(img, lab == 0)
+    assert mu == pytest.approx(image[labels == 0].mean(), abs=1e-5) and sd == pytest.approx(image[labels == 0].std(), rel=1e-4)
+    sc = score_instances(means, counts, mu, sd)
+    assert sc.polarity == -1 and sc.score[0] > sc.score[1] > sc.score[2] - 3 and sc.score[0] > 10
+
+
+def test_gold_masked_particles_kept(rng):
+    shape = (32, 64, 64)
+    vol = rng.normal(size=shape).astype(np.float32)
+    zz, yy, xx = np.ogrid[:32, :64, :64]
+    particle = (zz - 16) ** 2 + (yy - 16) ** 2 + (xx - 16) ** 2 <= 16
+    gold = (zz - 16) ** 2 + (yy - 45) ** 2 + (xx - 45) ** 2 <= 9
+    vol[particle] -= 3.0   # protein: a few noise SDs after the blur
+    vol[gold] -= 60.0      # gold: an order of magnitude denser
+    image = da.from_array(vol, chunks=16)
+    inside = da.ones(shape, chunks=16, dtype=bool)
+    ctx = extreme_density(image, 10.0, inside, margin_A=30.0)
+    mask = ctx.labels.compute() > 0
+    assert mask[16, 45, 45] and mask[16, 45, 49]  # the bead and its rim (margin 3 voxels)
+    assert not mask[particle].any()
+    assert mask.mean() < 0.05
+    # chunked == whole-volume
+    whole = extreme_density(da.from_array(vol, chunks=64), 10.0, da.ones(shape, chunks=64, dtype=bool), margin_A=30.0)
+    assert (whole.labels.compute() == ctx.labels.compute()).all()
+
+
+@pytest.mark.slow
+def test_defaults_and_reference_end_to_end(tmp_path):
+    """Realistic tiny scene: the default preset finds the slab, records it, scores and sorts the picks,
+    and writes every format with the score; the reference preset writes none of that."""
+    from picket_dask.simulate import simulate
+    from picket_dask.workflows import run
+
+    files = simulate(tmp_path / "sim", "tiny", seed=5)
+    res = run(files["tomogram"], tmp_path / "out", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=40_000)[0]
+    doc = json.loads(res.run_json.read_text())
+    assert doc["config"]["preset"] == "default" and "lamella" in doc and doc["context"]["mode"] == "auto"
+    df = pd.read_csv(res.picks["gabor-gmm-cc"]["csv"], comment="#")
+    assert {"score", "contrast"} <= set(df.columns)
+    assert (np.diff(df.score.to_numpy()) <= 0).all()
+    star = open(res.picks["gabor-gmm-cc"]["star"]).read()
+    assert "rlnAutopickFigureOfMerit" in star
+    ref = run(files["tomogram"], tmp_path / "ref", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=40_000, preset="reference")[0]
+    rdoc = json.loads(ref.run_json.read_text())
+    assert rdoc["config"]["preset"] == "reference" and rdoc["context"] == {"mode": "off"} and not rdoc["lamella"]["found"]
+    sem = json.loads((ref.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]
+    assert sem["params"]["lamella"] == "off"

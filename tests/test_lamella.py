@@ -1,0 +1,77 @@
+"""Lamella (ice slab) detection: a slab in vacuum is found, tilt is followed, no vacuum changes nothing."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from picket_dask.config import RunConfig
+from picket_dask.segment.lamella import Lamella, box_fit, detect_lamella
+from picket_dask.segment.semantic import sample_in_lamella
+
+
+def slab_volume(shape=(64, 128, 128), lower=(16.0, 0.0, 0.0), upper=(47.0, 0.0, 0.0), seed=0, ice_sd=3.0):
+    """Blurred noise everywhere (vacuum) plus stronger structure between two planes (ice)."""
+    rng = np.random.default_rng(seed)
+    z = np.arange(shape[0])[:, None, None]
+    y = np.arange(shape[1])[None, :, None]
+    x = np.arange(shape[2])[None, None, :]
+    lo = lower[0] + lower[1] * y + lower[2] * x
+    hi = upper[0] + upper[1] * y + upper[2] * x
+    inside = (z >= lo) & (z <= hi)
+    noise = rng.normal(size=shape).astype(np.float32)
+    structure = ndi.gaussian_filter(rng.normal(size=shape).astype(np.float32), 1.5) * ice_sd
+    return ndi.gaussian_filter(noise + structure * inside, 2.0), inside
+
+
+def test_box_fit_finds_the_step():
+    p = np.r_[np.zeros(10), np.ones(30), np.zeros(8)]
+    z0, z1, a, b = box_fit(p)
+    assert (z0, z1) == (10, 40) and a == 1.0 and b == 0.0
+
+
+def test_flat_slab_found_and_masks_agree():
+    vol, inside = slab_volume()
+    lam = detect_lamella(da.from_array(vol, chunks=32), tile=32)
+    assert lam.found, lam.reason
+    assert abs(lam.lower[0] - 16) <= 3 and abs(lam.upper[0] - 47) <= 3
+    core = np.asarray(lam.mask(((32, 32), (64, 64), (64, 64))).compute())
+    assert (core == lam.inside_block((0, 0, 0), vol.shape)).all()
+    assert (core & inside).sum() / inside.sum() > 0.85 and (core & ~inside).sum() / core.sum() < 0.1
+    ext = lam.inside_block((0, 0, 0), vol.shape, extract=True)
+    assert ext.sum() > core.sum() and (ext | ~core).all()  # extraction reaches beyond the core
+    back = Lamella.from_dict(lam.as_dict(), vol.shape)
+    assert back.found and back.lower == lam.lower and back.pad == lam.pad
+
+
+def test_tilted_slab_followed():
+    vol, inside = slab_volume(lower=(10.0, 0.08, 0.0), upper=(34.0, 0.08, 0.0))
+    lam = detect_lamella(da.from_array(vol, chunks=32), tile=16)
+    assert lam.found, lam.reason
+    assert lam.lower[1] == pytest.approx(0.08, abs=0.03) and lam.upper[1] == pytest.approx(0.08, abs=0.03)
+    core = lam.inside_block((0, 0, 0), vol.shape)
+    assert (core & inside).sum() / inside.sum() > 0.8
+
+
+def test_no_vacuum_leaves_the_box_whole():
+    vol, _ = slab_volume(lower=(-1.0, 0, 0), upper=(64.0, 0, 0))
+    lam = detect_lamella(da.from_array(vol, chunks=32), tile=32)
+    assert not lam.found and "no vacuum" in lam.reason or "fills" in lam.reason
+    assert lam.inside_block((0, 0, 0), vol.shape).all()
+    assert lam.fraction_inside() == 1.0
+
+
+def test_sample_stays_inside_the_slab():
+    lam = Lamella((64, 128, 128), True, (16.0, 0.05, 0.0), (40.0, 0.05, 0.0))
+    pts = sample_in_lamella((64, 128, 128), lam, 5000, seed=1)
+    assert len(pts) == 5000 and lam.inside_points(pts).all()
+    assert (np.diff(np.ravel_multi_index(pts.T, (64, 128, 128))) > 0).all()  # sorted, unique
+
+
+def test_reference_preset_turns_everything_off_but_explicit_keys_win():
+    ref = RunConfig(preset="reference")
+    assert ref.segment.lamella == "off" and ref.localize.context == "off" and ref.localize.particle_diameter_A is None
+    mixed = RunConfig(preset="reference", segment={"lamella": "auto"})
+    assert mixed.segment.lamella == "auto" and mixed.localize.context == "off"
+    default = RunConfig()
+    assert default.segment.lamella == "auto" and default.localize.particle_diameter_A == (60.0, 400.0)
