@@ -107,3 +107,15 @@ def test_bad_scene_and_simple_scene_still_there(tmp_path):
         simulate(tmp_path, "tiny", noise=-1)
     files = simulate(tmp_path, "tiny", seed=1, scene="simple", n_particles=4)
     assert len(pd.read_csv(files["truth_csv"])) == 4 and "context_csv" not in files
+
+
+def test_particles_darker_than_ice(tiny):
+    files, _ = tiny
+    vol = ndi.gaussian_filter(mrcfile.read(files["tomogram"]).astype(np.float32), 1.5)
+    truth = pd.read_csv(files["truth_csv"])
+    big = truth[truth["radius_nm"] >= 4]
+    assert len(big) >= 2
+    at = vol[big.z.round().astype(int), big.y.round().astype(int), big.x.round().astype(int)]
+    lo, hi = json.loads(files["info"].read_text())["scene_facts"]["slab_z_vox"]
+    ice = vol[int(lo) + 3:int(hi) - 3]
+    assert np.median(at) < np.percentile(ice, 10)  # dense matter dark, as in real tomograms
