@@ -240,7 +240,7 @@ def cmd_demo(args) -> int:
     from .demo import demo
 
     with _client(args):
-        demo(args.out, preset=args.preset, seed=args.seed)
+        demo(args.out, preset=args.preset, seed=args.seed, scene=args.scene, dose=args.dose)
     return 0
 
 
@@ -372,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="picket-demo")
     d.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--scene", default="realistic", choices=["realistic", "simple"], help="see picket-dask simulate --help")
+    d.add_argument("--dose", type=float, default=None,
+                   help="total dose in e/A^2 (default 100); ~10 gives the SNR of the dev set (0.05-0.1), a harder demo")
     _cluster_args(d)
     d.set_defaults(func=cmd_demo)
     return p

@@ -18,11 +18,11 @@ from .workflows import run
 
 
 def demo(out: str | Path = "picket-demo", preset: str = "small", seed: int = 0, workflows=DEFAULT_WORKFLOWS,
-         scene: str = "realistic") -> pd.DataFrame:
-    """Run the demo into ``out``; print and return the score table."""
+         scene: str = "realistic", dose: float | None = None) -> pd.DataFrame:
+    """Run the demo into ``out``; print and return the score table. ``dose``: total e/A^2 (realistic scene)."""
     t0 = time.perf_counter()
     out = Path(out)
-    files = simulate(out / "data", preset, seed, scene=scene)
+    files = simulate(out / "data", preset, seed, scene=scene, dose=dose)
     print(f"[picket-dask] simulated {files['tomogram']} ({time.perf_counter() - t0:.1f} s)")
     print(f"[picket-dask] {_describe(json.loads(files['info'].read_text()))}")
     res = run([files["tomogram"]], out / "results", list(workflows))[0]
