@@ -82,12 +82,12 @@ def _config(args) -> RunConfig:
             d[key] = getattr(args, key)
     seg, loc = d["segment"], d["localize"]
     if getattr(args, "preset", None):
-        from .config import REFERENCE_LOCALIZE, REFERENCE_SEGMENT
+        from .config import preset_values
 
         d["preset"] = args.preset
-        if args.preset == "reference":  # the preset's values first, explicit options below still win
-            seg.update(REFERENCE_SEGMENT)
-            loc.update(REFERENCE_LOCALIZE)
+        ref_seg, ref_loc = preset_values(args.preset)  # the preset's values first, explicit options below still win
+        seg.update(ref_seg)
+        loc.update(ref_loc)
     if getattr(args, "particle_diameter_A", None):
         loc["particle_diameter_A"] = tuple(args.particle_diameter_A)
     if getattr(args, "no_size_prior", False):

@@ -116,10 +116,10 @@ class RunConfig(_Strict):
         if not isinstance(d, dict) or d.get("preset") != "reference":
             return d
         d = dict(d)
-        for key, ref in (("segment", REFERENCE_SEGMENT), ("localize", REFERENCE_LOCALIZE)):
+        for key, ref in zip(("segment", "localize"), preset_values("reference")):
             given = d.get(key) or {}
             given = given.model_dump(exclude_unset=True) if isinstance(given, BaseModel) else dict(given)
-            d[key] = {**ref, **given}
+            d[key] = (SegmentParams if key == "segment" else LocalizeParams)(**{**ref, **given})
         return d
 
     @field_validator("workflows")
@@ -134,6 +134,13 @@ class RunConfig(_Strict):
             else:
                 raise ValueError(f"unknown workflow {w!r}: use FEATURES-CLUSTERER-EXTRACTOR from {', '.join(ALL_WORKFLOWS)} or 'all'")
         return list(dict.fromkeys(out))
+
+
+def preset_values(preset: str) -> tuple[dict, dict]:
+    """(segment, localize) values a preset sets; ``default`` sets nothing (the field defaults are it)."""
+    if preset == "reference":
+        return dict(REFERENCE_SEGMENT), dict(REFERENCE_LOCALIZE)
+    return {}, {}
 
 
 # --- the reference implementation's parameter files ---------------------------------------------

@@ -218,6 +218,15 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
     if workflows is not None:
         cfg.workflows = [workflows] if isinstance(workflows, str) else list(workflows)
         cfg = RunConfig(**cfg.model_dump())
+    if "preset" in overrides:  # the preset's values first; the other overrides below still win
+        from .config import preset_values
+
+        cfg.preset = overrides.pop("preset")
+        seg, loc = preset_values(cfg.preset)
+        for k, v in seg.items():
+            setattr(cfg.segment, k, v)
+        for k, v in loc.items():
+            setattr(cfg.localize, k, v)
     for k, v in overrides.items():
         if k in SegmentParams.model_fields:
             setattr(cfg.segment, k, v)
