@@ -1,4 +1,5 @@
-"""PNG previews: central XY and XZ slices of the tomogram with the segmentation and picks overlaid."""
+"""PNG previews: central XY and XZ slices of the tomogram with the segmentation and picks overlaid,
+the lamella's surfaces drawn on the XZ slice and the context mask (gold) in blue."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.nda
     from .io.omezarr import open_image, open_labels
 
     data, vs, _ = open_image(image_path)
+    lamella = None
+    if semantic_name:
+        from .segment.lamella import Lamella
+
+        lamella = Lamella.from_dict(open_labels(image_path, semantic_name)[1].get("lamella"), data.shape)
     zc, yc = data.shape[0] // 2, data.shape[1] // 2
     xy = np.asarray(data[zc].compute(), float)
     xz = np.asarray(data[:, yc].compute(), float)
@@ -34,6 +40,18 @@ def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.nda
             lab = np.asarray(labels[lab_slice].compute())
             overlay = np.ma.masked_where(lab != 1, lab)
             ax.imshow(overlay, cmap="autumn", alpha=0.35, interpolation="nearest", aspect=vs[row_axis] / vs[col_axis])
+        if (Path(image_path) / "labels" / "context").exists():
+            ctx, _ = open_labels(image_path, "context")
+            c = np.asarray(ctx[lab_slice].compute())
+            ax.imshow(np.ma.masked_where(c == 0, c), cmap="winter", alpha=0.45, interpolation="nearest",
+                      aspect=vs[row_axis] / vs[col_axis])
+        if cut_axis == 1 and lamella is not None and lamella.found:
+            x = np.arange(data.shape[2])
+            for extract, style in ((False, "--"), (True, ":")):
+                lo, hi = lamella.surfaces(np.full(x.shape, yc), x, extract)
+                ax.plot(x, lo, style, color="lime", lw=1.2)
+                ax.plot(x, hi, style, color="lime", lw=1.2, label="lamella (fit: dashed, picks: dotted)" if extract else None)
+            ax.legend(loc="upper right", fontsize=7)
         if picks_zyx is not None and len(picks_zyx):
             p = np.asarray(picks_zyx)
             near = np.abs(p[:, cut_axis] - cut) <= slab_vox
