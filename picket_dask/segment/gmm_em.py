@@ -2,11 +2,22 @@
 
 Why by hand: scikit-learn's EM allocates several (n, d) float64 temporaries per component and
 step (X - mu, resp * (X - mu).T, X @ P), so a 1M x 64 sample peaks at ~3x its own size; dask-ml
-has no mixture model. This is the same algorithm with the same numbers, streamed over row slices:
-the k-means initialisation (KMeans(n_init=1) with the mixture's RandomState), E-step, M-step with
-reg_covar on the diagonal, Cholesky precisions, and the stop rule |change of the mean
-log-likelihood| < tol. Only the responsibilities (n, k) are kept whole. Results agree with
-scikit-learn to rounding (tests/test_segment.py compares parameters and iteration counts).
+has no mixture model. This is the same algorithm with the same numbers: the k-means
+initialisation (KMeans(n_init=1) with the mixture's RandomState), E-step, M-step with reg_covar on
+the diagonal, Cholesky precisions, and the stop rule |change of the mean log-likelihood| < tol.
+Results agree with scikit-learn to rounding (tests/test_segment.py compares parameters and
+iteration counts). What differs is only how the sums are formed, for speed:
+
+- one pass over the sample per iteration: each slice's E-step (with the current parameters) is
+  followed at once by its M-step sums (counts, first and second moments), so the responsibilities
+  are never stored and the sample is read once per iteration instead of three times;
+- second moments about the sample mean: sum_i r_ik x_i x_i' = S - sum_{j != k} ..., with
+  S = X'X formed once, so one component's weighted Gram (a symmetric rank-k update) is skipped
+  each iteration (the one with the most weight; rows' responsibilities sum to one);
+- two components: one product gives both Mahalanobis distances. With y = (x - mu0) P0,
+  |y|^2 is component 0's and (x - mu1) L1 (x - mu1)' = y M y' + 2 y g + c with M = B B',
+  B = P0^-1 P1; writing M = U D U' (eigh) and t = y U, component 1's is sum D t^2 + 2 t.(U'g) + c
+  (the two precisions diagonalised together), so the E-step costs one (n, d) x (d, d) product.
 """
 
 from __future__ import annotations
@@ -17,7 +28,8 @@ import numpy as np
 from scipy import linalg
 from scipy.special import logsumexp
 
-from .features import ROWS  # rows per slice: (ROWS, d) float64 temporaries, 32 MiB at d = 64
+GMM_ROWS = 8192  # rows per slice: (rows, d) float64 temporaries stay in cache (8 MiB at d = 125)
+_TINY = 1e-150   # responsibilities below this add < 1e-150 of a row to a sum: flushed (subnormal products are slow)
 
 
 def _precision_cholesky(cov: np.ndarray) -> np.ndarray:
@@ -34,71 +46,148 @@ def _precision_cholesky(cov: np.ndarray) -> np.ndarray:
     return out
 
 
-def _log_resp(x: np.ndarray, weights, means, prec_chol, log_det) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row log responsibilities (n, k) and log-likelihoods (n,) of the mixture."""
-    k, d = means.shape
-    proj = x @ prec_chol.transpose(1, 0, 2).reshape(d, k * d)  # every component's X @ P_k in one product
-    log_prob = np.empty((len(x), k))
-    for j in range(k):
-        y = proj[:, j * d:(j + 1) * d] - means[j] @ prec_chol[j]
-        log_prob[:, j] = np.einsum("ij,ij->i", y, y)
-    weighted = -0.5 * (d * np.log(2 * np.pi) + log_prob) + log_det + np.log(weights)
-    norm = logsumexp(weighted, axis=1)
-    return weighted - norm[:, None], norm
+class _Estep:
+    """Log-likelihood terms of each component for rows centred on the sample mean ``shift``."""
+
+    def __init__(self, weights, means, prec_chol, shift, xp=np):
+        k, d = means.shape
+        self.xp, self.k = xp, k
+        log_det = np.log(prec_chol.reshape(k, -1)[:, ::d + 1]).sum(axis=1)
+        self.const = -0.5 * d * np.log(2 * np.pi) + log_det + np.log(weights)  # (k,)
+        mc = means - shift
+        if k == 2:  # both precisions diagonalised together: one product per slice
+            p0, p1 = prec_chol
+            B = linalg.solve_triangular(p0, p1, lower=False)             # P0^-1 P1 (P0 is upper)
+            D, U = np.linalg.eigh(B @ B.T)
+            delta = mc[0] - mc[1]
+            T = p0 @ U
+            self.T = xp.asarray(T)
+            self.off = xp.asarray(mc[0] @ T)
+            self.D = xp.asarray(D)
+            self.g2 = xp.asarray(2 * (U.T @ (B @ (delta @ p1))))
+            self.c1 = float((delta @ p1) @ (delta @ p1))
+        else:  # every component's X @ P_k in one product
+            self.T = xp.asarray(prec_chol.transpose(1, 0, 2).reshape(d, k * d))
+            self.off = xp.asarray(np.concatenate([mc[j] @ prec_chol[j] for j in range(k)]))
+
+    def log_prob(self, xc):
+        """(rows, k) weighted log-probabilities of centred rows ``xc`` (rows, d)."""
+        xp = self.xp
+        t = xc @ self.T
+        t -= self.off
+        if self.k == 2:
+            t2 = t * t
+            maha = xp.stack([t2.sum(axis=1), t2 @ self.D + t @ self.g2 + self.c1], axis=1)
+        else:
+            d = xc.shape[1]
+            maha = (t * t).reshape(len(t), self.k, d).sum(axis=2)
+        return -0.5 * maha + xp.asarray(self.const)
 
 
-def _m_step(x: np.ndarray, resp: np.ndarray, reg_covar: float, rows: int):
-    """Weights (k,), means (k, d), covariances (k, d, d) from responsibilities; two passes over x."""
-    n, d = x.shape
-    k = resp.shape[1]
-    nk = resp.sum(axis=0) + 10 * np.finfo(resp.dtype).eps
-    sums = np.zeros((k, d))
-    for i in range(0, n, rows):
-        sums += resp[i:i + rows].T @ x[i:i + rows]
-    means = sums / nk[:, None]
-    cov = np.zeros((k, d, d))
-    for i in range(0, n, rows):
-        xs = x[i:i + rows]
-        for j in range(k):
-            w = (xs - means[j]) * np.sqrt(resp[i:i + rows, j])[:, None]
-            cov[j] += w.T @ w  # a.T @ a: numpy uses the symmetric rank-k update
-    cov /= nk[:, None, None]
+def _log_normalise(weighted, xp=np):
+    """Per-row log-sum-exp (rows,) and log responsibilities (rows, k)."""
+    if weighted.shape[1] == 2:  # closed form of logsumexp for two terms
+        hi = xp.maximum(weighted[:, 0], weighted[:, 1])
+        norm = hi + xp.log1p(xp.exp(-xp.abs(weighted[:, 0] - weighted[:, 1])))
+    else:
+        norm = xp.asarray(logsumexp(weighted, axis=1)) if xp is np else _lse(weighted, xp)
+    return norm, weighted - norm[:, None]
+
+
+def _lse(a, xp):
+    hi = a.max(axis=1)
+    return hi + xp.log(xp.exp(a - hi[:, None]).sum(axis=1))
+
+
+class _Moments:
+    """Running sums of one M-step: counts (k,), first moments (k, d), Grams (d, d) of all but one component."""
+
+    def __init__(self, k: int, d: int, skip: int, xp=np):
+        self.xp, self.skip = xp, skip
+        self.nk = xp.zeros(k)
+        self.s1 = xp.zeros((k, d))
+        self.grams = {j: xp.zeros((d, d)) for j in range(k) if j != skip}
+
+    def add(self, xc, resp) -> None:
+        xp = self.xp
+        self.nk += resp.sum(axis=0)
+        self.s1 += resp.T @ xc
+        for j, g in self.grams.items():
+            r = resp[:, j]
+            w = xc * xp.sqrt(xp.where(r < _TINY, 0.0, r))[:, None]
+            g += w.T @ w  # a.T @ a: the symmetric rank-k update
+
+
+def _m_step(m: _Moments, total_gram, shift: np.ndarray, reg_covar: float):
+    """Counts (k,), means (k, d), covariances (k, d, d) (host arrays) from one pass's sums.
+
+    Covariance k = (second moment about the shift)/nk - (mean - shift)(mean - shift)'; the skipped
+    component's Gram is the total Gram minus the others' (the rows' responsibilities sum to one).
+    """
+    xp = m.xp
+    nk = _host(m.nk, xp) + 10 * np.finfo(np.float64).eps
+    s1 = _host(m.s1, xp)
+    k, d = s1.shape
+    grams = {j: _host(g, xp) for j, g in m.grams.items()}
+    grams[m.skip] = _host(total_gram, xp) - sum(grams.values())
+    mc = s1 / nk[:, None]
+    cov = np.stack([grams[j] / nk[j] - np.outer(mc[j], mc[j]) for j in range(k)])
+    cov = 0.5 * (cov + cov.transpose(0, 2, 1))
     cov[:, np.arange(d), np.arange(d)] += reg_covar
-    return nk, means, cov
+    return nk, mc + shift, cov
 
 
-def fit_gaussian_mixture(x: np.ndarray, n_components: int = 2, seed: int = 42, tol: float = 1e-3,
-                         reg_covar: float = 1e-6, max_iter: int = 100, rows: int = ROWS) -> dict:
+def _host(a, xp):
+    return a if xp is np else xp.asnumpy(a)
+
+
+def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 1e-3,
+                         reg_covar: float = 1e-6, max_iter: int = 100, rows: int = GMM_ROWS, xp=None) -> dict:
     """GaussianMixture(n_components, covariance_type='full', random_state=seed).fit(x), streamed.
 
-    ``x`` (n, d) float64 features. Returns weights (k,), means (k, d), precisions_cholesky
-    (k, d, d), converged and n_iter: the attributes scikit-learn's model would have.
+    ``x`` (n, d) float64 features: numpy, or cupy (``xp``: its module), when the EM runs on the
+    GPU (the k-means initialisation is scikit-learn's, on the host). Returns weights (k,), means
+    (k, d), precisions_cholesky (k, d, d) as numpy arrays, converged, n_iter and lower_bound:
+    the attributes scikit-learn's model would have.
     """
     from sklearn.cluster import KMeans
 
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    n = len(x)
+    xp = xp or np
+    x = xp.ascontiguousarray(x, dtype=xp.float64)
+    n, d = x.shape
+    k = n_components
     rng = np.random.RandomState(seed)  # what scikit-learn's check_random_state(seed) hands to KMeans
-    labels = KMeans(n_clusters=n_components, n_init=1, random_state=rng, copy_x=False).fit(x).labels_
-    resp = np.zeros((n, n_components))
-    resp[np.arange(n), labels] = 1
+    labels = KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
+    parts = [(i, min(i + rows, n)) for i in range(0, n, rows)]
+    shift = _host(x.mean(axis=0), xp)  # sums are taken about the sample mean (less cancellation)
+    shift_x = xp.asarray(shift)
+    # initial M-step from the hard labels, and the total Gram, formed once for every iteration
+    init = _Moments(k, d, int(np.argmax(np.bincount(labels, minlength=k))), xp)
+    total = xp.zeros((d, d))
+    labels = xp.asarray(labels)
+    for a, b in parts:
+        xc = x[a:b] - shift_x
+        init.add(xc, (labels[a:b, None] == xp.arange(k)[None, :]).astype(xp.float64))
+        total += xc.T @ xc
     del labels
-    nk, means, cov = _m_step(x, resp, reg_covar, rows)
+    nk, means, cov = _m_step(init, total, shift, reg_covar)
     weights = nk / n
     prec = _precision_cholesky(cov)
     lower, converged, n_iter = -np.inf, False, 0
     for n_iter in range(1, max_iter + 1):
         prev = lower
-        log_det = np.log(prec.reshape(n_components, -1)[:, ::x.shape[1] + 1]).sum(axis=1)
-        total = 0.0
-        for i in range(0, n, rows):  # E-step into resp, in place
-            lr, norm = _log_resp(x[i:i + rows], weights, means, prec, log_det)
-            resp[i:i + rows] = np.exp(lr)
-            total += norm.sum()
-        nk, means, cov = _m_step(x, resp, reg_covar, rows)
+        e = _Estep(weights, means, prec, shift, xp)
+        m = _Moments(k, d, int(np.argmax(nk)), xp)
+        ll = 0.0
+        for a, b in parts:  # E-step of a slice, then its M-step sums: one pass over the sample
+            xc = x[a:b] - shift_x
+            norm, log_resp = _log_normalise(e.log_prob(xc), xp)
+            ll += float(norm.sum())
+            m.add(xc, xp.exp(log_resp))
+        nk, means, cov = _m_step(m, total, shift, reg_covar)
         weights = nk / nk.sum()
         prec = _precision_cholesky(cov)
-        lower = total / n
+        lower = ll / n
         if abs(lower - prev) < tol:
             converged = True
             break

@@ -26,6 +26,7 @@ from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit
 from .features import linear_operator, sample_features, select_gabor
+from .fit_threads import limited_threads
 from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
 from .orientation import choose_orientation
@@ -100,18 +101,19 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
     # intensities (125 float64 features, the largest) last: the neighborhoods are gone by its fit
     modes = sorted(dict.fromkeys(mode for mode, _ in pairs), key=lambda m: m == "intensities")
     fitted: dict[tuple[str, str], Segmentation] = {}
-    for k, mode in enumerate(modes):
-        gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
-        f = sample_features(mode, sample.neighborhoods, gidx, params.num_sinusoids)
-        if release and k == len(modes) - 1:
-            sample.neighborhoods = None
-        G = linear_operator(mode, gidx, num_sinusoids=params.num_sinusoids)
-        space = "fft" if mode == "ffts" else "neighborhood"
-        for m, clusterer in pairs:
-            if m == mode:
-                model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend)
-                fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
-        del f
+    with limited_threads():  # BLAS/OpenMP threads = the cores idle now: no oversubscription
+        for k, mode in enumerate(modes):
+            gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
+            f = sample_features(mode, sample.neighborhoods, gidx, params.num_sinusoids)
+            if release and k == len(modes) - 1:
+                sample.neighborhoods = None
+            G = linear_operator(mode, gidx, num_sinusoids=params.num_sinusoids)
+            space = "fft" if mode == "ffts" else "neighborhood"
+            for m, clusterer in pairs:
+                if m == mode:
+                    model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend)
+                    fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
+            del f
     return [fitted[p] for p in pairs]
 
 
