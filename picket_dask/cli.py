@@ -192,6 +192,8 @@ def cmd_evaluate(args) -> int:
                          **{f"recall[{k}]": v for k, v in s.recall_by_type.items()}})
         df = pd.DataFrame(rows)
         csv, png = args.csv, args.plot
+        if args.pr_curve:
+            print(f"wrote {_pr_curves(args.picks, args.truth, vs, args.threshold_A, args.pr_curve)}")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "workflow" in df and df.tomogram.nunique() > 1:
         med = df.groupby("workflow")[["precision", "recall", "f1", "relative_recall"]].median().sort_values("f1", ascending=False)
@@ -202,6 +204,20 @@ def cmd_evaluate(args) -> int:
     if png and "workflow" in df:
         print(f"wrote {plot_scores(df, png)}")
     return 0
+
+
+def _pr_curves(picks: list, truth, vs, threshold_A: float, png) -> Path:
+    """Precision-recall curves from the ``score`` column of picks CSVs."""
+    from .evaluate import plot_pr, pr_curve, threshold_vox, zyx
+    from .io.picks import read_points
+
+    curves = {}
+    for p in picks:
+        df = read_points(p, max(vs))
+        if "score" not in df.columns:
+            raise PicketError(p, "has no score column", "give the picks CSV written by picket-dask run (default preset)")
+        curves[Path(p).stem] = pr_curve(zyx(df), df.score.to_numpy(), zyx(read_points(truth, max(vs))), threshold_vox(threshold_A, vs))
+    return plot_pr(curves, png)
 
 
 def _shape_and_voxel(args):
@@ -354,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--voxel-size", type=float)
     e.add_argument("--threshold-A", type=float, default=100.0, help="match distance in Angstrom (100 simulated, 125 real)")
     e.add_argument("--csv", help="also write the table here")
+    e.add_argument("--pr-curve", metavar="PNG", help="precision-recall curve of each picks CSV from its scores")
     e.set_defaults(func=cmd_evaluate)
 
     v = sub.add_parser("preview", help="PNG of central XY/XZ slices with segmentation and picks")

@@ -124,6 +124,65 @@ def evaluate_run(results_dir, truth, threshold_A: float = 100.0) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def pr_curve(picks_zyx: np.ndarray, scores: np.ndarray, truth_zyx: np.ndarray, thr_vox: float) -> pd.DataFrame:
+    """Precision and recall of the best-k picks by score, for every k (one row per cut).
+
+    Columns: k, score (the k-th best score, the threshold), precision, recall, f1. Recall counts
+    each truth once, when the first pick within ``thr_vox`` of it enters the list.
+    """
+    picks = np.asarray(picks_zyx, float).reshape(-1, 3)
+    truth = np.asarray(truth_zyx, float).reshape(-1, 3)
+    if len(picks) == 0:
+        from .errors import PicketError
+
+        raise PicketError("picks", "are empty: no precision-recall curve", "run with a wider size prior or lower --min-score")
+    order = np.argsort(-np.asarray(scores, float), kind="stable")
+    picks, scores = picks[order], np.asarray(scores, float)[order]
+    near = cKDTree(truth).query_ball_point(picks, thr_vox + 1e-9) if len(truth) else [[] for _ in picks]
+    seen = np.zeros(len(truth), bool)
+    tp = np.zeros(len(picks))
+    found = np.zeros(len(picks))
+    n_found = 0
+    for i, idx in enumerate(near):
+        tp[i] = bool(idx)
+        new = [j for j in idx if not seen[j]]
+        seen[new] = True
+        n_found += len(new)
+        found[i] = n_found
+    k = np.arange(1, len(picks) + 1)
+    precision = np.cumsum(tp) / k
+    recall = found / max(len(truth), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return pd.DataFrame({"k": k, "score": scores, "precision": precision, "recall": recall, "f1": f1})
+
+
+def plot_pr(curves: dict[str, pd.DataFrame], png, title: str = "precision-recall by score"):
+    """Precision-recall curves (one per label) with the best-F1 cut marked; PNG."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, c in curves.items():
+        best = c.f1.idxmax()
+        ax.plot(c.recall, c.precision, label=f"{name} (best F1 {c.f1[best]:.2f} at score {c.score[best]:.2f}, {int(c.k[best])} picks)")
+        ax.scatter([c.recall[best]], [c.precision[best]], s=25)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return Path(png)
+
+
 def plot_scores(table: pd.DataFrame, png, metric: str = "f1"):
     """Box plot of ``metric`` per workflow across tomograms (PNG)."""
     from pathlib import Path

@@ -85,3 +85,14 @@ def test_defaults_and_reference_end_to_end(tmp_path):
     assert rdoc["config"]["preset"] == "reference" and rdoc["context"] == {"mode": "off"} and not rdoc["lamella"]["found"]
     sem = json.loads((ref.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]
     assert sem["params"]["lamella"] == "off"
+
+
+def test_pr_curve_counts_each_truth_once():
+    from picket_dask.evaluate import pr_curve
+
+    truth = np.array([[10, 10, 10], [40, 40, 40]], float)
+    picks = np.array([[10, 10, 11], [10, 11, 10], [80, 80, 80], [40, 40, 41]], float)
+    c = pr_curve(picks, np.array([4.0, 3.0, 2.0, 1.0]), truth, 3)
+    assert c.precision.round(3).tolist() == [1.0, 1.0, 0.667, 0.75]
+    assert c.recall.tolist() == [0.5, 0.5, 0.5, 1.0]
+    assert c.f1.idxmax() == 3 and c.score.tolist() == [4.0, 3.0, 2.0, 1.0]
