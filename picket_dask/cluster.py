@@ -44,10 +44,13 @@ def get_client(cluster: str = "local", scheduler: str | None = None, workers: in
 def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs: int, quiet: bool):
     """Start the cluster ``get_client`` was asked for (LocalCUDACluster, LocalCluster or dask-jobqueue)."""
     if gpu:
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise PicketError("--gpu", "dask-cuda is not installed", "pip install 'picket-dask[gpu]' on a machine with CUDA") from None
+        from .backend import dask_cuda_problem, gpu_problem
+
+        problem = gpu_problem() or dask_cuda_problem()  # the actual import error, not "not installed"
+        if problem:
+            raise PicketError("--gpu", problem, "pip install 'picket-dask[gpu]' matching the machine's CUDA (see deploy/), or run without --gpu")
+        from dask_cuda import LocalCUDACluster
+
         return LocalCUDACluster(threads_per_worker=threads or 1, memory_limit=memory_limit)
     if cluster == "local":
         from distributed import LocalCluster

@@ -29,6 +29,7 @@ from scipy import linalg
 from scipy.special import logsumexp
 
 GMM_ROWS = 8192  # rows per slice: (rows, d) float64 temporaries stay in cache (8 MiB at d = 125)
+GPU_ROWS = 1 << 18  # rows per slice on a GPU: large products, few kernel launches (256 MiB at d = 125)
 _TINY = 1e-150   # responsibilities below this add < 1e-150 of a row to a sum: flushed (subnormal products are slow)
 
 
@@ -182,12 +183,12 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
         for a, b in parts:  # E-step of a slice, then its M-step sums: one pass over the sample
             xc = x[a:b] - shift_x
             norm, log_resp = _log_normalise(e.log_prob(xc), xp)
-            ll += float(norm.sum())
+            ll = ll + norm.sum()  # stays on the device until the pass ends
             m.add(xc, xp.exp(log_resp))
         nk, means, cov = _m_step(m, total, shift, reg_covar)
         weights = nk / nk.sum()
         prec = _precision_cholesky(cov)
-        lower = ll / n
+        lower = float(ll) / n
         if abs(lower - prev) < tol:
             converged = True
             break

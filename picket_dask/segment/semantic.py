@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ..backend import cupy_available, to_host
+from ..backend import gpu_memory_error, gpu_problem, to_host
 from ..chunking import value_counts
 from ..config import SegmentParams
 from ..errors import PicketError
@@ -111,7 +111,8 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
             space = "fft" if mode == "ffts" else "neighborhood"
             for m, clusterer in pairs:
                 if m == mode:
-                    model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend)
+                    model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend,
+                                    params.device)
                     fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
             del f
     return [fitted[p] for p in pairs]
@@ -127,9 +128,9 @@ def on_device(data: da.Array, device: str) -> da.Array:
     """The tomogram with cupy chunks for device 'gpu' (checked to be usable), unchanged for 'cpu'."""
     if device != "gpu":
         return data
-    if not cupy_available():
-        raise PicketError("device gpu", "cupy with a CUDA device is not available",
-                          "pip install 'picket-dask[gpu]' on a machine with an NVIDIA GPU, or use the cpu device")
+    problem = gpu_problem()
+    if problem:
+        raise PicketError("device gpu", problem, "pip install 'picket-dask[gpu]' on a machine with an NVIDIA GPU, or use the cpu device")
     import cupy
 
     return data.map_blocks(cupy.asarray, dtype=data.dtype, meta=cupy.empty((0, 0, 0), data.dtype))
@@ -151,6 +152,11 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
     scratch = Path(image_path) / f".preprocessed-{uuid.uuid4().hex[:8]}"
     try:
         return _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings, scratch)
+    except Exception as exc:  # cupy out of memory on a chunk: one line naming the chunk size to lower
+        oom = gpu_memory_error(exc, data.chunksize)
+        if oom is None:
+            raise
+        raise oom from None
     finally:
         remove(scratch)
 
