@@ -17,9 +17,12 @@ across a chunk face, or (c) a basin reaches farther than the halo from its marke
 beyond are then claimed by another marker or left 0 (they are then labelled as their own
 connected components so no mask voxel is lost). tests/test_localize.py measures the agreement.
 
+Distance map: the squared Euclidean distances of the ``edt`` library (exact integers, the same
+numbers as scipy's distance_transform_edt squared, ~5x faster: scipy forms a full feature
+transform first). Peaks and the watershed use the squared map directly: both depend only on
+the order of the values, which squaring keeps, so the result equals the distance map's.
 Distance cache: with ``scratch`` (a folder), the peaks pass stores each haloed block's squared
-distances (uint32, exact: scipy's EDT is the square root of an integer) and the watershed pass
-reads them back instead of computing the transform a second time.
+distances (uint32) and the watershed pass reads them back instead of computing them twice.
 
 exclude_border: skimage drops peaks within min_distance of the volume's faces by default; that
 throws away every particle near the top and bottom of a thin tomogram (15 of ~100-200 slices on
@@ -31,7 +34,6 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
-from scipy import ndimage as ndi
 from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
@@ -40,12 +42,15 @@ from ..chunking import RECHUNK, at_least, block_boxes, from_block_tasks, haloed_
 from .components import connected_components_chunked
 
 
-def _distance(region: np.ndarray) -> np.ndarray:
-    """Euclidean distance map (float64) of a boolean region."""
-    return ndi.distance_transform_edt(region)
+def _distance_sq(region: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance map (float32 holding exact integers) of a boolean region to its
+    nearest False voxel inside the region (outside is not background, as in scipy)."""
+    import edt
+
+    return edt.edtsq(np.ascontiguousarray(region), black_border=False, parallel=1)
 
 
-def _store_distance(cache: tuple[str, int] | None, dist: np.ndarray) -> None:
+def _store_distance(cache: tuple[str, int] | None, dist_sq: np.ndarray) -> None:
     if cache is None:
         return
     import zarr
@@ -53,30 +58,30 @@ def _store_distance(cache: tuple[str, int] | None, dist: np.ndarray) -> None:
     path, i = cache
     arr = zarr.open_array(path, mode="r+")
     sq = np.zeros(arr.shape[1:], np.uint32)
-    sq[tuple(slice(0, n) for n in dist.shape)] = np.rint(dist * dist)
+    sq[tuple(slice(0, n) for n in dist_sq.shape)] = dist_sq
     arr[i] = sq
 
 
 def _load_distance(cache: tuple[str, int] | None, region: np.ndarray) -> np.ndarray:
+    """Squared distances of the region: from the cache, or computed."""
     if cache is None:
-        return _distance(region)
+        return _distance_sq(region)
     import zarr
 
     path, i = cache
-    sq = zarr.open_array(path, mode="r")[(i, *(slice(0, n) for n in region.shape))]
-    return np.sqrt(sq.astype(np.float64))  # bit-identical to the transform: sqrt of the same integers
+    return zarr.open_array(path, mode="r")[(i, *(slice(0, n) for n in region.shape))]
 
 
 def _block_peaks(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, block_shape: np.ndarray,
                  min_distance: int, cache: tuple[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     if not region.any():
         return np.zeros((0, 3), np.int64), np.zeros(0)
-    dist = _distance(region)
-    _store_distance(cache, dist)
-    pk = peak_local_max(dist, min_distance=min_distance, exclude_border=False)
+    sq = _distance_sq(region)
+    _store_distance(cache, sq)
+    pk = peak_local_max(sq, min_distance=min_distance, exclude_border=False)  # maxima of sq = of the distance
     g = pk + lo
     inside = np.all((g >= origin) & (g < origin + block_shape), axis=1)
-    return g[inside].astype(np.int64), dist[tuple(pk[inside].T)]
+    return g[inside].astype(np.int64), np.sqrt(sq[tuple(pk[inside].T)].astype(np.float64))
 
 
 def _block_watershed(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, block_shape: np.ndarray,
@@ -84,14 +89,14 @@ def _block_watershed(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, blo
     out_sl = tuple(slice(o - l, o - l + s) for o, l, s in zip(origin, lo, block_shape))
     if not region[out_sl].any():
         return np.zeros(tuple(block_shape), np.uint32)
-    dist = _load_distance(cache, region)  # region has mask voxels, so the peaks pass stored it
+    sq = _load_distance(cache, region)  # region has mask voxels, so the peaks pass stored it
     markers = np.zeros(region.shape, np.uint32)
     hi = lo + np.asarray(region.shape)
     sel = np.all((peaks >= lo) & (peaks < hi), axis=1)
     ids = np.nonzero(sel)[0] + 1
     if len(ids):
         markers[tuple((peaks[sel] - lo).T)] = ids
-    ws = watershed(-dist, markers, mask=region)
+    ws = watershed(-sq.astype(np.float64), markers, mask=region)  # flooding order of -sq = of -distance
     return ws[out_sl].astype(np.uint32)
 
 
