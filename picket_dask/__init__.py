@@ -1,7 +1,7 @@
 """picket-dask: PickET (template-free particle picking in cryo-ET) as a chunked Dask engine.
 
-Public API: convert, simulate, run, segment_tomogram, localize, evaluate_files, get_client and
-the parameter models SegmentParams, LocalizeParams, RunConfig.
+Public API: convert, simulate, run, segment_tomogram, localize, evaluate_files, get_client,
+classify_picks and the parameter models SegmentParams, LocalizeParams, RunConfig.
 """
 
 from .cluster import get_client
@@ -16,6 +16,16 @@ from .workflows import run
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # classify is imported on first use only: importing the package (or steps 1 and 2) never loads it
+    if name == "classify_picks":
+        from .classify import classify_picks
+
+        return classify_picks
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["ALL_WORKFLOWS", "DEFAULT_WORKFLOWS", "LocalizeParams", "PicketError", "RunConfig", "SegmentParams",
-           "convert", "evaluate_files", "get_client", "load_config", "localize", "open_tomogram", "run", "score",
+           "classify_picks", "convert", "evaluate_files", "get_client", "load_config", "localize", "open_tomogram", "run", "score",
            "segment_tomogram", "simulate"]
