@@ -217,3 +217,18 @@ def test_sample_gathered_from_the_store_equals_overlap(tmp_path):
     a = gather_neighborhoods(scaled, coords)
     b = gather_neighborhoods(scaled, coords, stored=(str(tmp_path / "blur"), lo, hi))
     np.testing.assert_array_equal(a, b)
+
+
+def test_gmm_started_from_the_kmeans_fit_equals_its_own_init():
+    """The k-means clusterer's labels are the mixture's k-means initialisation: reusing them changes nothing."""
+    from picket_dask.segment.clustering import fit_kmeans
+    from picket_dask.segment.gmm_em import fit_gaussian_mixture
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.normal(0, 1, (1500, 6)), rng.normal(1.2, 0.7, (2500, 6))])
+    own = fit_gaussian_mixture(x.copy(), 2, 42)
+    _, labels = fit_kmeans(x.copy(), 42)
+    reused = fit_gaussian_mixture(x.copy(), 2, 42, init_labels=labels)
+    assert own["n_iter"] == reused["n_iter"]
+    for key in ("weights", "means", "precisions_cholesky"):
+        np.testing.assert_array_equal(own[key], reused[key])

@@ -49,10 +49,12 @@ class FittedModel:
     decision: Decision
     sample_counts: list[int] = field(default_factory=list)
     fit_seconds: float = 0.0
+    labels: np.ndarray | None = field(default=None, repr=False)  # k-means (sklearn): its sample labels, not kept in metadata
 
 
-def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -> np.ndarray:
-    """Centres (2, d) of k-means with 2 clusters fitted on ``features`` (n, d) float64.
+def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -> tuple[np.ndarray, np.ndarray | None]:
+    """Centres (2, d) and sample labels (n,) (None for dask-ml) of k-means with 2 clusters fitted
+    on ``features`` (n, d) float64.
 
     ``sklearn`` (default): KMeans(n_clusters=2, random_state=seed) on the in-memory sample, the
     reference's exact model. ``dask-ml``: its scalable k-means|| with ``init_max_iter=3`` (its
@@ -62,31 +64,33 @@ def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -
         from sklearn.cluster import KMeans
 
         # copy_x=False: centre the sample in place (and restore it) instead of copying it
-        return KMeans(n_clusters=2, random_state=seed, copy_x=False).fit(features).cluster_centers_
+        km = KMeans(n_clusters=2, random_state=seed, copy_x=False).fit(features)
+        return km.cluster_centers_, km.labels_
     if backend == "dask-ml":
         import dask.array as da
         from dask_ml.cluster import KMeans as DKMeans
 
         x = da.from_array(features, chunks=(max(10_000, len(features) // 8), features.shape[1]))
-        return np.asarray(DKMeans(n_clusters=2, random_state=seed, init_max_iter=3).fit(x).cluster_centers_)
+        return np.asarray(DKMeans(n_clusters=2, random_state=seed, init_max_iter=3).fit(x).cluster_centers_), None
     raise ValueError(f"unknown k-means backend {backend!r}; use one of {KMEANS_BACKENDS}")
 
 
-def fit_gmm(features: np.ndarray, seed: int = 42, device: str = "cpu") -> dict:
+def fit_gmm(features: np.ndarray, seed: int = 42, device: str = "cpu", init_labels: np.ndarray | None = None) -> dict:
     """GaussianMixture(n_components=2, covariance_type='full', random_state=seed) parameters.
 
     Fitted by gmm_em.fit_gaussian_mixture: scikit-learn's algorithm and numbers, streamed over
     row slices so the fit needs the sample plus a few MiB instead of ~3x the sample. ``device``
     'gpu': the EM iterations run on the GPU with cupy (the same code with xp = cupy, larger
-    slices); the k-means initialisation stays scikit-learn's on the host.
+    slices); the k-means initialisation stays scikit-learn's on the host. ``init_labels``: the
+    sample labels of fit_kmeans(features, seed) when it has run (it is the mixture's initialisation).
     """
     from .gmm_em import GPU_ROWS, fit_gaussian_mixture
 
     if device == "gpu":
         import cupy
 
-        return fit_gaussian_mixture(cupy.asarray(features), 2, seed, rows=GPU_ROWS, xp=cupy)
-    return fit_gaussian_mixture(features, 2, seed)
+        return fit_gaussian_mixture(cupy.asarray(features), 2, seed, rows=GPU_ROWS, xp=cupy, init_labels=init_labels)
+    return fit_gaussian_mixture(features, 2, seed, init_labels=init_labels)
 
 
 def kmeans_decision(centres: np.ndarray, G: np.ndarray | None, space: str) -> Decision:
@@ -116,18 +120,18 @@ def gmm_decision(params: dict, G: np.ndarray | None, space: str, rtol: float = 1
 
 
 def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, seed: int = 42,
-        kmeans_backend: str = "sklearn", device: str = "cpu") -> FittedModel:
+        kmeans_backend: str = "sklearn", device: str = "cpu", init_labels: np.ndarray | None = None) -> FittedModel:
     """Fit ``method`` on the sample's features and return the model with its decision function
-    (``device`` 'gpu': the Gaussian mixture's EM on the GPU)."""
+    (``device`` 'gpu': the Gaussian mixture's EM on the GPU; ``init_labels``: see fit_gmm)."""
     import time
 
     t0 = time.perf_counter()
     if method == "kmeans":
-        centres = fit_kmeans(features, seed, kmeans_backend)
+        centres, labels = fit_kmeans(features, seed, kmeans_backend)
         model = FittedModel("kmeans", {"cluster_centers": centres, "backend": kmeans_backend},
-                            kmeans_decision(centres, G, space))
+                            kmeans_decision(centres, G, space), labels=labels)
     elif method == "gmm":
-        params = fit_gmm(features, seed, device)
+        params = fit_gmm(features, seed, device, init_labels)
         model = FittedModel("gmm", params, gmm_decision(params, G, space))
     else:
         raise ValueError(f"unknown clusterer {method!r}; use one of {CLUSTERERS}")

@@ -143,13 +143,16 @@ def _host(a, xp):
 
 
 def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 1e-3,
-                         reg_covar: float = 1e-6, max_iter: int = 100, rows: int = GMM_ROWS, xp=None) -> dict:
+                         reg_covar: float = 1e-6, max_iter: int = 100, rows: int = GMM_ROWS, xp=None,
+                         init_labels: np.ndarray | None = None) -> dict:
     """GaussianMixture(n_components, covariance_type='full', random_state=seed).fit(x), streamed.
 
     ``x`` (n, d) float64 features: numpy, or cupy (``xp``: its module), when the EM runs on the
     GPU (the k-means initialisation is scikit-learn's, on the host). Returns weights (k,), means
     (k, d), precisions_cholesky (k, d, d) as numpy arrays, converged, n_iter and lower_bound:
-    the attributes scikit-learn's model would have.
+    the attributes scikit-learn's model would have. ``init_labels`` (n,): the labels of
+    KMeans(n_components, random_state=seed) already fitted on the same ``x`` (the k-means
+    clusterer's own fit is that very model), used instead of fitting it again.
     """
     from sklearn.cluster import KMeans
 
@@ -158,7 +161,10 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     n, d = x.shape
     k = n_components
     rng = np.random.RandomState(seed)  # what scikit-learn's check_random_state(seed) hands to KMeans
-    labels = KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
+    if init_labels is None:
+        labels = KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
+    else:
+        labels = np.asarray(init_labels)
     parts = [(i, min(i + rows, n)) for i in range(0, n, rows)]
     shift = _host(x.mean(axis=0), xp)  # sums are taken about the sample mean (less cancellation)
     shift_x = xp.asarray(shift)

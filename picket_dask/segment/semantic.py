@@ -109,12 +109,14 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
                 sample.neighborhoods = None
             G = linear_operator(mode, gidx, num_sinusoids=params.num_sinusoids)
             space = "fft" if mode == "ffts" else "neighborhood"
-            for m, clusterer in pairs:
+            init = None  # k-means first: its fit is the mixture's k-means initialisation, not run twice
+            for m, clusterer in sorted(pairs, key=lambda p: p[1] != "kmeans"):
                 if m == mode:
                     model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend,
-                                    params.device)
+                                params.device, init)
+                    init, model.labels = (model.labels if clusterer == "kmeans" else init), None
                     fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
-            del f
+            del f, init
     return [fitted[p] for p in pairs]
 
 
