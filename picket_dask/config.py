@@ -73,7 +73,7 @@ class LocalizeParams(_Strict):
     halo_vox: Optional[int] = Field(None, ge=1, description="watershed halo per chunk face (default 2*min_distance+2)")
     particle_diameter_A: Optional[tuple[float, float]] = Field(
         DEFAULT_DIAMETER_A, description="particle-size prior, Angstrom (min, max): instances whose equivalent-sphere "
-        "diameter or longest extent falls outside [min/2, 1.5 max] are dropped (None: no prior, the reference)")
+        "diameter or longest extent falls outside [min/4, 1.5 max] are dropped (None: no prior, the reference)")
     context: Literal["auto", "off"] = Field(
         "auto", description="auto: mask gold/extreme density and membranes before instances; off: the reference")
     drop_face_touching: bool = Field(False, description="drop instances touching the x/y faces (cut particles, "

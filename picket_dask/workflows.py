@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ALL_WORKFLOWS, LocalizeParams, RunConfig, SegmentParams
+from .config import ALL_WORKFLOWS, DEFAULT_DIAMETER_A, LocalizeParams, RunConfig, SegmentParams
 from .errors import PicketError
 from .io.omezarr import read_attrs
 from .io.picks import picks_frame, write_all
@@ -177,7 +177,8 @@ def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], tim
     if cfg.localize.context != "auto":
         return lam.as_dict(), {"mode": "off"}
     with timings.stage("context"):
-        report = detect_context(image, lam, tomo.voxel_size, cfg.segment.sigma_vox)
+        dmax = (cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)[1]
+        report = detect_context(image, lam, tomo.voxel_size, f"semantic-{pair[0]}-{pair[1]}", cfg.segment.sigma_vox, dmax)
     if report.get("warning"):
         from .progress import note
 

@@ -14,9 +14,9 @@ from picket_dask.localize.size_prior import equivalent_diameter_A, min_distance_
 
 
 def test_equivalent_diameter_and_prior():
-    vox = np.pi / 6 * np.array([2.0, 6.0, 40.0]) ** 3  # spheres of 2, 6 and 40 voxels across
-    assert np.allclose(equivalent_diameter_A(vox, 10.0), [20.0, 60.0, 400.0])
-    extent = np.array([[2, 2, 2], [6, 6, 6], [40, 40, 40]])
+    vox = np.pi / 6 * np.array([1.0, 6.0, 40.0]) ** 3  # spheres of 1, 6 and 40 voxels across
+    assert np.allclose(equivalent_diameter_A(vox, 10.0), [10.0, 60.0, 400.0])
+    extent = np.array([[1, 1, 1], [6, 6, 6], [40, 40, 40]])
     assert size_keep(vox, extent, 10.0, (60.0, 400.0)).tolist() == [False, True, True]
     thin_long = size_keep(np.array([500.0]), np.array([[3, 3, 70]]), 10.0, (60.0, 400.0))
     assert not thin_long[0]  # 700 A long: a filament or a membrane piece, not a particle
@@ -96,3 +96,25 @@ def test_pr_curve_counts_each_truth_once():
     assert c.precision.round(3).tolist() == [1.0, 1.0, 0.667, 0.75]
     assert c.recall.tolist() == [0.5, 0.5, 0.5, 1.0]
     assert c.f1.idxmax() == 3 and c.score.tolist() == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_membrane_sheet_masked_particle_kept(rng):
+    from picket_dask.localize.membranes import membrane_mask
+
+    shape = (40, 64, 64)
+    vol = rng.normal(size=shape).astype(np.float32) * 0.5
+    zz, yy, xx = np.ogrid[:40, :64, :64]
+    sheet = np.broadcast_to(np.abs(xx - 0.3 * yy - 20) <= 1, shape)  # a tilted dense wall through the whole box
+    particle = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 50) ** 2 <= 9
+    vol[sheet] -= 2.0
+    vol[particle] -= 2.0
+    small = da.from_array(vol, chunks=20)
+    mask, rep = membrane_mask(small, 20.0, da.ones(shape, chunks=20, dtype=bool), polarity=-1, min_extent_A=400.0)
+    m = mask.compute()
+    assert rep["membranes"] >= 1
+    assert m[sheet].mean() > 0.8
+    assert not m[20, 40, 50]
+    # a bright sheet is not dense when particles are dark: nothing found with the wrong polarity's sign
+    mask2, _ = membrane_mask(da.from_array(-vol, chunks=20), 20.0, da.ones(shape, chunks=20, dtype=bool), polarity=1,
+                             min_extent_A=400.0)
+    assert (mask2.compute() == m).all()

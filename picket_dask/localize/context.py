@@ -1,4 +1,5 @@
-"""Context that is not particles, found and masked before instances: extreme density (gold).
+"""Context that is not particles, found and masked before instances: gold (extreme density) and
+membranes (sheet-like structures, localize/membranes.py).
 
 Gold fiducials (and other heavy-metal or very dense objects) are an order of magnitude denser
 than protein: after the method's blur they stand out of the ice by tens of noise SDs, while the
@@ -9,7 +10,7 @@ the extreme voxels are grown by ``margin_A`` (the bead's blurred rim and the bac
 streaks around it) with a ball, chunk by chunk with a halo of the same size.
 
 The mask is written as its own label image ``<image>/labels/context`` (uint8: 0 free, 1 extreme
-density; napari shows it) and every workflow's particle mask excludes it.
+density, 2 membrane; napari shows it) and every workflow's particle mask excludes it.
 
 Why by hand: scikit-image/dask-image give the filters (blur, dilation) used here, not the rule.
 """
@@ -23,11 +24,15 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..chunking import value_counts
+
 EXTREME = 1
+MEMBRANE = 2
 EXTREME_FACTOR = 4.0  # x the 99th percentile of |density - median|: the densest proteins (ribosomes) stay
 # below ~3x, gold beads reach 7-10x; the 99th percentile is not moved by gold unless it fills 1 % of the sample
-MAX_FRACTION = 0.2  # a mask larger than this is not gold: it is not applied
-CONTEXT_COLORS = [{"label-value": 0, "rgba": [0, 0, 0, 0]}, {"label-value": EXTREME, "rgba": [0, 160, 255, 200]}]
+MAX_FRACTION = 0.3  # a mask larger than this is not gold and membranes: it is not applied
+CONTEXT_COLORS = [{"label-value": 0, "rgba": [0, 0, 0, 0]}, {"label-value": EXTREME, "rgba": [0, 160, 255, 200]},
+                  {"label-value": MEMBRANE, "rgba": [160, 80, 255, 160]}]
 
 
 @dataclass
@@ -80,27 +85,54 @@ def extreme_density(image: da.Array, voxel_size_A: float, inside: da.Array, sigm
                                                 "the 99th percentile of |blurred - median| inside the sample"}})
 
 
-def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], sigma_vox: float = 2.0) -> dict:
+def particle_polarity(image: da.Array, semantic: da.Array, inside: da.Array) -> int:
+    """+1 if the particle class (label 1) is brighter than the background (label 0) inside the sample, else -1."""
+    from ..progress import compute
+
+    x = image.astype(np.float64)
+    semantic = semantic.rechunk(image.chunks)
+    inside = inside.rechunk(image.chunks)
+    p, b = (semantic == 1) & inside, (semantic == 0) & inside
+    sp, np_, sb, nb = compute(da.where(p, x, 0).sum(), p.sum(), da.where(b, x, 0).sum(), b.sum(),
+                              label="context: particle polarity")
+    return 1 if float(sp) / max(int(np_), 1) >= float(sb) / max(int(nb), 1) else -1
+
+
+def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], semantic_name: str,
+                   sigma_vox: float = 2.0, max_diameter_A: float = 400.0) -> dict:
     """Find the context of a converted tomogram and write ``<image>/labels/context``; return the report
-    (rule, levels, masked voxels and their share of the box, number of masked objects)."""
+    (rules, levels, masked voxels and their share of the box, number of masked objects)."""
     from ..io.omezarr import open_image, open_labels, write_labels
     from ..progress import compute
     from ..provenance import environment
     from .components import connected_components_chunked
+    from .membranes import bin_factor, binned, membrane_mask, upsample
 
     image, _, _ = open_image(image_path)
+    vs = float(np.max(voxel_size))
     inside = lamella.mask(image.chunks, extract=True)
-    ctx = extreme_density(image, float(np.max(voxel_size)), inside, sigma_vox)
-    meta = {"step": "context", "labels": {"0": "free", str(EXTREME): "extreme density (gold)"}, **ctx.report, **environment()}
-    write_labels(image_path, "context", ctx.labels, voxel_size, meta, colors=CONTEXT_COLORS)
+    semantic, _ = open_labels(image_path, semantic_name)
+    polarity = particle_polarity(image, semantic, inside)
+    f = bin_factor(vs)  # gold and membranes need no finer voxels than ~20 A: 8x fewer voxels at 10 A
+    small, inside_small = binned(image, inside, f)
+    gold = extreme_density(small, vs * f, inside_small, sigma_vox / f)
+    membranes, mrep = membrane_mask(small, vs * f, inside_small, polarity, min_extent_A=max_diameter_A)
+    small_labels = da.where(gold.labels > 0, np.uint8(EXTREME), da.where(membranes.rechunk(small.chunks), np.uint8(MEMBRANE), np.uint8(0)))
+    labels = upsample(small_labels.astype(np.uint8), f, image.shape, image.chunks)
+    report = {**gold.report, "binning": f, "membranes": {**mrep, "particle_polarity": polarity}}
+    meta = {"step": "context", "labels": {"0": "free", str(EXTREME): "extreme density (gold)", str(MEMBRANE): "membrane"},
+            **report, **environment()}
+    write_labels(image_path, "context", labels.astype(np.uint8), voxel_size, meta, colors=CONTEXT_COLORS)
     stored, _ = open_labels(image_path, "context")
-    n_vox = int(compute(stored.sum(dtype=np.int64), label="context: counting")[0])
+    counts = np.asarray(compute(value_counts(stored, 3), label="context: counting")[0])
+    n_vox = int(counts[1:].sum())
     n_obj = connected_components_chunked(stored > 0)[1] if n_vox else 0
     frac = n_vox / float(np.prod(image.shape))
-    report = {**ctx.report, "masked_voxels": n_vox, "masked_fraction": round(frac, 6), "objects": int(n_obj), "used": True}
-    if frac > MAX_FRACTION:  # not gold-like outliers: masking it would remove the sample itself
-        report.update(used=False, warning=f"the context mask covers {frac:.0%} of the volume, more than gold could: "
-                      "not applied (the density has no gold-like outliers; --context off skips the search)")
+    report.update(masked_voxels=n_vox, masked_fraction=round(frac, 6), gold_voxels=int(counts[EXTREME]),
+                  membrane_voxels=int(counts[MEMBRANE]), objects=int(n_obj), used=True)
+    if frac > MAX_FRACTION:  # not gold or membranes: masking it would remove the sample itself
+        report.update(used=False, warning=f"the context mask covers {frac:.0%} of the volume, more than gold and membranes "
+                      "could: not applied (--context off skips the search)")
     _set_report(image_path, report)
     return report
 

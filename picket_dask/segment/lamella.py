@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 TILE_VOX = 32  # tile edge in y and x, voxels: enough voxels per tile for a stable std, fine enough to follow a tilt
 MIN_STEP = 0.12  # ice must have >= 13 % more local std than vacuum (log units) ...
-MIN_STEP_NOISE = 3.0  # ... and the step must stand this many robust noise SDs above the profile's wiggles
+MIN_STEP_NOISE = 2.0  # ... and the step must stand this many robust noise SDs above the profile's wiggles
 MARGIN_FRACTION = 0.1  # extraction reaches this share of the ice thickness beyond each found surface
 
 
