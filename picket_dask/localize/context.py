@@ -22,9 +22,9 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-from scipy import ndimage as ndi
 
 from ..chunking import value_counts
+from .morphology import grow
 
 EXTREME = 1
 MEMBRANE = 2
@@ -41,17 +41,6 @@ class Context:
 
     labels: da.Array
     report: dict = field(default_factory=dict)
-
-
-def _ball(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    return (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= radius * radius
-
-
-def _grow(block: np.ndarray, radius: int) -> np.ndarray:
-    if radius <= 0 or not block.any():
-        return block
-    return ndi.binary_dilation(block, structure=_ball(radius))
 
 
 def robust_levels(blurred: da.Array, inside: da.Array, stride: int = 4) -> tuple[float, float]:
@@ -78,7 +67,7 @@ def extreme_density(image: da.Array, voxel_size_A: float, inside: da.Array, sigm
     thr = EXTREME_FACTOR * q
     radius = int(np.ceil(margin_A / voxel_size_A))
     core = (abs(blurred - med) > thr) & inside.rechunk(blurred.chunks)
-    grown = core.map_overlap(_grow, depth=radius, boundary=False, radius=radius, dtype=bool)
+    grown = core.map_overlap(grow, depth=radius, boundary=False, radius=radius, dtype=bool)
     labels = grown.astype(np.uint8) * np.uint8(EXTREME)
     return Context(labels, {"extreme_density": {"median": med, "q99_abs_dev": q, "threshold_abs_dev": thr,
                                                 "margin_A": margin_A, "rule": f"|blurred - median| > {EXTREME_FACTOR} x "

@@ -17,7 +17,7 @@ from ..io.omezarr import open_labels, write_labels
 from ..progress import compute
 from ..provenance import Timings, environment
 from ..segment.lamella import Lamella
-from .centroids import InstanceTable, instance_table, relabel, size_filter
+from .centroids import InstanceTable, instance_table, relabel
 from .components import connected_components_chunked
 from .context import context_mask
 from .mask import particle_mask

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from scipy import ndimage as ndi
+
+from .morphology import grow
 
 MEMBRANE_SIGMA_A = 40.0  # Hessian scale: a bilayer's thickness
 BIN_TARGET_A = 20.0      # binned voxel size the filter runs at
@@ -48,14 +49,6 @@ def bin_factor(voxel_size_A: float) -> int:
 
 def _upsample(block: np.ndarray, f: int) -> np.ndarray:
     return np.repeat(np.repeat(np.repeat(block, f, 0), f, 1), f, 2)
-
-
-def _grow(block: np.ndarray, radius: int) -> np.ndarray:
-    if radius <= 0 or not block.any():
-        return block
-    r = np.arange(-radius, radius + 1)
-    ball = (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= radius * radius
-    return ndi.binary_dilation(block, structure=ball)
 
 
 def binned(image: da.Array, inside: da.Array, f: int) -> tuple[da.Array, da.Array]:
@@ -117,4 +110,4 @@ def membrane_mask(small: da.Array, voxel_A: float, inside: da.Array, polarity: i
     report["membranes"] = int(is_membrane.sum())
     radius = int(np.ceil(margin_A / voxel_A))
     mask = labels.map_blocks(lambda b, lut=is_membrane: lut[b], dtype=bool)
-    return mask.map_overlap(_grow, depth=radius, boundary=False, radius=radius, dtype=bool), report
+    return mask.map_overlap(grow, depth=radius, boundary=False, radius=radius, dtype=bool), report
