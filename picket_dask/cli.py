@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
     r.add_argument("--classify", action="store_true", help="last stage: sort each workflow's picks into classes "
                    "(OUT/NAME/classes/WF; see picket-dask classify)")
-    r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default 15)")
+    r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default: the size prior's "
+                   "smallest diameter; 15 in the reference preset)")
     r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")
     r.add_argument("--max-size-vox", type=int, help="drop instances larger than this many voxels")
     _cluster_args(r)
@@ -355,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--extractor", default="cc", choices=["cc", "ws"])
     lo.add_argument("--particle-id", type=int, default=1, help="label value of the particles (default 1)")
     lo.add_argument("--z-extract", nargs=2, type=int, metavar=("LB", "UB"))
-    lo.add_argument("--min-distance-vox", type=int, default=15)
+    lo.add_argument("--min-distance-vox", type=int, help="watershed peak spacing (default: from the size prior)")
     lo.add_argument("--out", default="picks")
     _cluster_args(lo)
     lo.set_defaults(func=cmd_localize, cluster="threads")

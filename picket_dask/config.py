@@ -26,7 +26,7 @@ DEFAULT_DIAMETER_A = (60.0, 400.0)
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
 REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size"}
-REFERENCE_LOCALIZE = {"particle_diameter_A": None, "context": "off", "min_score": None,
+REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": 15, "context": "off", "min_score": None,
                       "max_picks": None}
 
 
@@ -66,7 +66,9 @@ class LocalizeParams(_Strict):
     """Step 2 (instances and centroids)."""
 
     z_extract: Optional[tuple[Optional[int], Optional[int]]] = Field(None, description="keep mask in z slices [lower, upper]")
-    min_distance_vox: int = Field(15, ge=1, description="watershed: min distance between distance-map peaks, voxels")
+    min_distance_vox: Optional[int] = Field(
+        None, ge=1, description="watershed: min distance between distance-map peaks, voxels (None: the size prior's "
+        "smallest diameter in voxels, or the reference's 15 without a prior)")
     exclude_border: bool = Field(False, description="watershed: drop peaks within min_distance of a face (skimage default)")
     min_size_vox: int = Field(0, ge=0, description="drop instances smaller than this (0: keep all, the reference)")
     max_size_vox: Optional[int] = Field(None, ge=1, description="drop instances larger than this (None: keep all)")

@@ -20,7 +20,7 @@ def test_equivalent_diameter_and_prior():
     assert size_keep(vox, extent, 10.0, (60.0, 400.0)).tolist() == [False, True, True]
     thin_long = size_keep(np.array([500.0]), np.array([[3, 3, 70]]), 10.0, (60.0, 400.0))
     assert not thin_long[0]  # 700 A long: a filament or a membrane piece, not a particle
-    assert min_distance_vox((60.0, 400.0), 10.0) == 3
+    assert min_distance_vox((60.0, 400.0), 10.0) == 6
 
 
 def test_scores_rank_dense_blobs_first(rng):

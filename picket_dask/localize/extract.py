@@ -22,7 +22,7 @@ from .components import connected_components_chunked
 from .context import context_mask
 from .mask import particle_mask
 from .score import background_moments, instance_means, score_instances
-from .size_prior import size_keep
+from .size_prior import min_distance_vox, size_keep
 from .watershed import fill_unreached, watershed_chunked
 
 EXTRACTORS = ("cc", "ws")
@@ -40,15 +40,29 @@ class Instances:
     contrast: np.ndarray | None = None
 
 
+def peak_spacing_vox(params: LocalizeParams, voxel_size_A: float) -> int:
+    """The watershed's min_distance: given, else the size prior's smallest diameter (two particles'
+    centres are at least that far apart), else the reference's 15 voxels."""
+    if params.min_distance_vox is not None:
+        return int(params.min_distance_vox)
+    if params.particle_diameter_A is not None:
+        return min_distance_vox(params.particle_diameter_A, voxel_size_A)
+    return 15
+
+
 def instances_from_mask(mask: da.Array, extractor: str, params: LocalizeParams,
-                        scratch: str | None = None) -> tuple[da.Array, int, dict]:
+                        scratch: str | None = None, voxel_size_A: float = 1.0) -> tuple[da.Array, int, dict]:
     """Lazy uint32 instances of a boolean mask and the number of ids used (``scratch``: a folder
     the watershed may cache distance maps in until its instances are stored)."""
     if extractor == "cc":
         labels, n = connected_components_chunked(mask)
         return labels, n, {"components": n}
     if extractor == "ws":
-        return watershed_chunked(mask, params.min_distance_vox, params.halo_vox, params.exclude_border, scratch)
+        md = peak_spacing_vox(params, voxel_size_A)
+        halo = params.halo_vox
+        if halo is None and params.particle_diameter_A is not None:  # a basin can be as large as the largest particle
+            halo = max(2 * md + 2, int(np.ceil(params.particle_diameter_A[1] / voxel_size_A)))
+        return watershed_chunked(mask, md, halo, params.exclude_border, scratch)
     raise ValueError(f"unknown extractor {extractor!r}; use one of {EXTRACTORS}")
 
 
@@ -98,7 +112,8 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     with timings.stage(extractor):
         scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
         try:
-            labels, n, rep = instances_from_mask(mask, extractor, params, str(scratch))
+            labels, n, rep = instances_from_mask(mask, extractor, params, str(scratch),
+                                                 float(np.max(voxel_size or (1.0, 1.0, 1.0))))
             report.update(rep)
             base = dict(step="instances", extractor=extractor, semantic=semantic_name, params=params.model_dump(mode="json"))
             path = write_labels(image_path, instance_name, labels, voxel_size or (1.0, 1.0, 1.0), {**base, **environment()})
