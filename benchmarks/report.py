@@ -48,6 +48,9 @@ from those files. Machine: 2 cores, 24 GiB, no GPU (x86_64), numpy + OpenBLAS as
 | `vs_blur.py` | twelve workflows vs one blur | `python benchmarks/vs_blur.py` |
 | `larger_than_memory.py` | 4 GiB tomogram, one 1 GiB worker | `python benchmarks/larger_than_memory.py` |
 | `accuracy.py` | F1 of all workflows, sparse and crowded | `python benchmarks/accuracy.py [--fit-on 3] [--orientation auto]` |
+| `stages.py` | stage table of `run`, all twelve and the defaults | `python benchmarks/stages.py [TOMO] [--large] [--device cpu\|gpu] [--repeats N]` |
+| `sample_size.py` | label agreement vs the 1M-voxel fit at 100k-500k | `python benchmarks/sample_size.py [TOMO ...]` |
+| `fit_speed.py` | six fits: EM before/after a commit, BLAS thread limit, busy process | `python benchmarks/fit_speed.py [--voxels N] [--busy]` |
 
 """
 
