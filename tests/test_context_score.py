@@ -6,7 +6,6 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage as ndi
 
 from picket_dask.localize.context import extreme_density
 from picket_dask.localize.score import background_moments, instance_means, score_instances
