@@ -71,7 +71,7 @@ def test_defaults_and_reference_end_to_end(tmp_path):
     from picket_dask.workflows import run
 
     files = simulate(tmp_path / "sim", "tiny", seed=5)
-    res = run(files["tomogram"], tmp_path / "out", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=40_000)[0]
+    res = run(files["tomogram"], tmp_path / "out", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=20_000)[0]
     doc = json.loads(res.run_json.read_text())
     assert doc["config"]["preset"] == "default" and "lamella" in doc and doc["context"]["mode"] == "auto"
     df = pd.read_csv(res.picks["gabor-gmm-cc"]["csv"], comment="#")
@@ -79,7 +79,7 @@ def test_defaults_and_reference_end_to_end(tmp_path):
     assert (np.diff(df.score.to_numpy()) <= 0).all()
     star = open(res.picks["gabor-gmm-cc"]["star"]).read()
     assert "rlnAutopickFigureOfMerit" in star
-    ref = run(files["tomogram"], tmp_path / "ref", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=40_000, preset="reference")[0]
+    ref = run(files["tomogram"], tmp_path / "ref", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=20_000, preset="reference")[0]
     rdoc = json.loads(ref.run_json.read_text())
     assert rdoc["config"]["preset"] == "reference" and rdoc["context"] == {"mode": "off"} and not rdoc["lamella"]["found"]
     sem = json.loads((ref.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]
