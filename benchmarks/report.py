@@ -12,7 +12,9 @@ R = Path(__file__).parent / "results"
 
 def md(df: pd.DataFrame) -> str:
     """A markdown table (pandas' to_markdown needs tabulate; not worth a dependency for this)."""
-    fmt = lambda v: (f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}") if isinstance(v, float) else str(v)
+    def fmt(v) -> str:
+        return (f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}") if isinstance(v, float) else str(v)
+
     rows = [" | ".join(map(str, df.columns))] + [" | ".join(["---"] * len(df.columns))]
     rows += [" | ".join(fmt(v) for v in r) for r in df.itertuples(index=False)]
     return "\n".join(f"| {r} |" for r in rows)

@@ -7,7 +7,6 @@ gabor-gmm-cc (one `run`, sharing preprocessing and the sample) in a fresh proces
 """
 
 import argparse
-import os
 import shutil
 from pathlib import Path
 

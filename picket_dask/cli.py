@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from .config import ALL_WORKFLOWS, DEFAULT_WORKFLOWS, RunConfig, load_config
 from .errors import PicketError
+from .io.atomic import check_writable, ensure_dir, ensure_parent
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +38,7 @@ def cmd_convert(args) -> int:
     from .io.tomogram import convert
 
     t0 = time.perf_counter()
+    check_writable(Path(args.output), args.overwrite)  # before a cluster starts
     with _client(args):
         out = convert(args.input, args.output, chunks=args.chunks, voxel_size=args.voxel_size, overwrite=args.overwrite, ngff=args.ngff)
     print(f"wrote {out} ({time.perf_counter() - t0:.1f} s)")
@@ -119,6 +120,7 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     if not cfg.tomograms:
         raise PicketError("run", "no tomograms given", "name MRC/REC files, .zarr images or folders, or list them in --config")
+    ensure_dir(cfg.out)  # an output folder that cannot be created: one line, before a cluster starts
     with _client(args):
         results = run(cfg.tomograms, cfg.out, config=cfg)
     for r in results:
@@ -155,6 +157,7 @@ def cmd_segment(args) -> int:
     for f, c in pairs:
         if f not in ("intensities", "ffts", "gabor") or c not in ("kmeans", "gmm"):
             raise PicketError(f"{f}-{c}", "is not a segmentation", "use --features intensities|ffts|gabor and --clusterers kmeans|gmm")
+    ensure_dir(args.out)
     with _client(args):
         images = segment_only(args.tomograms, args.out, pairs, cfg)
     for im in images:
@@ -168,6 +171,7 @@ def cmd_localize(args) -> int:
     cfg = RunConfig()
     cfg.localize.z_extract = _bounds(args.z_extract)
     cfg.localize.min_distance_vox = args.min_distance_vox
+    ensure_dir(args.out)
     with _client(args):
         paths = localize_only(args.image, args.labels, args.extractor, args.out, cfg, args.particle_id)
     print("\n".join(f"{k}: {v}" for k, v in paths.items()))
@@ -179,6 +183,9 @@ def cmd_evaluate(args) -> int:
 
     from .evaluate import evaluate_files, evaluate_run, plot_scores
 
+    for out in (args.csv, args.plot):  # check before scoring, not after
+        if out:
+            ensure_parent(out)
     if len(args.picks) == 1 and Path(args.picks[0]).is_dir():
         df = evaluate_run(args.picks[0], args.truth, args.threshold_A)
         csv = args.csv or Path(args.picks[0]) / "scores.csv"
@@ -236,6 +243,7 @@ def cmd_preview(args) -> int:
     from .evaluate import zyx
     from .preview import preview
 
+    ensure_parent(args.out)
     picks = zyx(read_points(args.picks)) if args.picks else None
     out = preview(args.image, args.labels, picks, args.out)
     print(f"wrote {out}")
@@ -255,6 +263,7 @@ def cmd_view(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import demo
 
+    ensure_dir(args.out)
     with _client(args):
         demo(args.out, preset=args.preset, seed=args.seed, scene=args.scene, dose=args.dose)
     return 0
@@ -404,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PicketError as exc:
         print(f"picket-dask: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a file system refusal not caught where it happened: still one line
+        if not exc.filename:
+            raise
+        print(f"picket-dask: error: {exc.filename}: {exc.strerror or type(exc).__name__}; check the path, its "
+              "permissions and the free space there", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("picket-dask: interrupted", file=sys.stderr)

@@ -38,7 +38,22 @@ def get_client(cluster: str = "local", scheduler: str | None = None, workers: in
     finally:
         client.close()
         if cl is not None:  # only what we started
-            cl.close()
+            _close_quietly(cl)
+
+
+def _close_quietly(cluster) -> None:
+    """Close a cluster this process started. Its workers are idle by then; on a busy machine one may
+    take longer than the nanny's 4 s to exit and is killed with a WARNING log line that tells the user
+    nothing (no work is lost), printed after the results: keep that line off the terminal."""
+    import logging
+
+    log = logging.getLogger("distributed.nanny")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        cluster.close()
+    finally:
+        log.setLevel(level)
 
 
 def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs: int, quiet: bool):
@@ -56,7 +71,7 @@ def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs
         from distributed import LocalCluster
 
         return LocalCluster(n_workers=workers, threads_per_worker=threads, memory_limit=memory_limit,
-                            dashboard_address=":0" if quiet else ":8787")
+                            dashboard_address=_dashboard_address(quiet))
     if cluster in ("slurm", "pbs", "lsf"):
         try:
             import dask_jobqueue
@@ -67,6 +82,21 @@ def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs
         cl.scale(jobs=jobs)
         return cl
     raise PicketError(f"--cluster {cluster}", "unknown cluster kind", f"use one of {', '.join(CLUSTER_KINDS)}")
+
+
+def _dashboard_address(quiet: bool) -> str:
+    """dask's usual dashboard port 8787 when it is free, else any free port (the link printed says
+    which), instead of distributed's "Port 8787 is already in use" warning amid the progress lines."""
+    if quiet:
+        return ":0"
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("", 8787))
+        except OSError:
+            return ":0"
+    return ":8787"
 
 
 def _say(msg: str, quiet: bool) -> None:

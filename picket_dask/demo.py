@@ -10,6 +10,7 @@ import pandas as pd
 
 from .config import DEFAULT_WORKFLOWS
 from .evaluate import evaluate_files
+from .io.atomic import ensure_dir
 from .io.picks import read_points
 from .evaluate import zyx
 from .preview import preview
@@ -21,7 +22,7 @@ def demo(out: str | Path = "picket-demo", preset: str = "small", seed: int = 0, 
          scene: str = "realistic", dose: float | None = None) -> pd.DataFrame:
     """Run the demo into ``out``; print and return the score table. ``dose``: total e/A^2 (realistic scene)."""
     t0 = time.perf_counter()
-    out = Path(out)
+    out = ensure_dir(out)
     files = simulate(out / "data", preset, seed, scene=scene, dose=dose)
     print(f"[picket-dask] simulated {files['tomogram']} ({time.perf_counter() - t0:.1f} s)")
     print(f"[picket-dask] {_describe(json.loads(files['info'].read_text()))}")

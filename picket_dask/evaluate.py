@@ -104,17 +104,17 @@ def find_truth(truth, name: str):
 
 def evaluate_run(results_dir, truth, threshold_A: float = 100.0) -> pd.DataFrame:
     """Scores of every workflow of every tomogram under a run's output folder (one row each)."""
-    import json
     from pathlib import Path
 
     from .errors import PicketError
+    from .io.results import RUN_JSON, read_run
 
-    runs = sorted(Path(results_dir).glob("*/run.json"))
+    runs = sorted(Path(results_dir).glob(f"*/{RUN_JSON}"))
     if not runs:
         raise PicketError(results_dir, "holds no run.json", "give the --out folder of `picket-dask run`")
     rows = []
     for rj in runs:
-        doc = json.loads(rj.read_text())
+        doc = read_run(rj.parent)  # picks paths resolved against the tomogram's folder
         tfile = find_truth(truth, doc["name"])
         for wf, paths in doc["picks"].items():
             s = evaluate_files(paths["csv"], tfile, doc["shape_zyx"], doc["voxel_size_A"], threshold_A)
@@ -192,6 +192,8 @@ def plot_scores(table: pd.DataFrame, png, metric: str = "f1"):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .io.atomic import ensure_parent
+
     order = table.groupby("workflow")[metric].median().sort_values(ascending=False).index.tolist()
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * len(order) + 2), 4.5))
     ax.boxplot([table.loc[table.workflow == w, metric].to_numpy() for w in order], showmeans=True)
@@ -203,7 +205,6 @@ def plot_scores(table: pd.DataFrame, png, metric: str = "f1"):
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{metric} per workflow ({table.tomogram.nunique()} tomograms)")
     fig.tight_layout()
-    Path(png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=90)
+    fig.savefig(ensure_parent(png), dpi=90)
     plt.close(fig)
     return Path(png)

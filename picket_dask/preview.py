@@ -16,8 +16,10 @@ def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.nda
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .io.atomic import ensure_parent
     from .io.omezarr import open_image, open_labels
 
+    out_png = ensure_parent(out_png)
     data, vs, _ = open_image(image_path)
     lamella = None
     if semantic_name:
@@ -61,8 +63,6 @@ def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.nda
         ax.set_ylabel("y (voxels)" if cut_axis == 0 else "z (voxels)")
     fig.suptitle(title or Path(image_path).name)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=90)
     plt.close(fig)
     return out_png

@@ -38,6 +38,15 @@ def note(message: str) -> None:
         print(f"[picket-dask] {message}", file=sys.stderr, flush=True)
 
 
+def by_reference(obj: Any) -> Any:
+    """``obj`` for many tasks to share without a copy in each task or in the graph: with a
+    distributed Client it is scattered to the cluster once and the tasks get a reference (a
+    graph holding a large array makes distributed warn "Sending large graph"); on the local
+    scheduler the object itself, which tasks share in memory."""
+    client = active_client()
+    return obj if client is None else client.scatter(obj, hash=False)
+
+
 def compute(*collections: Any, label: str = "") -> tuple:
     """``dask.compute`` with a progress bar labelled ``label``; returns the results as a tuple."""
     client = active_client()

@@ -11,7 +11,6 @@ each segmentation serves both extractors. Output layout, per tomogram NAME under
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,10 @@ import numpy as np
 
 from .config import ALL_WORKFLOWS, DEFAULT_DIAMETER_A, LocalizeParams, RunConfig, SegmentParams
 from .errors import PicketError
+from .io.atomic import ensure_dir
 from .io.omezarr import read_attrs
 from .io.picks import picks_frame, write_all
+from .io.results import RUN_JSON, read_run, write_run
 from .io.copick_io import is_copick
 from .io.tomogram import convert, is_zarr, open_tomogram, source_id, source_stamp, tomogram_name
 from .localize.extract import localize
@@ -80,8 +81,7 @@ def _semantic_done(image: Path, name: str, params: SegmentParams, shared_fit: st
 def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings):
     """Validate the input and convert it into ``out/NAME/NAME.zarr`` (skipped when already done)."""
     name = tomogram_name(path)
-    tdir = out / name
-    tdir.mkdir(parents=True, exist_ok=True)
+    tdir = ensure_dir(out / name)
     image = tdir / f"{name}.zarr"
     with timings.stage("convert"):
         open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
@@ -138,18 +138,15 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     if is_copick(path):
         with timings.stage("copick_write"):
             res.copick = write_back_copick(path, image, tomo, cfg, res)
-    res.run_json = tdir / "run.json"
-    if res.run_json.exists():  # keep the earlier runs' workflows whose outputs are still there
-        old = json.loads(res.run_json.read_text())
+    if (tdir / RUN_JSON).exists():  # keep the earlier runs' workflows whose outputs are still there
+        old = read_run(tdir)
         for wf, paths in old.get("picks", {}).items():
             if wf not in res.picks and all(Path(p).exists() for p in paths.values()):
                 res.picks[wf], res.counts[wf] = paths, old["n_picks"][wf]
     doc = {"tomogram": source_id(path), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
            "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "shared_fit": shared_fit,
            "segmentations": seg_meta, "lamella": lamella, "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
-    tmp = tdir / ".run.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=2, default=str))
-    tmp.replace(res.run_json)
+    res.run_json = write_run(tdir, doc)  # image and picks paths relative to tdir: the folder can be moved
     return res
 
 
@@ -240,7 +237,7 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
     paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
     for p in paths:  # fail fast, before any work, on a bad input among many
         open_tomogram(p, cfg.chunks, cfg.voxel_size)
-    out = Path(out)
+    out = ensure_dir(out)  # and on an output folder that cannot be created
     models, shared = None, None
     if cfg.fit_on:
         fit_paths = paths[: cfg.fit_on]
@@ -258,6 +255,7 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
 def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: RunConfig | None = None) -> list[Path]:
     """Step 1 alone: convert each tomogram into ``out/NAME/NAME.zarr`` and write its semantic labels."""
     cfg = cfg or RunConfig()
+    ensure_dir(out)
     images = []
     for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
         timings = Timings()
@@ -274,6 +272,7 @@ def localize_only(image: str | Path, semantic_name: str, extractor: str, out: st
 
     cfg = cfg or RunConfig()
     data, vs, _ = open_image(image)
+    ensure_dir(out)  # before the work, not after it
     inst = localize(image, semantic_name, extractor, cfg.localize, vs, particle_id=particle_id,
                     instance_name=f"{semantic_name.replace('semantic-', 'instances-')}-{extractor}")
     df = picks_frame(inst.table.centroids, vs, inst.table.counts, inst.table.ids, inst.scores, inst.contrast)

@@ -94,6 +94,20 @@ def test_nan_leaves_nothing(tmp_path, vol, capsys):
     assert list(tmp_path.iterdir()) == [tmp_path / "n.mrc"]
 
 
+def test_nan_and_inf_one_message(tmp_path, vol, capsys):
+    """Writing NaN/inf prints nothing (mrcfile's header statistics warned twice); running on the file
+    is one line, nothing before it."""
+    import warnings
+
+    vol[5, 5, 5], vol[6, 6, 6] = np.nan, np.inf
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_mrc(tmp_path / "n.mrc", vol, 10)
+    assert not caught, [str(w.message) for w in caught]
+    err = _err(capsys, ["run", str(tmp_path / "n.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads"])
+    assert err.startswith("picket-dask: error: ") and "NaN" in err
+
+
 def test_missing_voxel_size(tmp_path, vol, capsys):
     write_mrc(tmp_path / "z.mrc", vol, 0)
     err = _err(capsys, ["convert", str(tmp_path / "z.mrc"), str(tmp_path / "o.zarr")])

@@ -1,6 +1,5 @@
 """The quickstart notebook runs headless, top to bottom."""
 
-import os
 from pathlib import Path
 
 import pytest

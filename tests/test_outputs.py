@@ -3,12 +3,11 @@
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 import starfile
 import yaml
 
-from picket_dask.config import RunConfig, from_reference, load_config
+from picket_dask.config import from_reference, load_config
 from picket_dask.errors import PicketError
 from picket_dask.evaluate import score, threshold_vox
 from picket_dask.io.picks import picks_frame, read_points, write_all

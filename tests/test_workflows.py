@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,9 @@ def test_run_on_local_cluster(tmp_path, sim_tiny):
 
 
 def test_napari_layers_have_data_and_scale(result):
+    """What `picket-dask view` opens, built without napari: the image, the first workflow's particles
+    shown and every other label layer hidden, picks on every slice their particle spans, z/y/x in
+    Angstrom, and no keyword napari has deprecated."""
     from picket_dask.view import layers
 
     ls = layers(result.run_json.parent)
@@ -105,10 +109,136 @@ def test_napari_layers_have_data_and_scale(result):
     assert kinds[0] == "image" and kinds.count("points") == 3 and kinds.count("labels") == 5
     for data, kw, kind in ls:
         assert kw["scale"] == (10.0, 10.0, 10.0)
+        assert kw["axis_labels"] == ("z", "y", "x") and kw["units"] == ("angstrom",) * 3
+        assert not {"out_of_slice_display", "n_dimensional", "edge_color", "edge_width"} & set(kw)
         if kind in ("image", "labels"):
             assert tuple(data.shape) == tuple(result.shape)
-    pts = next(d for d, kw, k in ls if kw["name"] == "picks-gabor-kmeans-cc")
-    assert pts.shape == (result.counts["gabor-kmeans-cc"], 3)
+    shown = {kw["name"] for _, kw, k in ls if k == "labels" and kw["visible"]}
+    assert shown == {"instances-gabor-kmeans-cc"}  # the first workflow's particles
+    sem = next(kw for _, kw, k in ls if kw["name"] == "semantic-gabor-kmeans")
+    assert None in sem["colormap"]  # napari's default entry: no "did not provide a default color"
+    pts, kw = next((d, kw) for d, kw, k in ls if kw["name"] == "picks-gabor-kmeans-cc")
+    assert kw["visible"] and len(kw["size"]) == len(pts) == len(kw["features"]["pick"])
+    picks = pd.read_csv(result.picks["gabor-kmeans-cc"]["csv"], comment="#")
+    assert set(kw["features"]["pick"]) == set(picks["id"])  # every pick is drawn
+    per_pick = pd.Series(kw["features"]["pick"]).value_counts()
+    assert per_pick.median() >= 3  # on several slices, not only the one nearest its centroid
+    from scipy.ndimage import find_objects
+
+    inst = next(d for d, kw, k in ls if kw["name"] == "instances-gabor-kmeans-cc").compute()
+    boxes = find_objects(inst)
+    ratio = []
+    for pid, z in zip(picks["id"], picks["z"]):  # rings about as many slices as the particle spans
+        ring_z = pts[kw["features"]["pick"] == pid, 0]
+        assert round(z) in ring_z
+        zs = boxes[pid - 1][0]
+        ratio.append(len(ring_z) / (zs.stop - zs.start))
+    assert 0.6 <= np.median(ratio) <= 1.5, ratio
+
+
+def test_pick_rings_are_sphere_cross_sections():
+    from picket_dask.view import pick_rings
+
+    r = 5.0  # a sphere of radius 5 voxels at z = 20.3; 10 A voxels in y and x, 20 A in z
+    picks = pd.DataFrame({"z": [20.3, 0.2], "y": [30.0, 5.0], "x": [40.0, 6.0],
+                          "size_vox": [4 / 3 * np.pi * r**3 / 2, 0], "id": [7, 8]})
+    rings, diam, ids = pick_rings(picks, (20.0, 10.0, 10.0), (64, 64, 64))
+    z7 = rings[ids == 7, 0]
+    assert list(z7) == [18.0, 19.0, 20.0, 21.0, 22.0]  # |z - 20.3| * 20 A <= 50 A
+    assert np.all(rings[ids == 7, 1:] == [30.0, 40.0])
+    np.testing.assert_allclose(diam[ids == 7], 2 * np.sqrt(np.maximum(r**2 - ((z7 - 20.3) * 2) ** 2, 0)), atol=1e-9)
+    assert diam[ids == 7].max() == pytest.approx(2 * np.sqrt(25 - 0.36))
+    assert rings[ids == 8, 0].min() == 0 and len(rings[ids == 8]) >= 1  # no size: a default ring, clipped to the volume
+
+
+def test_moved_results_still_open(tmp_path, monkeypatch, sim_tiny, capsys):
+    """run.json's paths are relative to its folder: a moved result folder opens from anywhere."""
+    import shutil
+
+    from picket_dask.evaluate import evaluate_run
+    from picket_dask.view import layers
+
+    (tmp_path / "started_here").mkdir()
+    monkeypatch.chdir(tmp_path / "started_here")
+    res = run(sim_tiny["tomogram"], "out", ["intensities-kmeans-cc"], chunks=32, max_fit_voxels=20_000)[0]
+    doc = json.loads(res.run_json.read_text())
+    assert doc["image"] == f"{res.name}.zarr" and doc["picks"]["intensities-kmeans-cc"]["csv"] == "picks/intensities-kmeans-cc.csv"
+    shutil.move(tmp_path / "started_here" / "out", tmp_path / "moved")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    moved = tmp_path / "moved" / res.name
+    ls = layers(moved)
+    assert [kw["name"] for _, kw, _ in ls][0] == res.name and len(ls) == 4
+    scores = evaluate_run(tmp_path / "moved", sim_tiny["truth_csv"])
+    assert scores.loc[0, "n_picks"] == res.counts["intensities-kmeans-cc"]
+    assert main(["evaluate", str(tmp_path / "moved"), "--truth", str(sim_tiny["truth_csv"])]) == 0
+    again = run(sim_tiny["tomogram"], tmp_path / "moved", ["intensities-kmeans-ws"], chunks=32, max_fit_voxels=20_000)[0]
+    assert set(again.picks) == {"intensities-kmeans-cc", "intensities-kmeans-ws"}  # the earlier workflow kept
+
+
+def test_semantic_labels_have_no_colour_table_without_default(result):
+    """napari warns "color_dict did not provide a default color" for any colour table without a None
+    entry, which image-label colors (integer label-values) cannot hold: none is written."""
+    attrs = json.loads((result.image / "labels" / "semantic-gabor-kmeans" / ".zattrs").read_text())
+    colors = attrs["image-label"].get("colors", [])
+    assert not colors or any(c.get("label-value") is None for c in colors)
+
+
+BAD_OUT = ["proc", "file"]
+
+
+def _bad_out(kind, tmp_path):
+    if kind == "proc":
+        if not Path("/proc").is_dir():
+            pytest.skip("no /proc")
+        return Path("/proc/picket-dask-nope")
+    (tmp_path / "a_file").write_text("x")
+    return tmp_path / "a_file" / "out"
+
+
+@pytest.mark.parametrize("kind", BAD_OUT)
+@pytest.mark.parametrize("command", ["run", "convert", "segment", "localize", "evaluate", "preview", "demo"])
+def test_output_folder_that_cannot_be_created(command, kind, tmp_path, sim_tiny, result, capsys):
+    """One line naming the folder and the fix, exit 2, before any work, for every command that writes."""
+    bad = _bad_out(kind, tmp_path)
+    tomo, image = str(sim_tiny["tomogram"]), str(result.image)
+    csv = result.picks["gabor-kmeans-cc"]["csv"]
+    argv = {
+        "run": ["run", tomo, "--out", str(bad), "--cluster", "threads"],
+        "convert": ["convert", tomo, str(bad / "t.zarr")],
+        "segment": ["segment", tomo, "--out", str(bad), "--cluster", "threads"],
+        "localize": ["localize", image, "--labels", "semantic-gabor-kmeans", "--out", str(bad)],
+        "evaluate": ["evaluate", csv, "--truth", str(sim_tiny["truth_csv"]), "--shape", "48", "96", "96",
+                     "--voxel-size", "10", "--csv", str(bad / "scores.csv")],
+        "preview": ["preview", image, "--out", str(bad / "p.png")],
+        "demo": ["demo", "--out", str(bad), "--cluster", "threads"],
+    }[command]
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1 and not out.out, out
+    assert lines[0].startswith(f"picket-dask: error: {bad}") and "cannot create the output folder" in lines[0]
+    assert "writable output location" in lines[0]
+
+
+def test_run_refuses_an_uncreatable_output_before_any_work(tmp_path, sim_tiny):
+    from picket_dask.errors import PicketError
+
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(PicketError, match="cannot create the output folder"):
+        run(sim_tiny["tomogram"], tmp_path / "a_file" / "out", ["intensities-kmeans-cc"])
+
+
+@pytest.mark.slow
+def test_demo_prints_progress_and_the_table_only(tmp_path):
+    """`picket-dask demo` on its default LocalCluster: stderr is progress lines, stdout the results
+    (no "Sending large graph", no RuntimeWarning, no traceback)."""
+    code = subprocess.run([sys.executable, "-m", "picket_dask.cli", "demo", "--preset", "tiny", "--out", str(tmp_path / "d"),
+                           "--workers", "2", "--threads", "1"], capture_output=True, text=True, timeout=600)
+    assert code.returncode == 0, code.stderr[-2000:]
+    stray = [line for line in code.stderr.splitlines() if not line.startswith("[picket-dask] ")]
+    assert not stray, code.stderr
+    assert "F1" in code.stdout and "Warning" not in code.stdout
 
 
 def test_resume_notices_a_changed_input(tmp_path, sim_tiny):

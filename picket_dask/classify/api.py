@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PicketError
+from ..io.results import RUN_JSON, read_run
 from ..provenance import Timings, environment
 from . import descriptors as dsc
 from .cluster import check_k, cluster, parse_classes
@@ -50,10 +51,10 @@ def resolve(result_dir: str | Path, workflow: str) -> tuple[Path, Path, dict]:
     if not tdir.is_dir():
         raise PicketError(tdir, "is not a result folder", "give OUT/NAME, a tomogram's folder written by `picket-dask run`")
     doc = {}
-    if (tdir / "run.json").is_file():
+    if (tdir / RUN_JSON).is_file():
         try:
-            doc = json.loads((tdir / "run.json").read_text())
-        except ValueError:
+            doc = read_run(tdir)  # image and picks paths resolved against tdir (run.json keeps them relative to it)
+        except PicketError:
             doc = {}
     image = Path(doc.get("image") or tdir / f"{tdir.name}.zarr")
     if not image.exists():

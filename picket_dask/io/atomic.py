@@ -20,18 +20,33 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+def ensure_dir(path: str | Path) -> Path:
+    """Create the output folder ``path`` (and its parents) if needed; a folder that cannot be
+    created or written to is a one-line PicketError naming it, not a traceback."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PicketError(path, f"cannot create the output folder ({exc.strerror or type(exc).__name__})",
+                          "choose a writable output location (a folder that exists or can be created)") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PicketError(path, "output folder is not writable", "choose a writable output location or fix its permissions")
+    return path
+
+
+def ensure_parent(path: str | Path) -> Path:
+    """``path`` after creating the folder it goes into (see ``ensure_dir``)."""
+    path = Path(path)
+    ensure_dir(path.parent if str(path.parent) else Path("."))
+    return path
+
+
 def check_writable(path: Path, overwrite: bool) -> None:
     """Refuse an existing output without ``overwrite`` and an output whose folder is not writable."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise PicketError(path, "output already exists", "pass --overwrite (overwrite=True) or choose another path")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise PicketError(path, f"cannot create the output folder ({exc.strerror})", "choose a writable output path") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PicketError(path, "output folder is not writable", "choose a writable output path or fix its permissions")
+    ensure_parent(path)
 
 
 @contextmanager

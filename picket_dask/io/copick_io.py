@@ -80,11 +80,13 @@ def _voxel_spacing(run, src: CopickSource):
     return vs
 
 
-def open_copick_tomogram(spec: str, chunks=128):
-    """The run's tomogram (level 0 of its OME-Zarr), lazily, as a Tomogram with its voxel spacing."""
-    import zarr
+def open_copick(spec: str, chunks=128) -> tuple[da.Array, tuple[float, float, float], str]:
+    """The run's tomogram (level 0 of its OME-Zarr) lazily, its voxel spacing (z, y, x) and the run's name.
 
-    from .tomogram import Tomogram
+    A reader like ``mrc.open_mrc``: ``tomogram.open_tomogram`` dispatches to it (this module does
+    not import tomogram.py, so the dependency runs one way).
+    """
+    import zarr
 
     src = parse(spec)
     _, run = _root_run(src)
@@ -97,7 +99,7 @@ def open_copick_tomogram(spec: str, chunks=128):
     arr = da.from_zarr(group["0"])
     if chunks:
         arr = arr.rechunk(chunks, method=RECHUNK)
-    return Tomogram(arr, (float(vs.voxel_size),) * 3, spec, src.run)
+    return arr, (float(vs.voxel_size),) * 3, src.run
 
 
 def write_picks(spec: str, df: pd.DataFrame, session_id: str, object_name: str = "particle", user_id: str = "picket") -> str:

@@ -9,6 +9,7 @@ of mapped pages, which count in the worker's RSS and got workers with a 512 MiB 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +100,15 @@ def open_mrc(path: str | Path, chunks: int | tuple = 128) -> tuple[da.Array, tup
 
 
 def write_mrc(path: str | Path, data: np.ndarray, voxel_size_A: float | tuple[float, float, float], overwrite: bool = True) -> None:
-    """Write a (z, y, x) array to an MRC file with the voxel size in Angstrom (small volumes only)."""
+    """Write a (z, y, x) array to an MRC file with the voxel size in Angstrom (small volumes only).
+
+    Data with NaN or inf is written as given, silently: mrcfile's header statistics would warn
+    (twice, with numpy's "invalid value"), and reading such a file reports it once, as an error.
+    """
     with mrcfile.new(str(path), overwrite=overwrite) as mrc:
-        mrc.set_data(np.ascontiguousarray(data))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mrc.set_data(np.ascontiguousarray(data))
         if np.isscalar(voxel_size_A):
             mrc.voxel_size = float(voxel_size_A)
         else:

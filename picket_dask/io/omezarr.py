@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numcodecs
 import numpy as np

@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from ..errors import PicketError
+from .atomic import ensure_dir
 
 FORMATS = ("csv", "yaml", "star", "copick", "ndjson")
 
@@ -109,7 +110,7 @@ def write_ndjson(df: pd.DataFrame, path: Path) -> Path:
 
 def write_all(df: pd.DataFrame, out_dir: Path, stem: str, tomo_name: str, shape_zyx, voxel_size, metadata: dict) -> dict[str, str]:
     """Write every format into ``out_dir``; return {format: path}."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     return {
         "csv": str(write_csv(df, out_dir / f"{stem}.csv")),
         "yaml": str(write_picket_yaml(df, out_dir / f"{stem}_picket.yaml", metadata)),

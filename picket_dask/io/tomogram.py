@@ -1,4 +1,8 @@
-"""Open a tomogram from MRC or OME-Zarr as a lazy (z, y, x) dask array with its voxel size."""
+"""Open a tomogram from MRC, OME-Zarr or copick as a lazy (z, y, x) dask array with its voxel size.
+
+The format modules (mrc.py, omezarr.py, copick_io.py) are readers that know nothing of this one:
+imports run one way, from here to them.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import numpy as np
 
 from ..chunking import RECHUNK
 from ..errors import PicketError
+from .copick_io import is_copick, open_copick, parse
 from .mrc import MRC_SUFFIXES, open_mrc
 from .omezarr import open_image, write_image
 
@@ -35,8 +40,6 @@ def is_zarr(path: Path) -> bool:
 
 def tomogram_name(path: str | Path) -> str:
     """The tomogram's name: its file name without suffixes like .mrc, .rec, .zarr (a copick run: its name)."""
-    from .copick_io import is_copick, parse
-
     if is_copick(path):
         return parse(str(path)).run
     name = Path(path).name
@@ -59,10 +62,9 @@ def resolve_voxel_size(header: tuple[float, float, float], override: float | Non
 
 def open_tomogram(path: str | Path, chunks: int | tuple = 128, voxel_size: float | None = None) -> Tomogram:
     """Open an MRC/REC file, an OME-Zarr image or a copick run (copick://CONFIG?run=RUN) lazily."""
-    from .copick_io import is_copick, open_copick_tomogram
-
     if is_copick(path):
-        return open_copick_tomogram(str(path), chunks)
+        arr, vs, run = open_copick(str(path), chunks)
+        return Tomogram(arr, vs, str(path), run)
     path = Path(path)
     if not path.exists():
         raise PicketError(path, "no such file or folder", "check the path")
@@ -78,14 +80,12 @@ def open_tomogram(path: str | Path, chunks: int | tuple = 128, voxel_size: float
 
 def source_id(path) -> str:
     """A stable identifier of an input: the resolved path, or the copick spec as given."""
-    from .copick_io import is_copick
-
     return str(path) if is_copick(path) else str(Path(path).resolve())
 
 
 def source_stamp(path) -> dict:
     """Size and modification time of an input file (empty for folders and copick), to notice a changed input."""
-    p = Path(path) if not str(path).startswith("copick://") else None
+    p = None if is_copick(path) else Path(path)
     if p is None or not p.is_file():
         return {}
     st = p.stat()

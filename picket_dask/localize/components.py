@@ -17,7 +17,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ..progress import compute
-from ..chunking import block_ids, block_starts
+from ..chunking import block_ids
 
 STRUCTURE = ndi.generate_binary_structure(3, 1)  # faces only
 

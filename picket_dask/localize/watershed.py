@@ -86,7 +86,7 @@ def _block_peaks(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, block_s
 
 def _block_watershed(region: np.ndarray, lo: np.ndarray, origin: np.ndarray, block_shape: np.ndarray,
                      peaks: np.ndarray, cache: tuple[str, int] | None = None) -> np.ndarray:
-    out_sl = tuple(slice(o - l, o - l + s) for o, l, s in zip(origin, lo, block_shape))
+    out_sl = tuple(slice(o - a, o - a + s) for o, a, s in zip(origin, lo, block_shape))
     if not region[out_sl].any():
         return np.zeros(tuple(block_shape), np.uint32)
     sq = _load_distance(cache, region)  # region has mask voxels, so the peaks pass stored it

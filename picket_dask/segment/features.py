@@ -76,13 +76,16 @@ def _fft_unique(size: int = 5) -> tuple[np.ndarray, np.ndarray]:
             for kx in range(h + 1):
                 flat = (kz * size + ky) * (h + 1) + kx
                 if kx > 0 and (size % 2 == 1 or kx < size - kx):
-                    idx.append(flat); w.append(np.sqrt(2.0))
+                    idx.append(flat)
+                    w.append(np.sqrt(2.0))
                 elif kx == 0:
                     mz, my = (-kz) % size, (-ky) % size
                     if (kz, ky) == (mz, my):
-                        idx.append(flat); w.append(1.0)
+                        idx.append(flat)
+                        w.append(1.0)
                     elif (kz, ky) < (mz, my):
-                        idx.append(flat); w.append(np.sqrt(2.0))
+                        idx.append(flat)
+                        w.append(np.sqrt(2.0))
     return np.array(idx), np.array(w)
 
 

@@ -32,7 +32,9 @@ from .neighborhoods import gather_neighborhoods, sample_voxels
 from .orientation import choose_orientation
 from .preprocess import preprocess
 
-SEMANTIC_COLORS = [{"label-value": 1, "rgba": [255, 200, 0, 255]}, {"label-value": 255, "rgba": [80, 80, 80, 128]}]
+# No image-label "colors": napari warns for any colour table without a default entry, which NGFF
+# cannot express (label-value must be an integer; napari-ome-zarr drops other entries). Labels show in
+# napari's own label colours there; `picket-dask view` colours them (view.SEMANTIC_COLORMAP).
 
 
 @dataclass
@@ -219,7 +221,7 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
                     "model": _model_meta(s), "cluster_counts": s.counts, "lamella": lamella.as_dict(), "orientation": s.orientation,
                     "particle_cluster_id": 1, "labels": {"0": "background", "1": "particle", str(BORDER): "border (no neighborhood)"},
                     "timings_s": dict(timings), **(extra_meta or {}), **environment()}
-            s.labels_path = commit_labels(image_path, f"{label_prefix}{s.name}", tmp, voxel_size, meta, SEMANTIC_COLORS)
+            s.labels_path = commit_labels(image_path, f"{label_prefix}{s.name}", tmp, voxel_size, meta)
     except BaseException:
         for tmp in tmps:
             remove(tmp)

@@ -108,7 +108,7 @@ def tilt_series_wbp(potential: np.ndarray, rng: np.random.Generator, voxel_A: fl
     ramp_scale = np.pi / len(angles)
     counts0, snr0 = [], float("nan")
     for theta, rank in zip(np.deg2rad(angles), order):
-        c, s = np.cos(theta), np.sin(theta)
+        c = np.cos(theta)
         n = int(np.count_nonzero(kx <= 0.5 * c))  # detector frequency ku = kx / cos(theta) up to its Nyquist
         ku = kx[:n] / c
         # the beam's z-walk across x: a plane wave exp(2 pi i ku u), u = x cos - z sin, seen per z-plane
