@@ -38,10 +38,10 @@ def _polarity(boxes, rows):
     return dsc.polarity_of(boxes)
 
 
-def _sums(boxes, rows, labels, polarity, k, export):
+def _sums(boxes, rows, labels, frames, k, export):
     from .average import class_sums
 
-    sums, counts = class_sums(boxes, rows, labels, polarity, k)
+    sums, counts = class_sums(boxes, rows, labels, frames, k)
     return sums, counts, (rows, boxes) if export else None
 
 
@@ -172,7 +172,7 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
                     stack.put(b[0], b[1])
 
             try:
-                map_batches(image, c_keep, box, shape, chunks, _sums, add, (cl.labels, polarity, cl.k, export_subvolumes),
+                map_batches(image, c_keep, box, shape, chunks, _sums, add, (cl.labels, desc["frame"], cl.k, export_subvolumes),
                             label=f"classify {workflow}: class averages", max_picks=max_picks_per_task)
             finally:
                 if stack is not None:

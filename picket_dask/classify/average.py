@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .descriptors import prepare, radius_grid
+from .descriptors import radius_grid
 
 
 def principal_frame(mass: np.ndarray, radius: float, max_shift: float) -> tuple[np.ndarray, np.ndarray]:
@@ -53,19 +53,19 @@ def align(box: np.ndarray, centre: np.ndarray, rot: np.ndarray) -> np.ndarray:
     return ndi.affine_transform(box, m, offset=offset, order=1, mode="nearest")
 
 
-def class_sums(boxes: np.ndarray, rows: np.ndarray, labels: np.ndarray, polarity: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+def class_sums(boxes: np.ndarray, rows: np.ndarray, labels: np.ndarray, frames: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per class 1..k (index 0 unused): the sum of aligned boxes (density, background-subtracted,
-    original sign) and the count; ``labels`` holds every pick's class (0: not averaged)."""
+    original sign) and the count. ``labels`` and ``frames`` (centre (3) + rotation (9), from the
+    descriptor pass) hold every pick's class (0: not averaged) and principal frame."""
     box = boxes.shape[-1]
-    mass, _ = prepare(boxes, polarity)  # low-passed: for the frame only
     shell = radius_grid(box) >= box / 2 - 1.5
     sums = np.zeros((k + 1, box, box, box), np.float32)
     counts = np.zeros(k + 1, np.int64)
-    for b, m, row in zip(boxes, mass, rows):
+    for b, row in zip(boxes, rows):
         cls = int(labels[row])
         if cls <= 0:
             continue
-        centre, rot = principal_frame(m, box / 4, box / 8)
-        sums[cls] += align(b - np.median(b[shell]), centre, rot)
+        f = frames[row]
+        sums[cls] += align(b - np.median(b[shell]), f[:3], f[3:].reshape(3, 3))
         counts[cls] += 1
     return sums, counts

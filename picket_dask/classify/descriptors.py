@@ -5,21 +5,22 @@ the box's outer shell) subtracted and its sign set so that particles are positiv
 Families, each rotation-invariant about the box centre:
 
 - ``radial``: mean mass in 1-voxel spherical shells, r = 0 .. box/2 (the radial density profile);
-- ``sh``: spherical-harmonic power per degree l = 1..L on each shell, as a fraction of the shell's
-  total power (how far from round each shell is: rods, rings, lobes; the l = 0 term is ``radial``);
+- ``sh``: spherical-harmonic amplitude (root of the power) per degree l = 1..L on each shell, in
+  noise units (how far from round each shell is: rods, rings, lobes; l = 0 is ``radial``);
 - ``inertia``: radius of gyration and the two ratios of the principal moments of the mass inside
   the particle sphere (elongated, flat, round), and the mass itself;
 - ``spectrum``: log power of the box's 3-D Fourier transform in frequency shells (also
   translation-invariant: insensitive to a pick a few voxels off centre);
-- ``contrast``: peak and mean mass in the central sphere over the box's noise, fraction of mass
-  that touches the box's faces (sheets, filaments), and the instance's size from step 2.
+- ``contrast``: peak mass, mean mass in the central sphere and in the particle sphere, over the
+  box's noise; fraction of mass on the box's faces (sheets, filaments); the instance's size from
+  step 2 (``CONTRAST`` names the columns).
 
 Which families the classes are built from (``DEFAULT_FAMILIES``) was chosen by measurement:
 ``benchmarks/classify.py --study`` clusters the matched picks of the crowded dev-set tomogram with
 each family alone and with combinations and reports the adjusted Rand index against the true
 particle types (numbers in benchmarks/README.md). The families measure different things, so each
-is z-scored and then weighted by 1/sqrt(its dimension) before the joint PCA whitening, so that
-a 20-value profile does not outvote a 3-value shape summary.
+is scaled to the same total spread before the joint PCA whitening (``whiten``), so that a
+20-value profile does not outvote a 3-value shape summary.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 FAMILIES = ("radial", "sh", "inertia", "spectrum", "contrast")
-# measured on the crowded dev-set tomogram (benchmarks/classify.py --study); see the module docstring
-DEFAULT_FAMILIES = ("radial", "sh", "inertia", "contrast")
+# All five. Measured (benchmarks/classify.py --study) on the picks of the crowded dev-set tomogram by
+# two workflows, ARI of the auto-K classes vs the true types, mean of the two: all five 0.37;
+# any one left out 0.27-0.35 (without sh 0.27, inertia 0.31, spectrum 0.33, radial 0.34,
+# contrast 0.35); one family alone 0.16 (sh) to 0.37 (contrast, which holds the instance size:
+# large particles are the easiest to tell apart). Each family adds something, none is redundant.
+DEFAULT_FAMILIES = FAMILIES
 L_MAX = 6
 N_SPHERE = 256
 
@@ -107,15 +112,14 @@ def radial_profile(mass: np.ndarray) -> np.ndarray:
 
 
 def sh_power(mass: np.ndarray, shells: np.ndarray) -> np.ndarray:
-    """(n, n_shells, L) fraction of each shell's power in degrees 1..L."""
+    """(n, n_shells, L) amplitude (root of the power) of degrees 1..L on each shell."""
     c = mass.shape[-1] // 2
     n = len(mass)
     pts = np.concatenate([c + r * _SPHERE for r in shells])  # (n_shells * N, 3)
     vals = np.stack([ndi.map_coordinates(m, pts.T, order=1, mode="nearest") for m in mass])
     vals = vals.reshape(n, len(shells), N_SPHERE)
-    power = np.stack([((vals @ b) ** 2).sum(axis=-1) for b in _BASES], axis=-1)  # (n, shells, L+1)
-    total = power.sum(axis=-1, keepdims=True) + 1e-12
-    return power[..., 1:] / total
+    power = np.stack([((vals @ b) ** 2).sum(axis=-1) for b in _BASES[1:]], axis=-1)  # (n, shells, L)
+    return np.sqrt(power / N_SPHERE)
 
 
 def inertia(mass: np.ndarray, radius: float) -> np.ndarray:
@@ -156,8 +160,13 @@ def power_spectrum(mass: np.ndarray, n_shells: int) -> np.ndarray:
     return out
 
 
+CONTRAST = ("peak", "central", "sphere", "faces", "log_size")  # columns of the contrast family
+
+
 def contrast(mass: np.ndarray, noise: np.ndarray, radius: float) -> np.ndarray:
-    """(n, 3): peak and mean central mass over the box noise, fraction of |mass| on the box faces."""
+    """(n, 4) in noise units: peak mass in the particle sphere, mean mass in the central sphere
+    (radius/2) and in the particle sphere; and the fraction of positive mass on the box faces
+    relative to a uniform spread (sheets, filaments)."""
     box = mass.shape[-1]
     r = radius_grid(box)
     centre = r <= max(1.5, radius / 2)
@@ -165,36 +174,54 @@ def contrast(mass: np.ndarray, noise: np.ndarray, radius: float) -> np.ndarray:
     faces = np.zeros((box,) * 3, bool)
     faces[[0, -1], :, :] = faces[:, [0, -1], :] = faces[:, :, [0, -1]] = True
     faces = ndi.binary_dilation(faces, iterations=1)
-    out = np.zeros((len(mass), 3))
+    out = np.zeros((len(mass), 4))
     for i, m in enumerate(mass):
         pos = np.clip(m, 0, None)
         nz = max(float(noise[i]), 1e-6)
         out[i, 0] = np.percentile(m[inner], 99) / nz
         out[i, 1] = m[centre].mean() / nz
-        out[i, 2] = pos[faces].sum() / (pos.sum() + 1e-12) / (faces.sum() / faces.size)
+        out[i, 2] = m[inner].mean() / nz
+        out[i, 3] = pos[faces].sum() / (pos.sum() + 1e-12) / (faces.sum() / faces.size)
     return out
 
 
+def column(desc: dict, name: str) -> np.ndarray:
+    """One named column of the contrast family (see CONTRAST)."""
+    return np.asarray(desc["contrast"])[:, CONTRAST.index(name)]
+
+
 def describe(boxes: np.ndarray, polarity: float, sizes_vox: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """All families for a batch of boxes (n, b, b, b): {family: (n, d) float64}."""
+    """All families for a batch of boxes (n, b, b, b): {family: (n, d) float64}, plus each box's
+    principal frame (``frame``: centre (3) and rotation (9), for the class averages)."""
+    from .average import principal_frame
+
     box = boxes.shape[-1]
     mass, noise = prepare(boxes, polarity)
     radius = box / 4  # the box is twice the particle diameter (extract.default_box)
     shells = np.arange(1, box // 2 - 1, max(1, box // 16), dtype=float)
     con = contrast(mass, noise, radius)
     size = np.log1p(np.asarray(sizes_vox, float)).reshape(-1, 1) if sizes_vox is not None else np.zeros((len(boxes), 1))
+    frames = [principal_frame(m, radius, box / 8) for m in mass]
     return {
         "radial": radial_profile(mass) / np.maximum(noise, 1e-6)[:, None],
-        "sh": sh_power(mass, shells).reshape(len(boxes), -1),
+        "sh": (sh_power(mass, shells) / np.maximum(noise, 1e-6)[:, None, None]).reshape(len(boxes), -1),
         "inertia": inertia(mass, radius),
         "spectrum": power_spectrum(mass, max(4, box // 4)),
         "contrast": np.concatenate([con, size], axis=1),
+        "frame": np.array([np.concatenate([c, r.ravel()]) for c, r in frames]),
     }
 
 
-def whiten(desc: dict[str, np.ndarray], families=DEFAULT_FAMILIES, variance: float = 0.95, seed: int = 0) -> np.ndarray:
-    """Joint matrix of the chosen families: robust z-score per column, 1/sqrt(dim) weight per family,
-    PCA whitening keeping ``variance`` of the variance."""
+def whiten(desc: dict[str, np.ndarray], families=DEFAULT_FAMILIES, variance: float = 0.9, seed: int = 0) -> np.ndarray:
+    """Joint matrix of the chosen families, whitened.
+
+    Each family is centred on its median and divided by its total robust spread (the root of the
+    sum of its columns' squared IQR / 1.349), so that every family weighs the same whatever its
+    dimension, while inside a family the columns keep their relative spread: columns that vary
+    only by noise (outer shells, high harmonics) stay small instead of being blown up to unit
+    variance. Outliers are clipped at 10 spreads per column. Then PCA keeps the components that
+    explain ``variance`` of the total and whitens them.
+    """
     from sklearn.decomposition import PCA
 
     cols = []
@@ -202,14 +229,16 @@ def whiten(desc: dict[str, np.ndarray], families=DEFAULT_FAMILIES, variance: flo
         x = np.asarray(desc[f], float)
         x = x.reshape(len(x), -1)
         med = np.median(x, axis=0)
-        scale = np.percentile(x, 75, axis=0) - np.percentile(x, 25, axis=0)
-        scale = np.where(scale > 1e-12, scale / 1.349, x.std(axis=0) + 1e-12)
-        z = np.clip((x - med) / scale, -10, 10)
-        cols.append(z / np.sqrt(z.shape[1]))
+        scale = (np.percentile(x, 75, axis=0) - np.percentile(x, 25, axis=0)) / 1.349
+        scale = np.where(scale > 1e-12, scale, x.std(axis=0))
+        z = np.clip((x - med) / np.maximum(scale, 1e-12), -10, 10) * scale
+        total = np.sqrt((scale**2).sum())
+        cols.append(z / total if total > 1e-12 else z)
     x = np.concatenate(cols, axis=1)
     n_comp = min(x.shape[0], x.shape[1])
     if n_comp < 2:
         return x
-    pca = PCA(n_components=n_comp, whiten=True, random_state=seed).fit(x)
+    pca = PCA(n_components=n_comp, random_state=seed).fit(x)
     k = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_), variance) + 1)
-    return pca.transform(x)[:, : max(1, min(k, n_comp))]
+    k = max(1, min(k, n_comp))
+    return pca.transform(x)[:, :k] / np.sqrt(np.maximum(pca.explained_variance_[:k], 1e-12))

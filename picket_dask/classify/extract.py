@@ -145,18 +145,20 @@ def map_batches(image: str | Path, centres_zyx: np.ndarray, box: int, shape, chu
     return len(batches)
 
 
-def default_box(sizes_vox: np.ndarray | None, voxel_size: float, diameter_A: float | None = None,
-                shape=None) -> int:
-    """Box edge in voxels: twice the particle diameter, from a diameter prior (Angstrom) when given,
-    else from the instances' sizes (the diameter of a ball of the 90th-percentile instance volume);
-    even, at least 16 voxels, at most the tomogram's smallest dimension."""
-    if diameter_A:
-        d = diameter_A / voxel_size
-    elif sizes_vox is not None and np.any(np.asarray(sizes_vox) > 0):
-        s = np.asarray(sizes_vox, float)
+def default_box(sizes_vox: np.ndarray | None, voxel_size: float, diameter_A=None, shape=None) -> int:
+    """Box edge in voxels: twice the particle diameter, even, at least 16 voxels, at most the
+    tomogram's smallest dimension. The diameter is that of a ball of the 90th-percentile instance
+    volume (the larger particles picked), kept inside the run's particle-size prior (``diameter_A``:
+    (min, max) Angstrom, or one value) when there is one; without sizes, the prior's largest
+    value, else 250 A (a large complex: a ribosome is ~250-300 A across)."""
+    prior = None if diameter_A is None else np.atleast_1d(np.asarray(diameter_A, float)) / voxel_size
+    s = None if sizes_vox is None else np.asarray(sizes_vox, float)
+    if s is not None and np.any(s > 0):
         d = (6.0 * np.percentile(s[s > 0], 90) / np.pi) ** (1 / 3)
+        if prior is not None:
+            d = float(np.clip(d, prior.min(), prior.max()))
     else:
-        d = 250.0 / voxel_size  # no size at all: a large complex (a ribosome is ~250-300 A across)
+        d = float(prior.max()) if prior is not None else 250.0 / voxel_size
     b = int(2 * np.ceil(d))
     b = max(16, b + b % 2)
     if shape is not None:

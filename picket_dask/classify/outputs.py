@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -139,16 +138,3 @@ def subvolume_star(picks: pd.DataFrame, stack_name: str, tomo_name: str, shape, 
     star["rlnImageSize"] = box
     star["rlnImagePixelSize"] = float(np.max(voxel_size))
     return star
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place (an older output is removed after)."""
-    from ..io.atomic import remove
-
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        remove(old)
-    else:
-        os.replace(tmp, final)
