@@ -11,9 +11,9 @@ deviation of the blurred volume is higher in the ice. Detection:
    components are not clearly apart (separation < ``MIN_SEPARATION`` pooled standard deviations)
    or the low one is not at the top/bottom of the box, there is no vacuum: the slab fills the box
    and nothing changes downstream.
-3. Per tile column, the longest run of slices above the midpoint of the two levels gives the
-   lower and upper surface heights; a plane z = a + b y + c x is fitted to each surface with a
-   robust (Huber) regression, so a tilted or wedge-shaped lamella (different top and bottom
+3. The surfaces lie where the profile has risen a quarter of the way from the vacuum's level to
+   the ice's. Per tile column, the same step fit gives surface heights; a plane z = a + b y + c x
+   is fitted to each surface with a robust (Huber) regression, so a tilted or wedge-shaped lamella (different top and bottom
    planes) is followed and a gold bead or a membrane on the surface does not pull it.
 
 Why by hand: scikit-image and scipy have no lamella/slab finder; the parts (coarsen, mixture,
@@ -33,6 +33,7 @@ from scipy import ndimage as ndi
 TILE_VOX = 32  # tile edge in y and x, voxels: enough voxels per tile for a stable std, fine enough to follow a tilt
 MIN_STEP = 0.12  # ice must have >= 13 % more local std than vacuum (log units) ...
 MIN_STEP_NOISE = 2.0  # ... and the step must stand this many robust noise SDs above the profile's wiggles
+RISE_FRACTION = 0.25  # a surface is where the local std has risen this share of the way from vacuum to ice
 MARGIN_FRACTION = 0.1  # extraction reaches this share of the ice thickness beyond each found surface
 
 
@@ -215,6 +216,19 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
                                        f"{step / noise:.1f} x noise): the slab fills the box")
         out.levels = levels
         return out
+    # the surfaces: where the profile first rises a quarter of the way from the vacuum's level to the
+    # ice's (medians outside / inside the box). The box edge itself sits at the middle of the ramp;
+    # structure ramps up inside the ice (particles cannot be centred within their radius of a
+    # surface), so the quarter-way crossing is nearer the physical surface.
+    vac, ice = float(np.median(prof[np.r_[0:z0, z1:nz]])), float(np.median(prof[z0:z1]))
+    above = prof > vac + RISE_FRACTION * (ice - vac)
+    e0, e1 = z0, z1 - 1
+    while e0 > 0 and above[e0 - 1]:
+        e0 -= 1
+    while e1 < nz - 1 and above[e1 + 1]:
+        e1 += 1
+    shift_lo, shift_hi = z0 - e0, e1 - (z1 - 1)  # slices the surfaces move out from the box edges
+    levels["surfaces_flat"] = [e0, e1]
     s = ndi.gaussian_filter(log_std, sigma=(1.0, 0.5, 0.5), mode="nearest")
     ty, tx = s.shape[1], s.shape[2]
     cy, cx, lo, hi = [], [], [], []
@@ -226,8 +240,8 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
                 cx.append((i + 0.5) * tile)
                 lo.append(t0)
                 hi.append(t1 - 1)
-    lower = (float(z0), 0.0, 0.0)
-    upper = (float(z1 - 1), 0.0, 0.0)
+    lower = (float(e0), 0.0, 0.0)
+    upper = (float(e1), 0.0, 0.0)
     tilted = []
     if len(lo) >= 6:
         cy, cx, lo, hi = map(np.asarray, (cy, cx, lo, hi))
@@ -238,9 +252,9 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
             flat_mad = float(np.median(np.abs(z - np.median(z))))
             if mad <= 0.05 * nz and mad <= 0.7 * flat_mad:  # the tiles agree, and better than with a flat surface
                 if k == 0:
-                    lower = coef
+                    lower = (coef[0] - shift_lo, coef[1], coef[2])
                 else:
-                    upper = coef
+                    upper = (coef[0] + shift_hi, coef[1], coef[2])
                 tilted.append("lower" if k == 0 else "upper")
     lam = Lamella(tuple(int(v) for v in shape), True, lower, upper, levels=levels,
                   pad=round(margin * float(upper[0] - lower[0]), 2))
