@@ -122,7 +122,7 @@ def earlier_picks_wall(name: str, workflow: str) -> float | None:
     return float(df["wall_s"].iloc[-1]) if len(df) else None
 
 
-def study(result_dir: Path, workflow: str, truth_csv: Path) -> list[dict]:
+def study(result_dir: Path, workflow: str, truth_csv: Path, only: list[str] | None = None) -> list[dict]:
     """ARI per descriptor-family set on the matched picks (the choice of DEFAULT_FAMILIES)."""
     from scipy.spatial import cKDTree
     from sklearn.metrics import adjusted_rand_score as ari
@@ -152,6 +152,9 @@ def study(result_dir: Path, workflow: str, truth_csv: Path) -> list[dict]:
     typ = truth["particle_type"].to_numpy()[j]
     F = dsc.FAMILIES
     sets = {f: (f,) for f in F} | {"all": F} | {f"all-{f}": tuple(g for g in F if g != f) for f in F}
+    sets |= {f"spectrum+{f}": ("spectrum", f) for f in F if f != "spectrum"}  # the best single family + one
+    if only:
+        sets = {k: v for k, v in sets.items() if k in only}
     rows = []
     with threadpool_limits(1):
         for name, fams in sets.items():
@@ -173,6 +176,7 @@ def main():
     ap.add_argument("--reuse", action="store_true", help="classify the picks already in --out (no run)")
     ap.add_argument("--timing-picks", type=int, default=2000)
     ap.add_argument("--study", action="store_true")
+    ap.add_argument("--study-sets", help="comma-separated family sets of the study (default: all of them)")
     a = ap.parse_args()
     os.environ.setdefault("PICKET_DASK_QUIET", "1")
     from picket_dask.config import DEFAULT_WORKFLOWS
@@ -185,7 +189,7 @@ def main():
     rdir = Path(a.out) / name
     rows = []
     if a.study:
-        for r in study(rdir, wf, truth):
+        for r in study(rdir, wf, truth, a.study_sets.split(",") if a.study_sets else None):
             record("classify", r)
         return
     if not a.reuse:

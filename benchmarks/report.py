@@ -52,6 +52,7 @@ from those files. Machine: 2 cores, 24 GiB, no GPU (x86_64), numpy + OpenBLAS as
 | `accuracy.py` | F1 of all workflows, sparse and crowded | `python benchmarks/accuracy.py [--fit-on 3] [--orientation auto]` |
 | `stages.py` | stage table of `run`, all twelve and the defaults | `python benchmarks/stages.py [TOMO] [--large] [--device cpu\|gpu] [--repeats N]` |
 | `sample_size.py` | label agreement vs the 1M-voxel fit at 100k-500k | `python benchmarks/sample_size.py [TOMO ...]` |
+| `classify.py` | de novo classes of the default workflow's picks: ARI vs types, junk, time vs picking | `python benchmarks/classify.py [--reuse] [--study]` |
 | `fit_speed.py` | six fits: EM before/after a commit, BLAS thread limit, busy process | `python benchmarks/fit_speed.py [--voxels N] [--busy]` |
 
 """
@@ -79,6 +80,13 @@ def main() -> str:
     p(table("vs_blur", ["shape", "max_fit_voxels", "blur_wall_s", "twelve_wall_s", "ratio", "twelve_chunked_only_ratio", "fit_s", "features_and_labels_s", "peak_rss_MiB"], 2))
     p("### larger than memory\n")
     p(table("larger_than_memory", ["shape", "tomogram_GiB", "worker_limit", "threads", "wall_s", "peak_rss_MiB", "worker_peak_rss_MiB", "worker_restart_lines", "picks"], 3))
+    p("### classify (crowded dev-set tomogram, picks of DEFAULT_WORKFLOWS[0], matched to truth at 100 A)\n")
+    p(table("classify", ["date", "case", "workflow", "n_picks", "wall_s", "peak_rss_MiB", "classify_over_picks", "k",
+                         "ari_types", "precision", "recall", "precision_clean", "recall_clean", "d_precision", "d_recall"],
+            where=lambda d: d["case"] != "study"))
+    p("### classify: descriptor families (ARI of the classes vs true types; `--study`)\n")
+    p(table("classify", ["date", "workflow", "families", "dims", "box", "k", "ari_types", "ari_fixed_k"],
+            where=lambda d: d["case"] == "study"))
     s = R / "accuracy_summary.csv"
     if s.exists():
         df = pd.read_csv(s)

@@ -30,19 +30,19 @@ class ClassifyResult:
     timings: dict = field(default_factory=dict)
 
 
-def _describe(boxes, rows, polarity, sizes):
-    return rows, dsc.describe(boxes, polarity, None if sizes is None else sizes[rows])
+def _describe(boxes, rows, polarity, sizes, families):
+    return rows, dsc.describe(boxes, polarity, None if sizes is None else sizes[rows], families)
 
 
 def _polarity(boxes, rows):
     return dsc.polarity_of(boxes)
 
 
-def _sums(boxes, rows, labels, frames, k, export):
+def _sums(boxes, rows, labels, frames, k, polarity, export):
     from .average import class_sums
 
-    sums, counts = class_sums(boxes, rows, labels, frames, k)
-    return sums, counts, (rows, boxes) if export else None
+    sums, counts, central = class_sums(boxes, rows, labels, frames, k, polarity)
+    return sums, counts, rows, central, (rows, boxes) if export else None
 
 
 def resolve(result_dir: str | Path, workflow: str) -> tuple[Path, Path, dict]:
@@ -140,7 +140,7 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
     with timings.stage("descriptors"):
         parts = []
         sz = None if sizes is None else sizes[idx]
-        n_batches = map_batches(image, c_keep, box, shape, chunks, _describe, parts.append, (polarity, sz),
+        n_batches = map_batches(image, c_keep, box, shape, chunks, _describe, parts.append, (polarity, sz, families),
                                 label=f"classify {workflow}: descriptors of {len(idx)} picks", max_picks=max_picks_per_task)
         desc = {f: np.zeros((len(idx),) + np.asarray(parts[0][1][f]).shape[1:]) for f in parts[0][1]}
         for rows, d in parts:
@@ -164,15 +164,18 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
             counts = np.zeros(cl.k + 1, np.int64)
             stack = outp.StackWriter(tmp / "subvolumes.mrcs", len(idx), box, vs) if export_subvolumes else None
 
+            aligned_central = np.zeros(len(idx))
+
             def add(r):
-                s, c, b = r
+                s, c, rows, central, b = r
                 sums[:] += s
                 counts[:] += c
+                aligned_central[rows] = central
                 if b is not None:
                     stack.put(b[0], b[1])
 
             try:
-                map_batches(image, c_keep, box, shape, chunks, _sums, add, (cl.labels, desc["frame"], cl.k, export_subvolumes),
+                map_batches(image, c_keep, box, shape, chunks, _sums, add, (cl.labels, desc["frame"], cl.k, polarity, export_subvolumes),
                             label=f"classify {workflow}: class averages", max_picks=max_picks_per_task)
             finally:
                 if stack is not None:
@@ -180,7 +183,7 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
         averages = {k: (sums[k] / max(counts[k], 1)).astype(np.float32) for k in range(1, cl.k + 1)}
         # 4: junk flags (per class from the class's descriptors and average; per pick for outliers)
         with timings.stage("junk"):
-            flags = jk.flag(desc, cl.labels, averages, polarity, box)
+            flags = jk.flag(desc, cl.labels, averages, polarity, box, aligned_central)
         table = jk.class_table(desc, cl.labels, averages, flags, vs, box)
         pick_junk = np.zeros(len(picks), bool)
         pick_reason = np.array([""] * len(picks), dtype=object)

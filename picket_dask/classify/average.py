@@ -53,19 +53,26 @@ def align(box: np.ndarray, centre: np.ndarray, rot: np.ndarray) -> np.ndarray:
     return ndi.affine_transform(box, m, offset=offset, order=1, mode="nearest")
 
 
-def class_sums(boxes: np.ndarray, rows: np.ndarray, labels: np.ndarray, frames: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def class_sums(boxes: np.ndarray, rows: np.ndarray, labels: np.ndarray, frames: np.ndarray, k: int,
+               polarity: float = -1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per class 1..k (index 0 unused): the sum of aligned boxes (density, background-subtracted,
-    original sign) and the count. ``labels`` and ``frames`` (centre (3) + rotation (9), from the
-    descriptor pass) hold every pick's class (0: not averaged) and principal frame."""
+    original sign) and the count; per box, the mean mass (particles positive, noise units) in the
+    central sphere of the aligned box, i.e. at the centre the average uses. ``labels`` and
+    ``frames`` (centre (3) + rotation (9), from the descriptor pass) hold every pick's class
+    (0: not averaged) and principal frame."""
     box = boxes.shape[-1]
-    shell = radius_grid(box) >= box / 2 - 1.5
+    r = radius_grid(box)
+    shell, centre = r >= box / 2 - 1.5, r <= max(1.5, box / 8)
     sums = np.zeros((k + 1, box, box, box), np.float32)
     counts = np.zeros(k + 1, np.int64)
-    for b, row in zip(boxes, rows):
+    central = np.zeros(len(boxes))
+    for i, (b, row) in enumerate(zip(boxes, rows)):
         cls = int(labels[row])
         if cls <= 0:
             continue
         f = frames[row]
-        sums[cls] += align(b - np.median(b[shell]), f[:3], f[3:].reshape(3, 3))
+        a = align(b - np.median(b[shell]), f[:3], f[3:].reshape(3, 3))
+        sums[cls] += a
         counts[cls] += 1
-    return sums, counts
+        central[i] = polarity * a[centre].mean() / max(float(b[shell].std()), 1e-6)
+    return sums, counts, central

@@ -16,11 +16,11 @@ Families, each rotation-invariant about the box centre:
   step 2 (``CONTRAST`` names the columns).
 
 Which families the classes are built from (``DEFAULT_FAMILIES``) was chosen by measurement:
-``benchmarks/classify.py --study`` clusters the matched picks of the crowded dev-set tomogram with
-each family alone and with combinations and reports the adjusted Rand index against the true
-particle types (numbers in benchmarks/README.md). The families measure different things, so each
-is scaled to the same total spread before the joint PCA whitening (``whiten``), so that a
-20-value profile does not outvote a 3-value shape summary.
+``benchmarks/classify.py --study`` clusters the picks of the crowded dev-set tomogram with each
+family alone and with combinations and reports the adjusted Rand index of the classes against
+the true particle types of the matched picks (numbers and reasons at ``DEFAULT_FAMILIES``).
+The families measure different things, so each is scaled to the same total spread before the
+joint PCA whitening (``whiten``): a 20-value profile does not outvote a 3-value shape summary.
 """
 
 from __future__ import annotations
@@ -29,12 +29,19 @@ import numpy as np
 from scipy import ndimage as ndi
 
 FAMILIES = ("radial", "sh", "inertia", "spectrum", "contrast")
-# All five. Measured (benchmarks/classify.py --study) on the picks of the crowded dev-set tomogram by
-# two workflows, ARI of the auto-K classes vs the true types, mean of the two: all five 0.37;
-# any one left out 0.27-0.35 (without sh 0.27, inertia 0.31, spectrum 0.33, radial 0.34,
-# contrast 0.35); one family alone 0.16 (sh) to 0.37 (contrast, which holds the instance size:
-# large particles are the easiest to tell apart). Each family adds something, none is redundant.
-DEFAULT_FAMILIES = FAMILIES
+# Chosen by measurement (benchmarks/classify.py --study, rows in benchmarks/results/classify.csv):
+# ARI between the classes and the true particle types over the matched picks of the crowded
+# dev-set tomogram, for three sets of picks (gabor-gmm-ws, gabor-gmm-cc, gabor-kmeans-ws), each
+# scored as the mean of the auto-K ARI and the fixed-K (3, 5, 8 x 2 seeds) ARI, then averaged:
+#   spectrum + contrast 0.39 (fixed K 0.43), spectrum 0.39 (fixed K 0.38), contrast 0.37,
+#   all but radial 0.37, all five 0.31, radial 0.26, inertia 0.19, sh 0.14.
+# Why: the picks are several voxels off their particle's centre (median 5 voxels for matched
+# gabor-gmm-cc picks; hollow particles are picked on their walls), and the
+# centre-dependent families (radial profile, harmonics per shell, moments about the centre)
+# then describe where the pick fell more than what the particle is. The power spectrum does not
+# depend on the centre, and the contrast family (peak, core and sphere contrast, instance size)
+# tells large and dense from small and faint. The other families stay available (``families=``).
+DEFAULT_FAMILIES = ("spectrum", "contrast")
 L_MAX = 6
 N_SPHERE = 256
 
@@ -190,26 +197,31 @@ def column(desc: dict, name: str) -> np.ndarray:
     return np.asarray(desc["contrast"])[:, CONTRAST.index(name)]
 
 
-def describe(boxes: np.ndarray, polarity: float, sizes_vox: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """All families for a batch of boxes (n, b, b, b): {family: (n, d) float64}, plus each box's
-    principal frame (``frame``: centre (3) and rotation (9), for the class averages)."""
+def describe(boxes: np.ndarray, polarity: float, sizes_vox: np.ndarray | None = None,
+             families=FAMILIES) -> dict[str, np.ndarray]:
+    """Descriptors of a batch of boxes (n, b, b, b): {family: (n, d) float64} for ``families``
+    (``contrast`` always: the junk flags use it), plus each box's principal frame (``frame``:
+    centre (3) and rotation (9), for the class averages)."""
     from .average import principal_frame
 
-    box = boxes.shape[-1]
+    n, box = len(boxes), boxes.shape[-1]
     mass, noise = prepare(boxes, polarity)
+    nz = np.maximum(noise, 1e-6)
     radius = box / 4  # the box is twice the particle diameter (extract.default_box)
-    shells = np.arange(1, box // 2 - 1, max(1, box // 16), dtype=float)
-    con = contrast(mass, noise, radius)
-    size = np.log1p(np.asarray(sizes_vox, float)).reshape(-1, 1) if sizes_vox is not None else np.zeros((len(boxes), 1))
+    size = np.log1p(np.asarray(sizes_vox, float)).reshape(-1, 1) if sizes_vox is not None else np.zeros((n, 1))
+    out = {"contrast": np.concatenate([contrast(mass, noise, radius), size], axis=1)}
+    if "radial" in families:
+        out["radial"] = radial_profile(mass) / nz[:, None]
+    if "sh" in families:
+        shells = np.arange(1, box // 2 - 1, max(1, box // 16), dtype=float)
+        out["sh"] = (sh_power(mass, shells) / nz[:, None, None]).reshape(n, -1)
+    if "inertia" in families:
+        out["inertia"] = inertia(mass, radius)
+    if "spectrum" in families:
+        out["spectrum"] = power_spectrum(mass, max(4, box // 4))
     frames = [principal_frame(m, radius, box / 8) for m in mass]
-    return {
-        "radial": radial_profile(mass) / np.maximum(noise, 1e-6)[:, None],
-        "sh": (sh_power(mass, shells) / np.maximum(noise, 1e-6)[:, None, None]).reshape(len(boxes), -1),
-        "inertia": inertia(mass, radius),
-        "spectrum": power_spectrum(mass, max(4, box // 4)),
-        "contrast": np.concatenate([con, size], axis=1),
-        "frame": np.array([np.concatenate([c, r.ravel()]) for c, r in frames]),
-    }
+    out["frame"] = np.array([np.concatenate([c, r.ravel()]) for c, r in frames])
+    return out
 
 
 def whiten(desc: dict[str, np.ndarray], families=DEFAULT_FAMILIES, variance: float = 0.9, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,9 @@ Per class (from the class average, aligned to principal axes, and from the membe
   a membrane or a filament longer than that does. Spanning in two directions: "sheet-like".
 - **no density above background**: the class's mean density in the central sphere (half the
   particle radius: without CTF correction a particle's fringes cancel its core over its whole
-  sphere) is not ``Z_DENSITY`` standard errors above the local background (the boxes' outer
-  shells): a one-sided test over the members, so it needs no threshold on contrast itself.
+  sphere) of the aligned boxes (the centre the average uses) is not ``Z_DENSITY`` standard errors
+  above the local background (the boxes' outer shells): a one-sided test over the members, so it
+  needs no threshold on contrast itself.
 
 Per pick:
 - **extreme density** (gold, heavy contamination): peak contrast over ``EXTREME`` times the median
@@ -86,8 +87,8 @@ def average_shape(mass: np.ndarray) -> tuple[float, float]:
     return float(np.sqrt(ev.sum())), float(ev[2] / (ev[0] + 1e-12))
 
 
-def flag(desc: dict, labels: np.ndarray, averages: dict, polarity: float, box: int) -> Flags:
-    central = column(desc, "central")  # members' mean mass in the central sphere, noise units
+def flag(desc: dict, labels: np.ndarray, averages: dict, polarity: float, box: int, central: np.ndarray) -> Flags:
+    """``central``: each pick's mean mass (noise units) in the central sphere of its aligned box."""
     class_junk, stats = {}, {}
     for k, avg in averages.items():
         m = labels == k
@@ -121,7 +122,6 @@ def _median(a: np.ndarray) -> float:
 def class_table(desc: dict, labels: np.ndarray, averages: dict, flags: Flags, voxel_size, box: int) -> pd.DataFrame:
     """classes.csv: per class, count, size, descriptor summary, junk flag and reason."""
     vmax = float(np.max(voxel_size))
-    ine = desc["inertia"]
     rows = []
     for k in sorted(averages):
         m = labels == k
@@ -133,7 +133,6 @@ def class_table(desc: dict, labels: np.ndarray, averages: dict, flags: Flags, vo
                      "span": float(st["span"][0]),
                      "density_z": st["density_z"],
                      "peak_contrast": _median(column(desc, "peak")[m]),
-                     "pick_radius_gyration_A": _median(ine[m, 0]) * vmax,
                      "n_junk_picks": int(flags.pick_junk[m].sum()),
                      "junk": bool(flags.class_junk[k]), "junk_reason": flags.class_junk[k]})
     return pd.DataFrame(rows)

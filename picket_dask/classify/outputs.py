@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -100,10 +101,11 @@ def gallery(out_png: Path, averages: dict[int, np.ndarray], classes: pd.DataFram
             if k == ks[0]:
                 ax.set_title(name, fontsize=8)
         r = info.loc[k]
-        label = f"class {k}\n{int(r['count'])} picks"
-        if bool(r["junk"]):
-            label += f"\nJUNK: {r['junk_reason']}"
-        row[0].set_ylabel(label, fontsize=8, color="firebrick" if bool(r["junk"]) else "black")
+        junk = bool(r["junk"])
+        row[0].set_ylabel(f"class {k}\n{int(r['count'])} picks" + ("\nJUNK" if junk else ""), fontsize=8,
+                          color="firebrick" if junk else "black")
+        if junk:
+            row[1].set_xlabel("\n".join(textwrap.wrap(str(r["junk_reason"]), 48)), fontsize=7, color="firebrick")
     box_A = averages[ks[0]].shape[0] * float(np.max(voxel_size)) if ks else 0
     fig.suptitle(f"{title}  (box {box_A:.0f} A)", fontsize=9)
     fig.tight_layout()
