@@ -1,7 +1,8 @@
 """Class averages after rotational alignment to each particle's principal axes.
 
 Each box's mass (low-passed, background-subtracted, particles positive) inside the particle
-sphere gives a centre of mass and an inertia tensor; the box is shifted to that centre and
+sphere gives a centre of mass and an inertia tensor (``descriptors.principal_frame``, computed in
+the descriptor pass and handed to ``class_sums``); the box is shifted to that centre and
 rotated so that its principal axes (largest spread first) lie along z, y, x of the average. The
 sign of each axis is fixed by the third moment along it (the heavier side first), the last one
 by handedness, so a lopsided particle lands the same way up. Sums and counts are reduced per
@@ -14,35 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from .descriptors import radius_grid
-
-
-def principal_frame(mass: np.ndarray, radius: float, max_shift: float) -> tuple[np.ndarray, np.ndarray]:
-    """(centre of mass (z, y, x) in box voxels, rotation R whose rows are the principal axes)."""
-    box = mass.shape[-1]
-    c = box // 2
-    g = (np.indices(mass.shape, dtype=np.float64) - c).reshape(3, -1)
-    inside = (g**2).sum(axis=0) <= radius**2
-    g = g[:, inside]
-    w = np.clip(mass.reshape(-1)[inside], 0, None)
-    tot = w.sum()
-    if tot <= 0:
-        return np.full(3, float(c)), np.eye(3)
-    mu = g @ w / tot
-    norm = np.linalg.norm(mu)
-    if norm > max_shift:
-        mu *= max_shift / norm
-    d = g - mu[:, None]
-    cov = (d * w) @ d.T / tot
-    ev, vec = np.linalg.eigh(cov)
-    rot = vec[:, ::-1].T.copy()  # rows: axes, largest eigenvalue first
-    proj = rot @ d
-    for a in range(2):
-        if (w * proj[a] ** 3).sum() < 0:
-            rot[a] *= -1
-    if np.linalg.det(rot) < 0:
-        rot[2] *= -1
-    return mu + c, rot
+from .descriptors import principal_frame, radius_grid  # noqa: F401  (principal_frame: used with align)
 
 
 def align(box: np.ndarray, centre: np.ndarray, rot: np.ndarray) -> np.ndarray:

@@ -107,6 +107,34 @@ def polarity_of(boxes: np.ndarray) -> float:
     return 1.0 if np.median(d) > 0 else -1.0
 
 
+def principal_frame(mass: np.ndarray, radius: float, max_shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """(centre of mass (z, y, x) in box voxels, rotation R whose rows are the principal axes)."""
+    box = mass.shape[-1]
+    c = box // 2
+    g = (np.indices(mass.shape, dtype=np.float64) - c).reshape(3, -1)
+    inside = (g**2).sum(axis=0) <= radius**2
+    g = g[:, inside]
+    w = np.clip(mass.reshape(-1)[inside], 0, None)
+    tot = w.sum()
+    if tot <= 0:
+        return np.full(3, float(c)), np.eye(3)
+    mu = g @ w / tot
+    norm = np.linalg.norm(mu)
+    if norm > max_shift:
+        mu *= max_shift / norm
+    d = g - mu[:, None]
+    cov = (d * w) @ d.T / tot
+    ev, vec = np.linalg.eigh(cov)
+    rot = vec[:, ::-1].T.copy()  # rows: axes, largest eigenvalue first
+    proj = rot @ d
+    for a in range(2):
+        if (w * proj[a] ** 3).sum() < 0:
+            rot[a] *= -1
+    if np.linalg.det(rot) < 0:
+        rot[2] *= -1
+    return mu + c, rot
+
+
 def radial_profile(mass: np.ndarray) -> np.ndarray:
     box = mass.shape[-1]
     rb = np.rint(radius_grid(box)).astype(int).ravel()
@@ -202,8 +230,6 @@ def describe(boxes: np.ndarray, polarity: float, sizes_vox: np.ndarray | None = 
     """Descriptors of a batch of boxes (n, b, b, b): {family: (n, d) float64} for ``families``
     (``contrast`` always: the junk flags use it), plus each box's principal frame (``frame``:
     centre (3) and rotation (9), for the class averages)."""
-    from .average import principal_frame
-
     n, box = len(boxes), boxes.shape[-1]
     mass, noise = prepare(boxes, polarity)
     nz = np.maximum(noise, 1e-6)
