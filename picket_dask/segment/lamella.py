@@ -12,7 +12,8 @@ deviation of the blurred volume is higher in the ice. Detection:
    or the low one is not at the top/bottom of the box, there is no vacuum: the slab fills the box
    and nothing changes downstream.
 3. The surfaces lie where the profile has risen a quarter of the way from the vacuum's level to
-   the ice's. Per tile column, the same step fit gives surface heights; a plane z = a + b y + c x
+   the ice's; the fitting sample and the orientation counts use the core between the step fit's
+   edges (surely ice), the extraction mask the surfaces plus a margin. Per tile column, the same step fit gives surface heights; a plane z = a + b y + c x
    is fitted to each surface with a robust (Huber) regression, so a tilted or wedge-shaped lamella (different top and bottom
    planes) is followed and a gold bead or a membrane on the surface does not pull it.
 
@@ -48,6 +49,7 @@ class Lamella:
     reason: str = ""
     levels: dict = field(default_factory=dict)
     pad: float = 0.0  # voxels the extraction mask reaches beyond each surface (``extract=True``)
+    core: tuple[float, float] = (0.0, 0.0)  # slices the fitting core lies inside the lower / upper surface
 
     @classmethod
     def whole_box(cls, shape, reason: str) -> "Lamella":
@@ -59,23 +61,24 @@ class Lamella:
         if not d or not d.get("found"):
             return cls.whole_box(shape, (d or {}).get("reason", "no lamella recorded"))
         return cls(tuple(int(s) for s in shape), True, tuple(d["lower"]), tuple(d["upper"]), d.get("reason", ""),
-                   d.get("levels", {}), float(d.get("pad", 0.0)))
+                   d.get("levels", {}), float(d.get("pad", 0.0)), tuple(d.get("core", (0.0, 0.0))))
 
     def as_dict(self) -> dict:
         d = asdict(self)
         d["shape"] = list(self.shape)
         d["lower"], d["upper"] = list(self.lower), list(self.upper)
-        d["z_range"] = list(self.z_range())
+        d["z_range"] = list(self.z_range())  # the fitting core
         d["z_range_extract"] = list(self.z_range(extract=True))
         d["ice_fraction"] = round(self.fraction_inside(), 4)
         return d
 
     def surfaces(self, y: np.ndarray, x: np.ndarray, extract: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper surface heights (slices) at (y, x) voxel positions (broadcast);
-        ``extract``: moved out by ``pad`` (the extraction region), else the ice core (fitting)."""
-        pad = self.pad if extract else 0.0
-        lo = self.lower[0] + self.lower[1] * y + self.lower[2] * x - pad
-        hi = self.upper[0] + self.upper[1] * y + self.upper[2] * x + pad
+        ``extract``: moved out by ``pad`` (the extraction region), else moved in by ``core`` (the
+        fitting core: the plateau of the step fit, surely ice)."""
+        out_lo, out_hi = (self.pad, self.pad) if extract else (-self.core[0], -self.core[1])
+        lo = self.lower[0] + self.lower[1] * y + self.lower[2] * x - out_lo
+        hi = self.upper[0] + self.upper[1] * y + self.upper[2] * x + out_hi
         return lo, hi
 
     def inside_block(self, origin, shape, extract: bool = False) -> np.ndarray:
@@ -257,7 +260,7 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
                     upper = (coef[0] + shift_hi, coef[1], coef[2])
                 tilted.append("lower" if k == 0 else "upper")
     lam = Lamella(tuple(int(v) for v in shape), True, lower, upper, levels=levels,
-                  pad=round(margin * float(upper[0] - lower[0]), 2))
+                  pad=round(margin * float(upper[0] - lower[0]), 2), core=(float(shift_lo), float(shift_hi)))
     frac = lam.fraction_inside()
     if frac > 0.97:
         out = Lamella.whole_box(shape, "the slab fills the box")
