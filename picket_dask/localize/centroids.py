@@ -85,10 +85,15 @@ def instance_table(labels: da.Array, n_labels: int | None = None) -> InstanceTab
 def size_filter(table: InstanceTable, min_size: int = 0, max_size: int | None = None) -> tuple[InstanceTable, np.ndarray | None]:
     """Keep instances with min_size <= voxels <= max_size; also return an id lookup (None if all kept)
     that maps kept ids to consecutive 1..M and dropped ones to 0."""
-    keep = table.counts >= min_size
+    return relabel(table, in_size_range(table.counts, min_size, max_size))
+
+
+def in_size_range(counts: np.ndarray, min_size: int = 0, max_size: int | None = None) -> np.ndarray:
+    """Boolean per instance: min_size <= voxels <= max_size (no upper bound when None)."""
+    keep = np.asarray(counts) >= min_size
     if max_size is not None:
-        keep &= table.counts <= max_size
-    return relabel(table, keep)
+        keep &= np.asarray(counts) <= max_size
+    return keep
 
 
 def relabel(table: InstanceTable, keep: np.ndarray) -> tuple[InstanceTable, np.ndarray | None]:

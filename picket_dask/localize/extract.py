@@ -17,7 +17,7 @@ from ..io.omezarr import open_labels, write_labels
 from ..progress import compute
 from ..provenance import Timings, environment
 from ..segment.lamella import Lamella
-from .centroids import InstanceTable, instance_table, relabel
+from .centroids import InstanceTable, in_size_range, instance_table, relabel
 from .components import connected_components_chunked
 from .context import context_mask
 from .mask import particle_mask
@@ -92,6 +92,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     ``<image>/labels/<instance_name>`` (uint32). An empty mask gives an empty table, not an error."""
     params = params or LocalizeParams()
     timings = Timings()
+    vs = float(np.max(voxel_size or (1.0, 1.0, 1.0)))  # Angstrom, for the size prior and the peak spacing
     semantic, meta = open_labels(image_path, semantic_name)
     instance_name = instance_name or semantic_name.replace("semantic-", "instances-") + f"-{extractor}"
     with timings.stage("mask"):
@@ -112,8 +113,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     with timings.stage(extractor):
         scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
         try:
-            labels, n, rep = instances_from_mask(mask, extractor, params, str(scratch),
-                                                 float(np.max(voxel_size or (1.0, 1.0, 1.0))))
+            labels, n, rep = instances_from_mask(mask, extractor, params, str(scratch), vs)
             report.update(rep)
             base = dict(step="instances", extractor=extractor, semantic=semantic_name, params=params.model_dump(mode="json"))
             path = write_labels(image_path, instance_name, labels, voxel_size or (1.0, 1.0, 1.0), {**base, **environment()})
@@ -129,17 +129,17 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     with timings.stage("centroids"):
         stored, _ = open_labels(image_path, instance_name)
         table = instance_table(stored, n)
-        keep = (table.counts >= params.min_size_vox) & (table.counts <= (params.max_size_vox or np.inf))
+        in_range = in_size_range(table.counts, params.min_size_vox, params.max_size_vox)
+        keep = in_range.copy()
         if params.drop_face_touching and len(table):  # cut by the x/y faces: centroid off, edge artefacts
             touching = _touches_faces(table, semantic.shape)
             report["touching_faces"] = int((keep & touching).sum())
             keep &= ~touching
         if params.particle_diameter_A is not None and len(table):
-            vs = float(np.max(voxel_size or (1.0, 1.0, 1.0)))
             prior = size_keep(table.counts, table.bbox_max - table.bbox_min + 1, vs, params.particle_diameter_A)
             report["outside_size_prior"] = int((keep & ~prior).sum())
             keep &= prior
-            if len(table) and not keep.any():
+            if not keep.any():
                 report["warning"] = (f"the particle-size prior {tuple(params.particle_diameter_A)} A excludes all "
                                      f"{len(table)} instances: no picks (widen --particle-diameter-A or --no-size-prior)")
     scores = contrast = None
@@ -155,7 +155,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                 keep &= scores >= cut
                 keep &= np.cumsum(keep) <= params.max_picks  # ties at the cut: the first ones
     with timings.stage("relabel"):
-        report["size_filtered"] = int((table.counts < params.min_size_vox).sum() + (table.counts > (params.max_size_vox or np.inf)).sum())
+        report["size_filtered"] = int((~in_range).sum())
         table, lut = relabel(table, keep)
         if scores is not None:
             scores, contrast = scores[keep], contrast[keep]
