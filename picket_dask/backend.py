@@ -52,6 +52,17 @@ def gpu_problem() -> str | None:
     return None if count > 0 else "no CUDA device is visible (device count 0)"
 
 
+def fits_on_device(nbytes: int, share: float = 0.25) -> bool:
+    """True when ``nbytes`` is at most ``share`` of the current CUDA device's free memory (False
+    without a usable device): the GPU path then keeps a volume of that size resident."""
+    if gpu_problem() is not None:
+        return False
+    import cupy
+
+    free, _ = cupy.cuda.runtime.memGetInfo()
+    return nbytes <= share * free
+
+
 def dask_cuda_problem() -> str | None:
     """Why dask-cuda cannot be used (not installed, or its import error); None when it imports."""
     try:

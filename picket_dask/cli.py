@@ -97,6 +97,10 @@ def _config(args) -> RunConfig:
         seg["z_fit"] = _bounds(args.z_fit)
     if args.z_extract:
         loc["z_extract"] = _bounds(args.z_extract)
+    if getattr(args, "denoise", None) is not None:
+        from .segment.denoise import check_method
+
+        seg["denoise"] = check_method(args.denoise)  # an unknown method: one line, exit 2
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
     for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
@@ -304,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=["default", "reference"], help="default: lamella, context masks, size prior, "
                    "scores (the most accurate measured); reference: PickET exactly as published")
     r.add_argument("--lamella", choices=["auto", "off"], help="auto (default): find the ice slab, fit and pick inside it")
+    r.add_argument("--denoise", metavar="{none,diffusion}", help="edge-preserving denoising before the blur: "
+                   "diffusion (Perona-Malik, scale from the data) or none (default; see README)")
     r.add_argument("--context", choices=["auto", "off"], help="auto (default): mask gold and membranes before instances")
     r.add_argument("--particle-diameter-A", nargs=2, type=float, metavar=("MIN", "MAX"),
                    help="particle-size prior in Angstrom (default 60 400)")

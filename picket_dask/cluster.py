@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Iterator
 
@@ -66,7 +67,9 @@ def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs
             raise PicketError("--gpu", problem, "pip install 'picket-dask[gpu]' matching the machine's CUDA (see deploy/), or run without --gpu")
         from dask_cuda import LocalCUDACluster
 
-        return LocalCUDACluster(threads_per_worker=threads or 1, memory_limit=memory_limit)
+        # one worker per GPU; its threads run the GPU tasks and all host work (fit sample, watershed,
+        # components), so by default it gets the machine's cores shared among the GPUs, not dask-cuda's 1
+        return LocalCUDACluster(threads_per_worker=threads or _cores_per_gpu(), memory_limit=memory_limit)
     if cluster == "local":
         from distributed import LocalCluster
 
@@ -82,6 +85,14 @@ def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs
         cl.scale(jobs=jobs)
         return cl
     raise PicketError(f"--cluster {cluster}", "unknown cluster kind", f"use one of {', '.join(CLUSTER_KINDS)}")
+
+
+def _cores_per_gpu() -> int:
+    """CPU cores available to this process divided among the visible CUDA devices (at least 1)."""
+    import cupy
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, cupy.cuda.runtime.getDeviceCount()))
 
 
 def _dashboard_address(quiet: bool) -> str:

@@ -28,7 +28,7 @@ DEFAULT_WORKFLOWS = ("gabor-gmm-ws", "gabor-gmm-cc")
 DEFAULT_DIAMETER_A = (60.0, 400.0)
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
-REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size"}
+REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size", "denoise": "none"}
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": 15, "context": "off", "min_score": None,
                       "max_picks": None}
 
@@ -53,6 +53,9 @@ class SegmentParams(_Strict):
         "auto", description="auto: find the ice slab (two fitted surfaces) and fit, orient and extract inside it "
         "(z_fit / z_extract override it); off: the whole box (the reference)")
     lamella_margin: float = Field(0.1, ge=0, le=1, description="extraction reaches this share of the ice thickness beyond each found surface")
+    denoise: Literal["none", "diffusion"] = Field(
+        "none", description="edge-preserving denoising before the blur: diffusion (regularized Perona-Malik, "
+        "scale from the data, segment/denoise.py); none: no denoising (the reference)")
     orientation: Literal["size", "invert", "auto"] = Field(
         "size", description="size: larger cluster is background (the reference); invert: the opposite; "
         "auto: the cluster that forms compact particle-sized blobs")

@@ -196,7 +196,7 @@ def fit_shared(paths: list[Path], cfg: RunConfig):
     samples = []
     for p in paths:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
-        scaled, _, _ = preprocess(t.data, params.sigma_vox, p)
+        scaled, _, _ = preprocess(t.data, params.sigma_vox, p, denoise=params.denoise)
         samples.append(draw_sample(scaled, params))
     pooled = FitSample(np.concatenate([s.coords for s in samples]), np.concatenate([s.neighborhoods for s in samples]))
     return fit_models(pooled, workflow_pairs(cfg.workflows), cfg.segment)

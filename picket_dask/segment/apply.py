@@ -25,12 +25,24 @@ BORDER = 255
 # Linear decisions (kmeans) skip the neighborhood matrix (a GEMV on it is memory-bound: 0.37 s per
 # 128^3 block) and sum 125 shifted views of 2 planes held in cache (0.10 s per block, same labels).
 TILES = {"linear": (2, None), "neighborhood": (1, 32), "fft": (8, 8)}
+# On a GPU the opposite holds: every kernel launch costs ~10 us whatever its size, so tiles are as
+# large as device memory allows. Voxels per tile: the neighborhood matrix is 1 KiB per voxel
+# (512 MiB per tile), the DFT intermediates ~5 KiB (1.3 GiB); linear decisions take the whole block
+# in one fused kernel (gpu_kernels.linear_labels). Several worker threads may share one GPU.
+GPU_TILE_VOXELS = {"neighborhood": 1 << 19, "fft": 1 << 18}
+GPU_TILING = True  # False: cupy chunks take the CPU's tiles and no fused kernel (the path before; benchmarks/gpu.py)
 
 
-def _tiles(space: str, Z: int, Y: int, X: int, size: int, linear: bool = False):
-    """(z, y) ranges of the tiles a block is processed in: small enough that the neighborhood
-    matrix (or the DFT intermediates) stays in cache, large enough for one efficient BLAS call."""
-    planes, rows = TILES["linear" if linear and space == "neighborhood" else space]
+def _tiles(space: str, Z: int, Y: int, X: int, size: int, linear: bool = False, gpu: bool = False):
+    """(z, y) ranges of the tiles a block is processed in. CPU: small enough that the neighborhood
+    matrix (or the DFT intermediates) stays in cache, large enough for one efficient BLAS call.
+    GPU: whole planes, as many as GPU_TILE_VOXELS allows (the whole block for linear decisions)."""
+    kind = "linear" if linear and space == "neighborhood" else space
+    if gpu:
+        planes = Z if kind == "linear" else max(1, GPU_TILE_VOXELS[kind] // max(1, Y * X))
+        rows = Y if kind == "linear" or planes > 1 else max(1, min(Y, GPU_TILE_VOXELS[kind] // max(1, X)))
+    else:
+        planes, rows = TILES[kind]
     rows = rows or Y
     for z0 in range(0, Z, planes):
         for y0 in range(0, Y, rows):
@@ -72,11 +84,18 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
     for i, d in enumerate(decisions):
         groups.setdefault(d.space, []).append(i)
     mats = {space: xp.asarray(stacked_matrix([decisions[i] for i in idx])) for space, idx in groups.items()}
+    gpu = xp is not np and GPU_TILING
     for space, idx in groups.items():
         decs = [decisions[i] for i in idx]
         linear = all(d.V.shape[1] == 0 for d in decs)
-        for (z0, z1), (y0, y1) in _tiles(space, Z, Y, X, size, linear):
+        for (z0, z1), (y0, y1) in _tiles(space, Z, Y, X, size, linear, gpu):
             sub = padded[z0:z1 + 2 * half, y0:y1 + 2 * half]
+            if space == "neighborhood" and linear and gpu and padded.dtype == xp.float32:
+                from .gpu_kernels import linear_labels  # one fused kernel per decision, the CPU's sums
+
+                for i, d in zip(idx, decs):
+                    out[i, z0:z1, y0:y1] = linear_labels(sub, d.u, d.c, size)
+                continue
             if space == "neighborhood" and linear:
                 scores = _linear_scores(sub, [d.u for d in decs], size, xp)
                 for i, sc, d in zip(idx, scores, decs):

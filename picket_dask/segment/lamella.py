@@ -31,6 +31,8 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..backend import to_host
+
 TILE_VOX = 32  # tile edge in y and x, voxels: enough voxels per tile for a stable std, fine enough to follow a tilt
 MIN_STEP = 0.12  # ice must have >= 13 % more local std than vacuum (log units) ...
 MIN_STEP_NOISE = 2.0  # ... and the step must stand this many robust noise SDs above the profile's wiggles
@@ -137,7 +139,8 @@ def tile_log_std(volume: da.Array, tile: int = TILE_VOX) -> np.ndarray:
     from ..progress import compute
 
     m, m2 = compute(m, m2, label="lamella: tile statistics")
-    var = np.maximum(np.asarray(m2, np.float64) - np.asarray(m, np.float64) ** 2, 1e-30)
+    m, m2 = to_host(m).astype(np.float64), to_host(m2).astype(np.float64)  # cupy chunks give device arrays
+    var = np.maximum(m2 - m ** 2, 1e-30)
     return 0.5 * np.log(var)
 
 

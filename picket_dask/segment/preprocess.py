@@ -1,4 +1,5 @@
-"""Preprocessing: Gaussian blur (sigma in voxels) over the whole volume, then global min-max scaling."""
+"""Preprocessing: optional edge-preserving denoising (denoise.py), Gaussian blur (sigma in voxels)
+over the whole volume, then global min-max scaling."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def blur(data: da.Array, sigma_vox: float = 2.0) -> da.Array:
 
 
 def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogram",
-               store: str | None = None) -> tuple[da.Array, float, float]:
-    """Blur, then scale to [0, 1] with the blurred volume's global min and max (one reduction pass).
+               store: str | None = None, denoise: str = "none") -> tuple[da.Array, float, float]:
+    """Denoise (``denoise``: 'none' or a method of denoise.METHODS), blur, then scale to [0, 1] with the blurred volume's global min and max (one reduction pass).
 
     Returns the lazy float32 scaled volume (z, y, x) and the (min, max) used. With ``store`` (a
     folder), the blurred volume is written there in the same pass as the min/max and read back:
@@ -39,6 +40,10 @@ def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogra
         raise PicketError(source, f"data has {data.ndim} dimensions", "give a 3-D tomogram (z, y, x)")
     if min(data.shape) < 5:
         raise PicketError(source, f"volume {data.shape} is thinner than one 5x5x5 neighborhood", "give a larger tomogram")
+    if denoise != "none":
+        from .denoise import denoise as run_denoise
+
+        data = run_denoise(data, denoise, sigma_vox, source=source)
     blurred = blur(data, sigma_vox)
     if store is not None:
         import zarr

@@ -170,7 +170,7 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
 
     with timings.stage("preprocess"):
         store = None if params.device == "gpu" else scratch  # cupy chunks stay in device memory
-        scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store)
+        scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store, denoise=params.denoise)
     lamella = Lamella.whole_box(data.shape, "lamella detection off")
     if params.lamella == "auto":
         with timings.stage("lamella"):
