@@ -55,7 +55,8 @@ class SegmentParams(_Strict):
     lamella_margin: float = Field(0.1, ge=0, le=1, description="extraction reaches this share of the ice thickness beyond each found surface")
     denoise: Literal["none", "diffusion"] = Field(
         "none", description="edge-preserving denoising before the blur: diffusion (regularized Perona-Malik, "
-        "scale from the data, segment/denoise.py); none: no denoising (the reference)")
+        "scale from the data, segment/denoise.py); none: no denoising (the default: on the dev set it helped the "
+        "sparse tomogram only, README; the reference)")
     orientation: Literal["size", "invert", "auto"] = Field(
         "size", description="size: larger cluster is background (the reference); invert: the opposite; "
         "auto: the cluster that forms compact particle-sized blobs")

@@ -21,7 +21,7 @@ depends only on voxels within ``steps + 1 + blur radius`` of it: that is the hal
 results equal the whole-volume result to float rounding.
 
 Why hand-written: skimage's denoise_nl_means (3-D, fast_mode, default 13^3 search) took 320 s on a
-128x256x256 tomogram on one core (160 s on 2, twice the whole run); with a 5^3 search 25 s, but
+128x256x256 tomogram on one core (~160 s on 2, longer than the whole run); with a 5^3 search 25 s, but
 then it is little more than a box filter, and it is numpy-only. denoise_tv_chambolle stops on a
 global energy criterion (not chunkable) and its 200 steps would need a ~400-voxel halo.
 PyWavelets (skimage's estimate_sigma, wavelet denoising) is not a dependency. The kernel below
