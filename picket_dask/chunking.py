@@ -83,3 +83,20 @@ def value_counts(arr: da.Array, minlength: int = 256) -> da.Array:
     per_block = arr.map_blocks(_block_counts, minlength, new_axis=3, dtype=np.int64,
                                chunks=((1,) * nb[0], (1,) * nb[1], (1,) * nb[2], (minlength,)))
     return per_block.sum(axis=(0, 1, 2))
+
+
+def stored(arr: da.Array, path: str, label: str = "storing an intermediate") -> da.Array:
+    """``arr`` computed once into an uncompressed zarr array at ``path`` (the caller removes it) and
+    read back lazily: later passes read it instead of recomputing it (memory stays one chunk per task)."""
+    import zarr
+
+    from .progress import compute
+
+    chunks = tuple(int(max(c)) for c in arr.chunks)
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        target = zarr.create_array(str(path), shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressors=None,
+                                   overwrite=True)
+    else:
+        target = zarr.open_array(str(path), mode="w", shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressor=None)
+    compute(da.store(arr.rechunk(chunks, method=RECHUNK), target, lock=False, compute=False), label=label)
+    return da.from_zarr(target)

@@ -117,3 +117,17 @@ def test_membrane_sheet_masked_particle_kept(rng):
     mask2, _ = membrane_mask(da.from_array(-vol, chunks=20), 20.0, da.ones(shape, chunks=20, dtype=bool), polarity=1,
                              min_extent_A=400.0)
     assert (mask2.compute() == m).all()
+
+
+def test_closed_form_hessian_eigenvalues_equal_eigvalsh():
+    from skimage.feature import hessian_matrix, hessian_matrix_eigvals
+
+    from picket_dask.localize.hessian import symmetric_eigvals
+
+    x = np.random.default_rng(0).normal(size=(12, 14, 16))
+    h = hessian_matrix(x, sigma=1.5, order="rc", use_gaussian_derivatives=False)
+    h[1][0, 0, 0] = h[2][0, 0, 0] = h[4][0, 0, 0] = 0.0  # a diagonal matrix ...
+    h[0][0, 0, 0] = h[3][0, 0, 0] = h[5][0, 0, 0] = 0.25  # ... with a triple eigenvalue (p = 0)
+    scale = np.abs(np.stack(h)).max()
+    for got, ref in zip(symmetric_eigvals(h), hessian_matrix_eigvals(h)):
+        np.testing.assert_allclose(got, ref, atol=1e-9 * scale)

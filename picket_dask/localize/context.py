@@ -17,6 +17,7 @@ Why by hand: scikit-image/dask-image give the filters (blur, dilation) used here
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,11 +92,9 @@ def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], 
                    sigma_vox: float = 2.0, max_diameter_A: float = 400.0) -> dict:
     """Find the context of a converted tomogram and write ``<image>/labels/context``; return the report
     (rules, levels, masked voxels and their share of the box, number of masked objects)."""
-    from ..io.omezarr import open_image, open_labels, write_labels
-    from ..progress import compute
-    from ..provenance import environment
-    from .components import connected_components_chunked
-    from .membranes import bin_factor, binned, membrane_mask, upsample
+    from ..io.atomic import remove
+    from ..io.omezarr import open_image, open_labels
+    from .membranes import bin_factor, binned
 
     image, _, _ = open_image(image_path)
     vs = float(np.max(voxel_size))
@@ -104,8 +103,23 @@ def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], 
     polarity = particle_polarity(image, semantic, inside)
     f = bin_factor(vs)  # gold and membranes need no finer voxels than ~20 A: 8x fewer voxels at 10 A
     small, inside_small = binned(image, inside, f)
+    scratch = Path(image_path) / f".membrane-filter-{uuid.uuid4().hex[:8]}"
+    try:
+        return _detect(image_path, image, small, inside_small, f, vs, voxel_size, polarity, max_diameter_A, sigma_vox,
+                       str(scratch))
+    finally:
+        remove(scratch)
+
+
+def _detect(image_path, image, small, inside_small, f, vs, voxel_size, polarity, max_diameter_A, sigma_vox, scratch) -> dict:
+    from ..io.omezarr import open_labels, write_labels
+    from ..progress import compute
+    from ..provenance import environment
+    from .components import connected_components_chunked
+    from .membranes import membrane_mask, upsample
+
     gold = extreme_density(small, vs * f, inside_small, sigma_vox / f)
-    membranes, mrep = membrane_mask(small, vs * f, inside_small, polarity, min_extent_A=max_diameter_A)
+    membranes, mrep = membrane_mask(small, vs * f, inside_small, polarity, min_extent_A=max_diameter_A, scratch=scratch)
     small_labels = da.where(gold.labels > 0, np.uint8(EXTREME), da.where(membranes.rechunk(small.chunks), np.uint8(MEMBRANE), np.uint8(0)))
     labels = upsample(small_labels.astype(np.uint8), f, image.shape, image.chunks)
     report = {**gold.report, "binning": f, "membranes": {**mrep, "particle_polarity": polarity}}

@@ -15,7 +15,7 @@ longest extent exceeds the largest particle (the size prior's maximum diameter):
 can look plate-like locally but it ends within a particle's size. The membranes are grown by
 ``margin_A`` and returned at full resolution.
 
-Why by hand: scikit-image gives the Hessian eigenvalues (skimage.feature) and hysteresis on
+Why by hand: scikit-image gives the Hessian (skimage.feature; its eigenvalues in closed form in hessian.py) and hysteresis on
 whole arrays; here both run per chunk with a halo, and the hysteresis's connectivity and the
 extent test use picket-dask's chunked connected components and instance table.
 """
@@ -35,11 +35,13 @@ SEED_PERCENTILE, GROW_PERCENTILE = 99.0, 95.0
 def plate_response(block: np.ndarray, sigma_vox: float, polarity: int) -> np.ndarray:
     """Plate measure (z, y, x) of a block: max(0, l1 - |l2| - |l3|) of the Hessian of ``-polarity * block``
     (so that a sheet denser than the ice has l1 > 0 whatever the contrast convention)."""
-    from skimage.feature import hessian_matrix, hessian_matrix_eigvals
+    from skimage.feature import hessian_matrix
+
+    from .hessian import symmetric_eigvals
 
     x = (-float(polarity)) * np.asarray(block, np.float32)
     h = hessian_matrix(x, sigma=sigma_vox, order="rc", use_gaussian_derivatives=False)
-    l1, l2, l3 = hessian_matrix_eigvals(h)
+    l1, l2, l3 = symmetric_eigvals(h)  # closed form: ~6x faster than skimage's per-voxel eigvalsh
     return np.clip(l1 - np.abs(l2) - np.abs(l3), 0, None).astype(np.float32)
 
 
@@ -74,8 +76,10 @@ def upsample(mask: da.Array, f: int, shape, chunks) -> da.Array:
 
 
 def membrane_mask(small: da.Array, voxel_A: float, inside: da.Array, polarity: int,
-                  min_extent_A: float, margin_A: float = 40.0) -> tuple[da.Array, dict]:
-    """Lazy boolean mask of membranes on a (binned) volume with voxels of ``voxel_A``, and a report."""
+                  min_extent_A: float, margin_A: float = 40.0, scratch: str | None = None) -> tuple[da.Array, dict]:
+    """Lazy boolean mask of membranes on a (binned) volume with voxels of ``voxel_A``, and a report.
+    ``scratch``: a folder where the plate response is stored once (the caller removes it after the
+    mask is written), instead of being recomputed by each of the ~5 passes that read it."""
     from ..progress import compute
     from .centroids import instance_table
     from .components import connected_components_chunked
@@ -87,6 +91,10 @@ def membrane_mask(small: da.Array, voxel_A: float, inside: da.Array, polarity: i
         inside = inside.rechunk(small.chunks)
     plate = small.map_overlap(plate_response, depth=depth, boundary="reflect", sigma_vox=sigma, polarity=polarity,
                               dtype=np.float32)
+    if scratch is not None:
+        from ..chunking import stored
+
+        plate = stored(plate, scratch, label="context: membrane filter").rechunk(small.chunks)
     stride = (slice(None, None, 2),) * 3
     pv, keep = compute(plate[stride], inside[stride], label="context: membrane filter levels")
     vals = np.asarray(pv)[np.asarray(keep, bool)]
