@@ -28,13 +28,15 @@ def blur(data: da.Array, sigma_vox: float = 2.0) -> da.Array:
 
 
 def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogram",
-               store: str | None = None, denoise: str = "none") -> tuple[da.Array, float, float]:
+               store: str | None = None, keep: bool = False, denoise: str = "none") -> tuple[da.Array, float, float]:
     """Denoise (``denoise``: 'none' or a method of denoise.METHODS), blur, then scale to [0, 1] with the blurred volume's global min and max (one reduction pass).
 
     Returns the lazy float32 scaled volume (z, y, x) and the (min, max) used. With ``store`` (a
     folder), the blurred volume is written there in the same pass as the min/max and read back:
     later stages then stand on stored chunks instead of a chain of overlaps (blur halo, then the
-    neighborhood halo) that keeps many intermediate blocks alive on a small worker.
+    neighborhood halo) that keeps many intermediate blocks alive on a small worker. ``keep``: the
+    blurred chunks are persisted where they are computed (GPU memory for cupy chunks) instead, so
+    the lamella, the sample and the label pass do not read and blur the tomogram again.
     """
     if data.ndim != 3:
         raise PicketError(source, f"data has {data.ndim} dimensions", "give a 3-D tomogram (z, y, x)")
@@ -63,6 +65,8 @@ def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogra
                             blurred.min(), blurred.max(), label="preprocess: blur (stored) and global min/max")
         blurred = da.from_zarr(target)
     else:
+        if keep:
+            blurred = blurred.persist()
         lo, hi = compute(blurred.min(), blurred.max(), label="preprocess: global min/max of the blurred volume")
     lo, hi = float(lo), float(hi)
     if not (np.isfinite(lo) and np.isfinite(hi)):
