@@ -6,7 +6,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from picket_dask.config import RunConfig
-from picket_dask.segment.lamella import Lamella, box_fit, detect_lamella
+from picket_dask.segment.lamella import Lamella, box_fit, detect_lamella, find_lamella
 from picket_dask.segment.semantic import sample_in_lamella
 
 
@@ -42,6 +42,28 @@ def test_flat_slab_found_and_masks_agree():
     assert ext.sum() > core.sum() and (ext | ~core).all()  # extraction reaches beyond the core
     back = Lamella.from_dict(lam.as_dict(), vol.shape)
     assert back.found and back.lower == lam.lower and back.pad == lam.pad
+
+
+def _tile_grid(profile, seed=0):
+    """A (z, 8, 8) grid of tile log-stds following ``profile`` with a little tile-to-tile noise."""
+    return np.asarray(profile)[:, None, None] + 0.01 * np.random.default_rng(seed).normal(size=(len(profile), 8, 8))
+
+
+def test_fitting_core_leaves_out_only_the_blurred_surface():
+    """The core drops a side's ramp only when the blur explains it; a denser layer inside the ice
+    (the profile rises on inside the slab) keeps the ice up to the surface in the fit."""
+    z = np.arange(64)
+    ice = (z >= 12) & (z <= 50)
+    step = ndi.gaussian_filter1d(np.where(ice, -4.2, -5.0), 2.0)
+    lam = find_lamella(_tile_grid(step), (64, 256, 256), 32, footprint_vox=6)
+    assert lam.found and 0 < max(lam.core) <= 6
+    assert lam.z_range() == (lam.levels["flat_bounds"][0], lam.levels["flat_bounds"][1] + 1)
+    layered = np.where(ice, -4.65, -5.0)
+    layered[(z >= 30) & (z <= 50)] = -4.2  # a sparse lower half of the ice, dense upper half
+    lam = find_lamella(_tile_grid(ndi.gaussian_filter1d(layered, 2.0)), (64, 256, 256), 32, footprint_vox=6)
+    assert lam.found and lam.levels["ramps"][0] > 6 and lam.core[0] == 0.0 and lam.core[1] <= 6
+    lo, hi = lam.z_range()
+    assert lo <= 15 and hi >= 50  # the sparse layer is fitted, not only the dense one
 
 
 def test_tilted_slab_followed():

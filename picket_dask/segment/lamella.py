@@ -12,10 +12,15 @@ deviation of the blurred volume is higher in the ice. Detection:
    or the low one is not at the top/bottom of the box, there is no vacuum: the slab fills the box
    and nothing changes downstream.
 3. The surfaces lie where the profile has risen a quarter of the way from the vacuum's level to
-   the ice's; the fitting sample and the orientation counts use the core between the step fit's
-   edges (surely ice), the extraction mask the surfaces plus a margin. Per tile column, the same step fit gives surface heights; a plane z = a + b y + c x
-   is fitted to each surface with a robust (Huber) regression, so a tilted or wedge-shaped lamella (different top and bottom
-   planes) is followed and a gold bead or a membrane on the surface does not pull it.
+   the ice's; the extraction mask is the surfaces plus a margin. The fitting sample and the
+   orientation counts use the core: per side, the surface moved in to the step fit's edge when that
+   ramp is no longer than a voxel's feature footprint (blur reach 2 sigma + neighbourhood half-width:
+   the features there still see the vacuum); a longer ramp is no blurred surface but a denser
+   layer inside the ice (the profile keeps rising), and the core keeps the ice up to that surface.
+   Per tile column, the same step fit gives surface heights; a plane z = a + b y + c x is fitted
+   to each surface with a robust (Huber) regression, so a tilted or wedge-shaped lamella
+   (different top and bottom planes) is followed and a gold bead or a membrane on the surface
+   does not pull it.
 
 Why by hand: scikit-image and scipy have no lamella/slab finder; the parts (coarsen, mixture,
 robust regression) are library calls.
@@ -51,7 +56,7 @@ class Lamella:
     reason: str = ""
     levels: dict = field(default_factory=dict)
     pad: float = 0.0  # voxels the extraction mask reaches beyond each surface (``extract=True``)
-    core: tuple[float, float] = (0.0, 0.0)  # slices the fitting core lies inside the lower / upper surface
+    core: tuple[float, float] = (0.0, 0.0)  # slices the fitting core lies inside the lower / upper surface (core_insets)
 
     @classmethod
     def whole_box(cls, shape, reason: str) -> "Lamella":
@@ -77,7 +82,7 @@ class Lamella:
     def surfaces(self, y: np.ndarray, x: np.ndarray, extract: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper surface heights (slices) at (y, x) voxel positions (broadcast);
         ``extract``: moved out by ``pad`` (the extraction region), else moved in by ``core`` (the
-        fitting core: the plateau of the step fit, surely ice)."""
+        fitting core: the surfaces less the ramps their blur explains)."""
         out_lo, out_hi = (self.pad, self.pad) if extract else (-self.core[0], -self.core[1])
         lo = self.lower[0] + self.lower[1] * y + self.lower[2] * x - out_lo
         hi = self.upper[0] + self.upper[1] * y + self.upper[2] * x + out_hi
@@ -191,8 +196,15 @@ def _flatten_faces(log_std: np.ndarray, edge: int) -> np.ndarray:
     return out
 
 
+def core_insets(ramps: tuple[int, int], footprint_vox: float) -> tuple[float, float]:
+    """Slices the fitting core lies inside the (lower, upper) surface: a side's ramp (surface to the
+    step fit's edge) when it is within the features' footprint of the surface, else 0 (that ramp is
+    a denser layer inside the ice, not the blurred surface: cutting there would drop ice)."""
+    return tuple(float(r) if r <= footprint_vox else 0.0 for r in ramps)
+
+
 def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = TILE_VOX,
-                 margin: float = MARGIN_FRACTION, edge: int = 4) -> Lamella:
+                 margin: float = MARGIN_FRACTION, edge: int = 4, footprint_vox: float = 6.0) -> Lamella:
     """The slab from a (z, ty, tx) grid of tile log-stds of a (z, y, x) volume of ``shape``.
 
     The whole-plane profile (mean over tiles) gives the ice and vacuum levels and a flat slab by a
@@ -201,7 +213,8 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
     tile column's own box fit then gives surface heights; a plane per surface replaces the flat
     bound when the tiles agree with it (median residual <= 5 % of the slices, and 30 % below the flat one's). Extraction reaches
     ``margin`` x the ice thickness beyond both surfaces (``pad``): where structure starts lies
-    inside the physical surface, as particles at the surface carry less structure there.
+    inside the physical surface, as particles at the surface carry less structure there. The
+    fitting core: ``core_insets`` with ``footprint_vox`` (slices a voxel's features reach).
     """
     nz = shape[0]
     if log_std.size == 0 or nz < 8:
@@ -235,6 +248,7 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
         e1 += 1
     shift_lo, shift_hi = z0 - e0, e1 - (z1 - 1)  # slices the surfaces move out from the box edges
     levels["surfaces_flat"] = [e0, e1]
+    levels["ramps"], levels["footprint_vox"] = [int(shift_lo), int(shift_hi)], float(footprint_vox)
     s = ndi.gaussian_filter(log_std, sigma=(1.0, 0.5, 0.5), mode="nearest")
     ty, tx = s.shape[1], s.shape[2]
     cy, cx, lo, hi = [], [], [], []
@@ -263,7 +277,7 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
                     upper = (coef[0] + shift_hi, coef[1], coef[2])
                 tilted.append("lower" if k == 0 else "upper")
     lam = Lamella(tuple(int(v) for v in shape), True, lower, upper, levels=levels,
-                  pad=round(margin * float(upper[0] - lower[0]), 2), core=(float(shift_lo), float(shift_hi)))
+                  pad=round(margin * float(upper[0] - lower[0]), 2), core=core_insets((shift_lo, shift_hi), footprint_vox))
     frac = lam.fraction_inside()
     if frac > 0.97:
         out = Lamella.whole_box(shape, "the slab fills the box")
@@ -280,7 +294,9 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
 
 
 def detect_lamella(scaled: da.Array, tile: int = TILE_VOX, margin: float = MARGIN_FRACTION,
-                   sigma_vox: float = 2.0) -> Lamella:
-    """The ice slab of a blurred (z, y, x) tomogram (blur ``sigma_vox``; see module docstring)."""
+                   sigma_vox: float = 2.0, neighborhood_size: int = 5) -> Lamella:
+    """The ice slab of a blurred (z, y, x) tomogram (blur ``sigma_vox``, features on
+    ``neighborhood_size``^3 neighbourhoods; see module docstring)."""
     t = min(tile, max(4, min(scaled.shape[1], scaled.shape[2]) // 4))
-    return find_lamella(tile_log_std(scaled, t), tuple(scaled.shape), t, margin, int(np.ceil(2 * sigma_vox)))
+    reach = int(np.ceil(2 * sigma_vox))
+    return find_lamella(tile_log_std(scaled, t), tuple(scaled.shape), t, margin, reach, reach + neighborhood_size // 2)

@@ -174,7 +174,8 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
     lamella = Lamella.whole_box(data.shape, "lamella detection off")
     if params.lamella == "auto":
         with timings.stage("lamella"):
-            lamella = detect_lamella(scaled, margin=params.lamella_margin, sigma_vox=params.sigma_vox)
+            lamella = detect_lamella(scaled, margin=params.lamella_margin, sigma_vox=params.sigma_vox,
+                                     neighborhood_size=params.neighborhood_size)
         if not lamella.found:
             from ..progress import note
 
