@@ -195,7 +195,10 @@ def section_e2e(a) -> None:
     from stages import tiled_tomogram
 
     tomo = str(tiled_tomogram(Path(a.tomogram), tuple(a.large)))
-    for label, gpu in (("cpu", False), ("gpu cold", True), ("gpu warm", True)):
+    cases = [(label, gpu) for label, gpu in (("cpu", False), ("gpu cold", True), ("gpu warm", True))
+             if label.split()[0] in a.e2e_devices]
+    for label, gpu in cases:
+        log(f"e2e {label}: starting (picket-dask's progress lines say which stage runs; PICKET_DASK_QUIET hides them)")
         with tempfile.TemporaryDirectory(prefix="picket-gpu-e2e-") as out:
             t = time.perf_counter()
             r = _run_case(tomo, out, gpu)
@@ -215,6 +218,7 @@ def main() -> int:
     ap.add_argument("--chunks", default="128,256", type=lambda s: [int(v) for v in s.split(",")])
     ap.add_argument("--large", default="256,512,512", type=lambda s: [int(v) for v in s.split(",")])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--e2e-devices", default="cpu,gpu", help="e2e: run on these (cpu, gpu: cold then warm)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args()
     log(f"device: {device_name()}")
