@@ -49,11 +49,13 @@ from those files. Machine: 2 cores, 24 GiB, no GPU (x86_64), numpy + OpenBLAS as
 | `workers.py` | 1 vs 2 workers | `python benchmarks/workers.py` |
 | `vs_blur.py` | twelve workflows vs one blur | `python benchmarks/vs_blur.py` |
 | `larger_than_memory.py` | 4 GiB tomogram, one 1 GiB worker | `python benchmarks/larger_than_memory.py` |
-| `accuracy.py` | F1 of all workflows, sparse and crowded | `python benchmarks/accuracy.py [--fit-on 3] [--orientation auto]` |
+| `accuracy.py` | F1 of all workflows, sparse and crowded (built-in simulator) | `python benchmarks/accuracy.py [--fit-on 3] [--orientation auto]` |
+| `devset_accuracy.py` | P/R/F1, relative recall, pick count and picks near gold/membranes per workflow x tomogram of a folder with truth (the dev set) | `python benchmarks/devset_accuracy.py [--data DIR] [--workflows all] [--preset reference] [--tag T]` |
 | `stages.py` | stage table of `run`, all twelve and the defaults | `python benchmarks/stages.py [TOMO] [--large] [--device cpu\|gpu] [--repeats N]` |
 | `sample_size.py` | label agreement vs the 1M-voxel fit at 100k-500k | `python benchmarks/sample_size.py [TOMO ...]` |
 | `classify.py` | de novo classes of the default workflow's picks: ARI vs types, junk, time vs picking | `python benchmarks/classify.py [--reuse] [--study]` |
 | `fit_speed.py` | six fits: EM before/after a commit, BLAS thread limit, busy process | `python benchmarks/fit_speed.py [--voxels N] [--busy]` |
+| `gpu.py` | GPU vs CPU on one machine: warm-up, label pass per pair (labels compared), end to end | `python benchmarks/gpu.py [--sections warmup,pairs,e2e] [--results DIR]` |
 
 """
 
@@ -87,6 +89,11 @@ def main() -> str:
     p("### classify: descriptor families (ARI of the classes vs true types; `--study`)\n")
     p(table("classify", ["date", "workflow", "families", "dims", "box", "k", "ari_types", "ari_fixed_k"],
             where=lambda d: d["case"] == "study"))
+    p("### GPU vs the same machine's CPU cores (`gpu.py`; label pass per pair, seconds; differing voxels vs the CPU)\n")
+    p(table("gpu", ["date", "device", "pair", "shape", "cpu_s", "gpu_c128_s", "gpu_c256_s", "gpu_cpu_tiles_c128_s",
+                    "gpu_c128_differing_voxels", "speedup_vs_cpu"], where=lambda d: d["section"] == "pairs"))
+    p(table("gpu", ["date", "device", "case", "cuda_init_s", "first_label_s", "second_label_s", "warmup_s"],
+            where=lambda d: d["section"] == "warmup"))
     s = R / "accuracy_summary.csv"
     if s.exists():
         df = pd.read_csv(s)
