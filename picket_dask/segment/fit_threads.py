@@ -1,4 +1,4 @@
-"""How many BLAS/OpenMP threads the in-process fit may use, and a context that enforces it.
+"""How many BLAS/OpenMP threads the in-process fit and label pass may use, and contexts that enforce it.
 
 The fit runs in the client process with multithreaded BLAS (and scikit-learn's OpenMP k-means).
 When other work holds some of the cores (Dask workers of another tomogram, another user's job),
@@ -54,3 +54,21 @@ def limited_threads(n: int | None = None) -> Iterator[int]:
     n = fit_thread_count() if n is None else n
     with threadpool_limits(limits=n):
         yield n
+
+
+@contextlib.contextmanager
+def one_blas_thread_per_task() -> Iterator[None]:
+    """BLAS/OpenMP pools limited to 1 thread while dask's threaded scheduler runs chunk tasks in this
+    process: the tasks are the parallelism, and each task's small products (a few thousand rows)
+    lose more to BLAS threads waking and waiting than they gain (the crowded dev tomogram's label
+    pass, three segmentations, 2 cores: 62-75 s -> 27-43 s). Distributed workers are other
+    processes, started with one BLAS thread by dask already: nothing to do then."""
+    from ..progress import active_client
+
+    if active_client() is not None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield

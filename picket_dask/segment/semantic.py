@@ -16,7 +16,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from ..backend import gpu_memory_error, gpu_problem, to_host
+from ..backend import fits_on_device, gpu_memory_error, gpu_problem, to_host
 from ..chunking import value_counts
 from ..config import SegmentParams
 from ..errors import PicketError
@@ -26,7 +26,7 @@ from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit
 from .features import linear_operator, sample_features, select_gabor
-from .fit_threads import limited_threads
+from .fit_threads import limited_threads, one_blas_thread_per_task
 from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
 from .orientation import choose_orientation
@@ -170,7 +170,11 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
 
     with timings.stage("preprocess"):
         store = None if params.device == "gpu" else scratch  # cupy chunks stay in device memory
-        scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store, denoise=params.denoise)
+        # GPU: the blurred volume stays resident when it takes at most a quarter of the free device memory
+        # (float32: 0.5 GiB for 256x512x512), else each later stage blurs its chunks again
+        keep = params.device == "gpu" and fits_on_device(int(np.prod(data.shape)) * 4)
+        scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store, keep=keep,
+                                    denoise=params.denoise)
     lamella = Lamella.whole_box(data.shape, "lamella detection off")
     if params.lamella == "auto":
         with timings.stage("lamella"):
@@ -205,7 +209,8 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
             # the orientation rule counts cluster sizes inside the sample only: vacuum is neither
             counts.append(value_counts(raw[i] if not lamella.found else
                                        da.where(lamella.mask(raw[i].chunks), raw[i], np.uint8(BORDER)), 2))
-        results = compute(*stores, *counts, label=f"features + labels: {', '.join(s.name for s in segs)}")
+        with one_blas_thread_per_task():
+            results = compute(*stores, *counts, label=f"features + labels: {', '.join(s.name for s in segs)}")
         timings["features_and_labels"] = round(time.perf_counter() - t0, 4)
         with timings.stage("orientation"):
             for s, tmp, c in zip(segs, tmps, results[len(segs):]):
