@@ -30,3 +30,12 @@ def test_environment_override_and_bad_value(monkeypatch):
     monkeypatch.setenv(ENV, "many")
     with pytest.raises(PicketError, match=ENV):
         fit_thread_count()
+
+
+def test_label_pass_runs_one_blas_thread_per_task_on_the_threaded_scheduler():
+    from picket_dask.segment.fit_threads import one_blas_thread_per_task
+
+    before = _blas_threads()
+    with one_blas_thread_per_task():
+        assert _blas_threads() == {1}
+    assert _blas_threads() == before
