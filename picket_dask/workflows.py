@@ -174,8 +174,8 @@ def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], tim
     if cfg.localize.context != "auto":
         return lam.as_dict(), {"mode": "off"}
     with timings.stage("context"):
-        dmax = (cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)[1]
-        report = detect_context(image, lam, tomo.voxel_size, f"semantic-{pair[0]}-{pair[1]}", cfg.segment.sigma_vox, dmax)
+        diameter = tuple(cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)
+        report = detect_context(image, lam, tomo.voxel_size, cfg.segment.sigma_vox, diameter)
     if report.get("warning"):
         from .progress import note
 

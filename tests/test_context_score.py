@@ -97,26 +97,56 @@ def test_pr_curve_counts_each_truth_once():
     assert c.f1.idxmax() == 3 and c.score.tolist() == [4.0, 3.0, 2.0, 1.0]
 
 
-def test_membrane_sheet_masked_particle_kept(rng):
-    from picket_dask.localize.membranes import membrane_mask
+def _bilayer_and_spheres(rng, shape=(48, 96, 96)):
+    """10 A voxels: a tilted bilayer through the box (two dense leaflets 40 A apart) and three dense
+    spheres of 60-160 A diameter away from it, in noise of SD 1."""
+    vol = rng.normal(size=shape).astype(np.float32)
+    zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    dist = (xx - 0.4 * yy - 0.3 * zz - 20) / np.sqrt(1 + 0.16 + 0.09)  # signed distance to the mid-plane, voxels
+    leaflets = np.broadcast_to((np.abs(np.abs(dist) - 2) <= 0.75), shape)
+    vol[leaflets] -= 1.5
+    centres = [(24, 30, 75, 8), (12, 75, 80, 5), (36, 20, 80, 3)]  # z, y, x, radius (voxels)
+    for z, y, x, r in centres:
+        vol[(zz - z) ** 2 + (yy - y) ** 2 + (xx - x) ** 2 <= r * r] -= 1.5
+    return vol, np.broadcast_to(np.abs(dist) <= 2, shape), centres
 
-    shape = (40, 64, 64)
-    vol = rng.normal(size=shape).astype(np.float32) * 0.5
-    zz, yy, xx = np.ogrid[:40, :64, :64]
-    sheet = np.broadcast_to(np.abs(xx - 0.3 * yy - 20) <= 1, shape)  # a tilted dense wall through the whole box
-    particle = (zz - 20) ** 2 + (yy - 40) ** 2 + (xx - 50) ** 2 <= 9
-    vol[sheet] -= 2.0
-    vol[particle] -= 2.0
-    small = da.from_array(vol, chunks=20)
-    mask, rep = membrane_mask(small, 20.0, da.ones(shape, chunks=20, dtype=bool), polarity=-1, min_extent_A=400.0)
+
+def test_membrane_sheet_found_spheres_not(rng):
+    from picket_dask.localize.membranes import membrane_mask, planarity
+
+    vol, sheet, centres = _bilayer_and_spheres(rng)
+    inside = da.ones(tuple(s // 2 for s in vol.shape), chunks=24, dtype=bool)
+    mask, rep = membrane_mask(da.from_array(vol, chunks=32), 10.0, inside, 2, min_extent_A=400.0)
     m = mask.compute()
-    assert rep["membranes"] >= 1
-    assert m[sheet].mean() > 0.8
-    assert not m[20, 40, 50]
-    # a bright sheet is not dense when particles are dark: nothing found with the wrong polarity's sign
-    mask2, _ = membrane_mask(da.from_array(-vol, chunks=20), 20.0, da.ones(shape, chunks=20, dtype=bool), polarity=1,
-                             min_extent_A=400.0)
-    assert (mask2.compute() == m).all()
+    assert rep["membranes"] == 1 and rep["seed_level"] > rep["grow_level"] > rep["median"]
+    assert m[sheet[::2, ::2, ::2]].mean() > 0.8          # the bilayer, on the 20 A grid
+    for z, y, x, _ in centres:                            # the spheres' centres stay free
+        assert not m[z // 2, y // 2, x // 2]
+    assert m.mean() < 0.3
+    # chunked == whole volume
+    whole = planarity(da.from_array(vol, chunks=96), 10.0, 2).compute()
+    np.testing.assert_allclose(planarity(da.from_array(vol, chunks=32), 10.0, 2).compute(), whole, rtol=1e-4,
+                               atol=1e-6 * whole.max())
+
+
+def test_sheet_test_needs_length_and_area():
+    from picket_dask.localize.membranes import is_sheet
+
+    # 20 A voxels, d_max 400 A: a 1500-voxel patch 60 voxels long is a sheet; a 300-voxel chain as long
+    # (touching particles, a filament) and a 1500-voxel blob 15 voxels across are not
+    got = is_sheet(np.array([1500, 300, 1500]), np.array([60, 60, 15]), 20.0, 400.0)
+    assert got.tolist() == [True, False, False]
+
+
+def test_centres_near_context():
+    from picket_dask.localize.context import centres_near
+
+    mask = np.zeros((20, 24, 24), bool)
+    mask[10, :, 5:8] = True  # a masked sheet piece, split over chunks
+    cents = np.array([[10, 12, 10.0], [10, 12, 11.0], [3, 12, 6.0], [10, 12, 20.0]])
+    got = centres_near(cents, da.from_array(mask, chunks=8), 3)
+    assert got.tolist() == [True, False, False, False]  # 3 voxels off, 4 off, 7 above, far
+    assert centres_near(np.zeros((0, 3)), da.from_array(mask, chunks=8), 3).shape == (0,)
 
 
 def test_closed_form_hessian_eigenvalues_equal_eigvalsh():

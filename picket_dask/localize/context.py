@@ -9,8 +9,11 @@ same distance (both measured inside the sample; median and percentiles from a st
 the extreme voxels are grown by ``margin_A`` (the bead's blurred rim and the back-projection
 streaks around it) with a ball, chunk by chunk with a halo of the same size.
 
-The mask is written as its own label image ``<image>/labels/context`` (uint8: 0 free, 1 extreme
-density, 2 membrane; napari shows it) and every workflow's particle mask excludes it.
+Membranes and other sheets are found by the planarity of the gradient structure tensor
+(localize/membranes.py). The mask is written as its own label image ``<image>/labels/context``
+(uint8: 0 free, 1 extreme density, 2 membrane; napari shows it); every workflow's particle mask
+excludes it, and instances whose centre lies within the smallest particle's radius of it are
+dropped (``centres_near``: the pieces of a membrane that the mask cut off).
 
 Why by hand: scikit-image/dask-image give the filters (blur, dilation) used here, not the rule.
 """
@@ -75,43 +78,28 @@ def extreme_density(image: da.Array, voxel_size_A: float, inside: da.Array, sigm
                                                 "the 99th percentile of |blurred - median| inside the sample"}})
 
 
-def particle_polarity(image: da.Array, semantic: da.Array, inside: da.Array) -> int:
-    """+1 if the particle class (label 1) is brighter than the background (label 0) inside the sample, else -1."""
-    from ..progress import compute
-
-    x = image.astype(np.float64)
-    semantic = semantic.rechunk(image.chunks)
-    inside = inside.rechunk(image.chunks)
-    p, b = (semantic == 1) & inside, (semantic == 0) & inside
-    sp, np_, sb, nb = compute(da.where(p, x, 0).sum(), p.sum(), da.where(b, x, 0).sum(), b.sum(),
-                              label="context: particle polarity")
-    return 1 if float(sp) / max(int(np_), 1) >= float(sb) / max(int(nb), 1) else -1
-
-
-def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], semantic_name: str,
-                   sigma_vox: float = 2.0, max_diameter_A: float = 400.0) -> dict:
+def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], sigma_vox: float = 2.0,
+                   diameter_A: tuple[float, float] = (60.0, 400.0)) -> dict:
     """Find the context of a converted tomogram and write ``<image>/labels/context``; return the report
-    (rules, levels, masked voxels and their share of the box, number of masked objects)."""
+    (rules, levels, masked voxels and their share of the box, number of masked objects).
+    ``diameter_A``: the particle-size prior (min, max), which tells membranes from particles."""
     from ..io.atomic import remove
-    from ..io.omezarr import open_image, open_labels
+    from ..io.omezarr import open_image
     from .membranes import bin_factor, binned
 
     image, _, _ = open_image(image_path)
     vs = float(np.max(voxel_size))
     inside = lamella.mask(image.chunks, extract=True)
-    semantic, _ = open_labels(image_path, semantic_name)
-    polarity = particle_polarity(image, semantic, inside)
     f = bin_factor(vs)  # gold and membranes need no finer voxels than ~20 A: 8x fewer voxels at 10 A
     small, inside_small = binned(image, inside, f)
     scratch = Path(image_path) / f".membrane-filter-{uuid.uuid4().hex[:8]}"
     try:
-        return _detect(image_path, image, small, inside_small, f, vs, voxel_size, polarity, max_diameter_A, sigma_vox,
-                       str(scratch))
+        return _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, str(scratch))
     finally:
         remove(scratch)
 
 
-def _detect(image_path, image, small, inside_small, f, vs, voxel_size, polarity, max_diameter_A, sigma_vox, scratch) -> dict:
+def _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, scratch) -> dict:
     from ..io.omezarr import open_labels, write_labels
     from ..progress import compute
     from ..provenance import environment
@@ -119,10 +107,12 @@ def _detect(image_path, image, small, inside_small, f, vs, voxel_size, polarity,
     from .membranes import membrane_mask, upsample
 
     gold = extreme_density(small, vs * f, inside_small, sigma_vox / f)
-    membranes, mrep = membrane_mask(small, vs * f, inside_small, polarity, min_extent_A=max_diameter_A, scratch=scratch)
+    membranes, mrep = membrane_mask(image, vs, inside_small, f, min_extent_A=diameter_A[1], min_diameter_A=diameter_A[0],
+                                    scratch=scratch)
+    membranes = da.pad(membranes, [(0, s - m) for s, m in zip(small.shape, membranes.shape)])
     small_labels = da.where(gold.labels > 0, np.uint8(EXTREME), da.where(membranes.rechunk(small.chunks), np.uint8(MEMBRANE), np.uint8(0)))
     labels = upsample(small_labels.astype(np.uint8), f, image.shape, image.chunks)
-    report = {**gold.report, "binning": f, "membranes": {**mrep, "particle_polarity": polarity}}
+    report = {**gold.report, "binning": f, "membranes": mrep}
     meta = {"step": "context", "labels": {"0": "free", str(EXTREME): "extreme density (gold)", str(MEMBRANE): "membrane"},
             **report, **environment()}
     write_labels(image_path, "context", labels.astype(np.uint8), voxel_size, meta, colors=CONTEXT_COLORS)
@@ -162,3 +152,20 @@ def context_mask(image_path, shape, chunks) -> tuple[da.Array | None, str]:
     if tuple(labels.shape) != tuple(shape) or not meta.get("used", True):
         return None, meta.get("warning", "context labels do not match this image")
     return labels.rechunk(chunks) > 0, f"{meta.get('masked_voxels', '?')} voxels masked ({meta.get('objects', '?')} objects)"
+
+
+def centres_near(centroids_zyx: np.ndarray, context: da.Array, radius_vox: int) -> np.ndarray:
+    """(N,) bool: which centroids (z, y, x voxels) lie within ``radius_vox`` of the ``context`` mask
+    (True = not a particle). Masking cuts a membrane's particle-class voxels at the mask's edge; the
+    pieces left outside have their centres right at the edge, while a particle's centre lies at least
+    its radius from anything it touches: with the smallest particle's radius, the pieces go and the
+    particles next to a membrane or bead stay. The mask is grown per chunk with a halo."""
+    from ..progress import compute
+
+    if len(centroids_zyx) == 0:
+        return np.zeros(0, bool)
+    grown = context if radius_vox <= 0 else context.map_overlap(grow, depth=radius_vox, boundary=False,
+                                                                 radius=radius_vox, dtype=bool)
+    idx = np.clip(np.round(np.asarray(centroids_zyx, float)).astype(np.int64), 0, np.array(context.shape) - 1)
+    hit = compute(grown.vindex[idx[:, 0], idx[:, 1], idx[:, 2]], label="context: centres near it")[0]
+    return np.asarray(hit, bool)

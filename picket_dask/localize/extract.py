@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 
 from ..chunking import value_counts
-from ..config import LocalizeParams
+from ..config import DEFAULT_DIAMETER_A, LocalizeParams
 from ..errors import PicketError
 from ..io.atomic import remove
 from ..io.omezarr import open_labels, write_labels
@@ -19,7 +19,7 @@ from ..provenance import Timings, environment
 from ..segment.lamella import Lamella
 from .centroids import InstanceTable, in_size_range, instance_table, relabel
 from .components import connected_components_chunked
-from .context import context_mask
+from .context import centres_near, context_mask
 from .mask import particle_mask
 from .score import background_moments, instance_means, score_instances
 from .size_prior import min_distance_vox, size_keep
@@ -100,7 +100,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
         lamella = Lamella.from_dict(meta.get("lamella"), semantic.shape)
         if lamella.found and params.z_extract is None:  # nothing outside the sample is ever a pick
             mask = mask & lamella.mask(semantic.chunks, extract=True)
-        context_note = "off"
+        context_note, ctx = "off", None
         if params.context == "auto":  # gold and other context found by localize/context.py, masked before instances
             ctx, context_note = context_mask(image_path, semantic.shape, semantic.chunks)
             if ctx is not None:
@@ -135,6 +135,11 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
             touching = _touches_faces(table, semantic.shape)
             report["touching_faces"] = int((keep & touching).sum())
             keep &= ~touching
+        if ctx is not None and len(table):  # pieces of a membrane cut off by the mask: centres at its edge
+            r = int(np.ceil((params.particle_diameter_A or DEFAULT_DIAMETER_A)[0] / 2 / vs))
+            near = centres_near(table.centroids, ctx, r)
+            report["centre_near_context"] = int((keep & near).sum())
+            keep &= ~near
         if params.particle_diameter_A is not None and len(table):
             prior = size_keep(table.counts, table.bbox_max - table.bbox_min + 1, vs, params.particle_diameter_A)
             report["outside_size_prior"] = int((keep & ~prior).sum())

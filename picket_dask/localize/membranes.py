@@ -1,23 +1,41 @@
-"""Membranes and other sheet-like structures: a Hessian plate filter, hysteresis, and extent.
+"""Membranes and other sheet-like structures: planarity of the gradient structure tensor, hysteresis
+with thresholds from the data's own spread, and a per-component sheet test.
 
-A lipid bilayer is a thin dense sheet (~4 nm) that extends far beyond any particle. Across it the
-density is a valley (dense = dark in cryo-ET; the sign is taken from the particles' polarity),
-along it flat: the Hessian's largest eigenvalue (signed towards the dense side) is large and the
-other two small, while a particle gives three similar eigenvalues and the ice none in
-particular. Per voxel, on the tomogram binned to ~20 A voxels (a membrane needs no finer
-sampling, and 8x fewer voxels):
+What a membrane looks like in a tomogram: a lipid bilayer is two dense leaflets ~40 A apart
+(MEMBRANE_THICKNESS_A), flanked by the CTF's fringes, so across it the density oscillates with a
+period of ~40 A while along it nothing changes. Its mean density is close to the ice's (the CTF
+removes the low frequencies), so a blur at the bilayer's scale, or a Hessian on a ~20 A grid,
+barely sees it; its *gradients* do: at the scale of one leaflet (GRADIENT_SIGMA_A, on the
+full-resolution tomogram) they are strong and all point along the membrane's normal. The
+structure tensor T = G_rho * (grad I grad I^T) (gradient products averaged over a membrane patch,
+INTEGRATION_SIGMA_A) then has one large eigenvalue and two small ones (m1 >> m2 >= m3) on a
+membrane, about equal ones in noise, and on a particle (a blob) gradients in every direction.
+Per voxel of the ~20 A grid the rest runs on:
 
-    plate = max(0, l1 - |l2| - |l3|)   (l1 >= l2 >= l3, Hessian at sigma = MEMBRANE_SIGMA_A)
+    planarity = m1 - m2      (the gradient energy that has one direction)
 
-Voxels in the top 1 % of the plate response inside the sample seed membranes; they grow through
-the top 5 % (hysteresis, as in Canny edge detection); a grown component is a membrane when its
-longest extent exceeds the largest particle (the size prior's maximum diameter): a dense blob
-can look plate-like locally but it ends within a particle's size. The membranes are grown by
-``margin_A`` and returned at full resolution.
+The gradient products are formed at full resolution and averaged over each f^3 cube (the first
+step of the integration), so only the binned grid is held afterwards.
 
-Why by hand: scikit-image gives the Hessian (skimage.feature; its eigenvalues in closed form in hessian.py) and hysteresis on
-whole arrays; here both run per chunk with a halo, and the hysteresis's connectivity and the
-extent test use picket-dask's chunked connected components and instance table.
+Thresholds come from the data: the median and MAD (x 1.4826, a robust SD) of the planarity inside
+the sample describe the ice, crowders and particles; voxels more than SEED_Z robust SDs above the
+median seed membranes and grow through those above GROW_Z (hysteresis, 2:1 as in Canny edge
+detection). How much of a tomogram is membrane varies from none to much, so a fixed percentile
+(the former rule) either invents membranes or misses most of them.
+
+A grown component is a membrane when it is a sheet larger than any particle: its longest extent
+is at least the size prior's largest diameter d_max, and its area (voxels x voxel volume / the
+response band's thickness, 2 x INTEGRATION_SIGMA_A) at least that of a disc of diameter d_max.
+A particle's surface is locally planar too, but it ends within d_max and covers less area; a
+chain of touching particles can be long but not wide. The membranes are grown by what the band
+lacks to reach half a bilayer plus the smallest particle's radius from the mid-plane (so that
+picks touching a membrane are excluded) and returned on the binned grid.
+
+Why by hand: scipy gives the Gaussian derivatives and scikit-image a structure tensor on whole
+arrays (finite differences, one scale); here derivatives and integration have their own scales,
+run per chunk with a halo, and the eigenvalues use the closed form in hessian.py. The
+hysteresis's connectivity and the per-component tests use picket-dask's chunked connected
+components and instance table.
 """
 
 from __future__ import annotations
@@ -27,22 +45,64 @@ import numpy as np
 
 from .morphology import grow
 
-MEMBRANE_SIGMA_A = 40.0  # Hessian scale: a bilayer's thickness
-BIN_TARGET_A = 20.0      # binned voxel size the filter runs at
-SEED_PERCENTILE, GROW_PERCENTILE = 99.0, 95.0
+MEMBRANE_THICKNESS_A = 40.0   # a lipid bilayer, headgroup to headgroup
+GRADIENT_SIGMA_A = 10.0       # derivative scale: one leaflet (a quarter of the bilayer's ~40 A period)
+INTEGRATION_SIGMA_A = 40.0    # structure-tensor window: a membrane patch about one bilayer across
+BIN_TARGET_A = 20.0           # binned voxel size the tensor is integrated and tested at
+SEED_Z, GROW_Z = 6.0, 3.0     # hysteresis levels in robust SDs above the median planarity
+PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # upper triangle, hessian.symmetric_eigvals' order
 
 
-def plate_response(block: np.ndarray, sigma_vox: float, polarity: int) -> np.ndarray:
-    """Plate measure (z, y, x) of a block: max(0, l1 - |l2| - |l3|) of the Hessian of ``-polarity * block``
-    (so that a sheet denser than the ice has l1 > 0 whatever the contrast convention)."""
-    from skimage.feature import hessian_matrix
+def _coarsen(a: np.ndarray, f: int) -> np.ndarray:
+    if f == 1:
+        return a
+    z, y, x = (s // f for s in a.shape)
+    return a[:z * f, :y * f, :x * f].reshape(z, f, y, f, x, f).mean(axis=(1, 3, 5))
+
+
+def gradient_products_block(block: np.ndarray, sigma_vox: float, depth: int, f: int) -> np.ndarray:
+    """(6, z/f, y/f, x/f) float32: the six distinct products of the Gaussian-derivative gradient
+    (sigma_vox, voxels) of a haloed block (``depth`` voxels each side, removed), averaged on f^3 cubes."""
+    from scipy import ndimage as ndi
+
+    x = np.asarray(block, np.float32)
+    core = (slice(depth, x.shape[0] - depth), slice(depth, x.shape[1] - depth), slice(depth, x.shape[2] - depth))
+    g = [ndi.gaussian_filter(x, sigma_vox, order=o, mode="reflect")[core]
+         for o in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
+    return np.stack([_coarsen(g[i] * g[j], f) for i, j in PAIRS]).astype(np.float32)
+
+
+def planarity_block(block: np.ndarray, rho_vox: float, depth: int) -> np.ndarray:
+    """Planarity m1 - m2 (z, y, x) of the structure tensor whose six products (axis 0) are given on a
+    haloed block: each product is averaged with a Gaussian of ``rho_vox`` voxels, then the halo removed."""
+    from scipy import ndimage as ndi
 
     from .hessian import symmetric_eigvals
 
-    x = (-float(polarity)) * np.asarray(block, np.float32)
-    h = hessian_matrix(x, sigma=sigma_vox, order="rc", use_gaussian_derivatives=False)
-    l1, l2, l3 = symmetric_eigvals(h)  # closed form: ~6x faster than skimage's per-voxel eigvalsh
-    return np.clip(l1 - np.abs(l2) - np.abs(l3), 0, None).astype(np.float32)
+    core = tuple(slice(depth, n - depth) for n in block.shape[1:])
+    t = [ndi.gaussian_filter(np.asarray(c, np.float32), rho_vox, mode="reflect")[core] for c in block]
+    m1, m2, _ = symmetric_eigvals(t)
+    return (m1 - m2).astype(np.float32)
+
+
+def planarity(image: da.Array, voxel_A: float, f: int) -> da.Array:
+    """Lazy planarity (float32, z, y, x) of a full-resolution tomogram with voxels of ``voxel_A``, on
+    the grid binned by ``f`` (trimmed to whole f^3 cubes, like ``binned``)."""
+    from ..chunking import at_least
+
+    sg = max(GRADIENT_SIGMA_A / voxel_A, 0.5)
+    d = int(np.ceil(4 * sg)) + 1
+    shape = tuple(s // f * f for s in image.shape)
+    x = image[tuple(slice(0, s) for s in shape)].astype(np.float32)
+    x = at_least(x.rechunk(tuple(min(s, 64 * f) for s in shape)), d + f)  # chunks: multiples of f, > halo
+    xo = da.overlap.overlap(x, depth={0: d, 1: d, 2: d}, boundary="reflect")
+    out_chunks = ((6,),) + tuple(tuple(c // f for c in cs) for cs in x.chunks)
+    prods = xo.map_blocks(gradient_products_block, sg, d, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
+    rho = INTEGRATION_SIGMA_A / (voxel_A * f)
+    r = int(np.ceil(4 * rho)) + 1
+    prods = at_least(prods, r + 1) if min(min(c) for c in prods.chunks[1:]) <= r else prods
+    po = da.overlap.overlap(prods, depth={0: 0, 1: r, 2: r, 3: r}, boundary="reflect")
+    return po.map_blocks(planarity_block, rho, r, drop_axis=0, chunks=prods.chunks[1:], dtype=np.float32)
 
 
 def bin_factor(voxel_size_A: float) -> int:
@@ -75,47 +135,67 @@ def upsample(mask: da.Array, f: int, shape, chunks) -> da.Array:
     return full.rechunk(chunks)
 
 
-def membrane_mask(small: da.Array, voxel_A: float, inside: da.Array, polarity: int,
-                  min_extent_A: float, margin_A: float = 40.0, scratch: str | None = None) -> tuple[da.Array, dict]:
-    """Lazy boolean mask of membranes on a (binned) volume with voxels of ``voxel_A``, and a report.
-    ``scratch``: a folder where the plate response is stored once (the caller removes it after the
-    mask is written), instead of being recomputed by each of the ~5 passes that read it."""
+def robust_z_levels(values: np.ndarray) -> tuple[float, float]:
+    """Median and robust SD (1.4826 x the median absolute deviation) of ``values``."""
+    med = float(np.median(values))
+    return med, float(1.4826 * np.median(np.abs(values - med)))
+
+
+def is_sheet(counts: np.ndarray, extent_vox: np.ndarray, voxel_A: float, min_extent_A: float) -> np.ndarray:
+    """Components (voxel counts, longest bounding-box extent in voxels) that are sheets larger than a
+    particle of diameter ``min_extent_A``: that long, and with an area (volume / the planarity band's
+    thickness, 2 x INTEGRATION_SIGMA_A) of at least a disc of that diameter."""
+    area_A2 = counts * voxel_A ** 3 / (2.0 * INTEGRATION_SIGMA_A)
+    return (extent_vox * voxel_A >= min_extent_A) & (area_A2 >= np.pi * min_extent_A ** 2 / 4.0)
+
+
+def membrane_mask(image: da.Array, voxel_A: float, inside: da.Array, f: int, min_extent_A: float,
+                  min_diameter_A: float = 60.0, scratch: str | None = None) -> tuple[da.Array, dict]:
+    """Lazy boolean mask of membranes on the grid binned by ``f`` (``inside``: the sample on that grid)
+    of a full-resolution tomogram ``image`` with voxels of ``voxel_A``; and a report. ``min_extent_A``:
+    the largest particle diameter (size prior), ``min_diameter_A`` the smallest. ``scratch``: a folder
+    where the planarity is stored once (the caller removes it) instead of recomputed by each pass."""
     from ..progress import compute
     from .centroids import instance_table
     from .components import connected_components_chunked
 
-    sigma = MEMBRANE_SIGMA_A / voxel_A
-    depth = int(np.ceil(4 * sigma)) + 1
-    if min(min(c) for c in small.chunks) <= depth:
-        small = small.rechunk(tuple(max(depth + 1, min(s, 64)) for s in small.shape))
-        inside = inside.rechunk(small.chunks)
-    plate = small.map_overlap(plate_response, depth=depth, boundary="reflect", sigma_vox=sigma, polarity=polarity,
-                              dtype=np.float32)
+    vox = voxel_A * f
+    plan = planarity(image, voxel_A, f)
+    inside = inside[tuple(slice(0, s) for s in plan.shape)].rechunk(plan.chunks)
     if scratch is not None:
         from ..chunking import stored
 
-        plate = stored(plate, scratch, label="context: membrane filter").rechunk(small.chunks)
+        plan = stored(plan, scratch, label="context: membrane planarity").rechunk(inside.chunks)
     stride = (slice(None, None, 2),) * 3
-    pv, keep = compute(plate[stride], inside[stride], label="context: membrane filter levels")
+    pv, keep = compute(plan[stride], inside[stride], label="context: membrane planarity levels")
     vals = np.asarray(pv)[np.asarray(keep, bool)]
+    empty = da.zeros(plan.shape, chunks=plan.chunks, dtype=bool)
     if vals.size == 0:
-        return da.zeros(small.shape, chunks=small.chunks, dtype=bool), {"membranes": 0, "reason": "no sample voxels"}
-    hi, lo = np.percentile(vals, [SEED_PERCENTILE, GROW_PERCENTILE])
-    labels, n = connected_components_chunked((plate > lo) & inside)
-    report = {"sigma_A": MEMBRANE_SIGMA_A, "voxel_A": voxel_A, "seed_level": float(hi), "grow_level": float(lo),
-              "min_extent_A": float(min_extent_A), "candidates": int(n)}
+        return empty, {"membranes": 0, "reason": "no sample voxels"}
+    med, sd = robust_z_levels(vals)
+    hi, lo = med + SEED_Z * sd, med + GROW_Z * sd
+    labels, n = connected_components_chunked((plan > lo) & inside)
+    margin_A = max(0.0, MEMBRANE_THICKNESS_A / 2 + min_diameter_A / 2 - INTEGRATION_SIGMA_A)
+    report = {"rule": "planarity m1 - m2 of the gradient structure tensor; seeds > median + "
+              f"{SEED_Z} robust SD, grown through > median + {GROW_Z} robust SD; a sheet at least d_max long "
+              "with the area of a disc of diameter d_max",
+              "gradient_sigma_A": GRADIENT_SIGMA_A, "integration_sigma_A": INTEGRATION_SIGMA_A, "voxel_A": vox,
+              "median": med, "robust_sd": sd, "seed_level": hi, "grow_level": lo,
+              "min_extent_A": float(min_extent_A), "margin_A": margin_A, "candidates": int(n)}
     if n == 0:
         report["membranes"] = 0
-        return da.zeros(small.shape, chunks=small.chunks, dtype=bool), report
+        return empty, report
     table = instance_table(labels, n)
-    seeded = instance_table(da.where(plate > hi, labels, 0).astype(np.uint32), n)
-    extent_A = (table.bbox_max - table.bbox_min + 1).max(axis=1) * voxel_A
+    seeded = instance_table(da.where(plan > hi, labels, 0).astype(np.uint32), n)
+    extent = (table.bbox_max - table.bbox_min + 1).max(axis=1)
     is_membrane = np.zeros(int(n) + 1, bool)
-    is_membrane[table.ids[extent_A >= min_extent_A]] = True
+    is_membrane[table.ids[is_sheet(table.counts, extent, vox, min_extent_A)]] = True
     has_seed = np.zeros(int(n) + 1, bool)
     has_seed[seeded.ids] = True
     is_membrane &= has_seed
     report["membranes"] = int(is_membrane.sum())
-    radius = int(np.ceil(margin_A / voxel_A))
     mask = labels.map_blocks(lambda b, lut=is_membrane: lut[b], dtype=bool)
+    radius = int(np.ceil(margin_A / vox))
+    if radius == 0:
+        return mask, report
     return mask.map_overlap(grow, depth=radius, boundary=False, radius=radius, dtype=bool), report
