@@ -104,7 +104,7 @@ def _config(args) -> RunConfig:
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
     for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
-                        ("lamella", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
+                        ("kmeans_cut", seg), ("lamella", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
                         ("context", loc), ("min_score", loc), ("max_picks", loc)):
         v = getattr(args, key, None)
         if v is not None:
@@ -324,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--orientation", choices=["size", "invert", "auto"], help="which cluster is particles (default size)")
     r.add_argument("--seed", type=int)
     r.add_argument("--kmeans-backend", choices=["sklearn", "dask-ml"])
+    r.add_argument("--kmeans-cut", choices=["mixture", "midpoint"], help="k-means boundary: mixture (default: moved "
+                   "where a 1-D Gaussian mixture along the k-means axis cuts, when it calls most of the particle "
+                   "cluster noise) or midpoint (the reference)")
     r.add_argument("--copick", metavar="CONFIG.json", help="read tomograms from this copick project and write picks and "
                    "segmentations back (with --run)")
     r.add_argument("--run", dest="copick_runs", action="append", metavar="RUN_NAME", help="copick run (repeat for several)")

@@ -28,7 +28,7 @@ DEFAULT_WORKFLOWS = ("gabor-gmm-ws", "gabor-gmm-cc")
 DEFAULT_DIAMETER_A = (60.0, 400.0)
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
-REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size", "denoise": "none"}
+REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint"}
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": 15, "context": "off", "min_score": None,
                       "max_picks": None}
 
@@ -48,6 +48,10 @@ class SegmentParams(_Strict):
     num_sinusoids: int = Field(10, ge=2, description="Gabor frequencies per axis")
     num_gabor_features: int = Field(64, ge=1, description="Gabor filters kept (largest response std)")
     kmeans_backend: Literal["sklearn", "dask-ml"] = "sklearn"
+    kmeans_cut: Literal["mixture", "midpoint"] = Field(
+        "mixture", description="k-means boundary: mixture (default): moved along the k-means axis to where a 1-D "
+        "two-Gaussian mixture of the sample's projections cuts, when that mixture calls most of the smaller "
+        "cluster noise (sparse samples); midpoint: the k-means boundary (the reference)")
     device: Literal["cpu", "gpu"] = Field("cpu", description="gpu: chunks become cupy arrays on CUDA workers")
     lamella: Literal["auto", "off"] = Field(
         "auto", description="auto: find the ice slab (two fitted surfaces) and fit, orient and extract inside it "

@@ -93,6 +93,7 @@ def test_sample_stays_inside_the_slab():
 def test_reference_preset_turns_everything_off_but_explicit_keys_win():
     ref = RunConfig(preset="reference")
     assert ref.segment.lamella == "off" and ref.localize.context == "off" and ref.localize.particle_diameter_A is None
+    assert ref.segment.kmeans_cut == "midpoint" and RunConfig().segment.kmeans_cut == "mixture"
     mixed = RunConfig(preset="reference", segment={"lamella": "auto"})
     assert mixed.segment.lamella == "auto" and mixed.localize.context == "off"
     default = RunConfig()

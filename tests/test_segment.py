@@ -254,3 +254,39 @@ def test_sample_coordinates_reach_the_cluster_by_reference(tmp_path):
         got = gather_neighborhoods(scaled, coords, stored=stored)  # 4.6 kiB sent; 219 kiB with the coordinates inside
     assert not [w for w in caught if "large graph" in str(w.message)], [str(w.message) for w in caught]
     np.testing.assert_array_equal(got, expected)
+
+
+def _noise_with_tail(n=20000, d=6, tail=0.05, seed=0):
+    """A Gaussian noise cloud (d features) and a thin tail of 'particles' shifted along one axis."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    is_tail = rng.random(n) < tail
+    x[is_tail, 0] += rng.normal(4.0, 1.0, is_tail.sum())
+    return x, is_tail
+
+
+def test_kmeans_mixture_cut_shrinks_a_noise_split_to_the_tail():
+    """2-means halves a noise cloud with a thin tail; the mixture cut keeps the tail (sparse sample)."""
+    from picket_dask.segment.clustering import fit, predict
+
+    x, is_tail = _noise_with_tail()
+    mid = fit("kmeans", x.copy(), None, "neighborhood", 42, kmeans_cut="midpoint")
+    cut = fit("kmeans", x.copy(), None, "neighborhood", 42, kmeans_cut="mixture")
+    small = lambda lab: lab if lab.mean() < 0.5 else 1 - lab  # noqa: E731
+    a, b = small(predict(mid.decision, x)).astype(bool), small(predict(cut.decision, x)).astype(bool)
+    assert a.mean() > 0.2 and is_tail[a].mean() < 0.3  # k-means: mostly noise
+    assert 0.02 < b.mean() < 0.1 and is_tail[b].mean() > 0.6 and (b & ~a).sum() == 0  # same axis, moved in
+    assert "mixture boundary" in cut.params["mixture_cut"]["cut"] and mid.params["offset"] == 0.0
+    assert cut.sample_counts == np.bincount(predict(cut.decision, x), minlength=2).tolist()
+
+
+def test_kmeans_mixture_cut_keeps_two_real_clusters():
+    """Two comparable, separated populations: the k-means boundary stands."""
+    from picket_dask.segment.clustering import fit, predict
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0, 1, (8000, 4)), rng.normal(0, 1, (4000, 4)) + [5, 0, 0, 0]])
+    mid = fit("kmeans", x.copy(), None, "neighborhood", 42, kmeans_cut="midpoint")
+    cut = fit("kmeans", x.copy(), None, "neighborhood", 42, kmeans_cut="mixture")
+    assert cut.params["offset"] == 0.0 and "k-means boundary" in cut.params["mixture_cut"]["cut"]
+    np.testing.assert_array_equal(predict(mid.decision, x), predict(cut.decision, x))

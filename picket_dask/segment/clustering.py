@@ -5,7 +5,8 @@ for linear features, or the compact DFT magnitudes):
 
     cluster(x) = 1  if  sum_i lam_i (v_i . x)^2 + u . x + c > 0  else 0
 
-- k-means (2 centres): d0 - d1 = 2 (c1 - c0) . f + |c0|^2 - |c1|^2, so no quadratic term.
+- k-means (2 centres): d0 - d1 = 2 (c1 - c0) . f + |c0|^2 - |c1|^2, so no quadratic term; with
+  ``kmeans_cut="mixture"`` the boundary may move along the same axis (``mixture_cut``).
 - GMM (full covariance): log pi1 N1(f) - log pi0 N0(f) = f'Af + b.f + c; A is eigen-decomposed.
 For linear features f = G x, G is folded in (A -> G'AG, b -> G'b), so features are never formed:
 the whole feature-plus-predict step is one small matrix product per voxel. Ties go to cluster 0,
@@ -93,13 +94,44 @@ def fit_gmm(features: np.ndarray, seed: int = 42, device: str = "cpu", init_labe
     return fit_gaussian_mixture(features, 2, seed, init_labels=init_labels)
 
 
-def kmeans_decision(centres: np.ndarray, G: np.ndarray | None, space: str) -> Decision:
-    """Linear decision of 2-means; ``G`` maps inputs to features (None: identity)."""
+def kmeans_decision(centres: np.ndarray, G: np.ndarray | None, space: str, offset: float = 0.0) -> Decision:
+    """Linear decision of 2-means; ``G`` maps inputs to features (None: identity); ``offset``:
+    subtracted from the decision value (the boundary moved along the same axis, ``mixture_cut``)."""
     c0, c1 = centres
     w = 2 * (c1 - c0)
-    c = float(c0 @ c0 - c1 @ c1)
+    c = float(c0 @ c0 - c1 @ c1) - float(offset)
     u = w if G is None else G.T @ w
     return Decision(np.zeros((len(u), 0)), np.zeros(0), u, c, space)
+
+
+def mixture_cut(proj: np.ndarray, seed: int = 42) -> tuple[float, dict]:
+    """Where along a 2-means axis to cut when the smaller cluster is mostly noise.
+
+    ``proj`` (n,): the sample's k-means decision values (> 0: cluster 1). 2-means assumes equal,
+    equally spread clusters: on a unimodal noise cloud with a thin tail of particles (a sparse
+    sample) it cuts the cloud near its middle. A two-Gaussian mixture of the projections (1-D,
+    scikit-learn) lets the two sides differ in size and spread. When the mixture calls most of
+    the smaller k-means cluster noise (its particle side holds less than half of that cluster),
+    the boundary moves to where the mixture's posterior favours the particle side; otherwise
+    the k-means boundary stands. Returns the offset t (decision units, >= 0, towards the smaller
+    cluster: the new boundary is at proj = t if cluster 1 is smaller, else -t) and a report.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    p = np.asarray(proj, np.float64)
+    small = int(np.mean(p > 0) < 0.5)
+    s = p if small == 1 else -p  # > 0: the smaller cluster
+    g = GaussianMixture(2, random_state=seed).fit(s[:, None])
+    part = int(np.argmax(g.means_.ravel()))
+    grid = np.linspace(float(g.means_.ravel()[1 - part]), float(s.max()), 4001)
+    hit = np.flatnonzero(g.predict_proba(grid[:, None])[:, part] >= 0.5)
+    t = float(grid[hit[0]]) if len(hit) else 0.0
+    kept = float(np.mean(s > t) / max(np.mean(s > 0), 1e-12))
+    report = {"small_cluster": small, "kmeans_fraction": round(float(np.mean(s > 0)), 4),
+              "mixture_fraction": round(float(np.mean(s > t)), 4), "mixture_share_of_cluster": round(kept, 4)}
+    if t <= 0 or kept >= 0.5:
+        return 0.0, {**report, "cut": "k-means boundary (the mixture calls most of the smaller cluster particles)"}
+    return t, {**report, "cut": "mixture boundary (the mixture calls most of the smaller cluster noise)"}
 
 
 def gmm_decision(params: dict, G: np.ndarray | None, space: str, rtol: float = 1e-12) -> Decision:
@@ -120,16 +152,24 @@ def gmm_decision(params: dict, G: np.ndarray | None, space: str, rtol: float = 1
 
 
 def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, seed: int = 42,
-        kmeans_backend: str = "sklearn", device: str = "cpu", init_labels: np.ndarray | None = None) -> FittedModel:
+        kmeans_backend: str = "sklearn", device: str = "cpu", init_labels: np.ndarray | None = None,
+        kmeans_cut: str = "midpoint") -> FittedModel:
     """Fit ``method`` on the sample's features and return the model with its decision function
-    (``device`` 'gpu': the Gaussian mixture's EM on the GPU; ``init_labels``: see fit_gmm)."""
+    (``device`` 'gpu': the Gaussian mixture's EM on the GPU; ``init_labels``: see fit_gmm;
+    ``kmeans_cut`` 'mixture': see mixture_cut, 'midpoint': the k-means boundary, the reference)."""
     import time
 
     t0 = time.perf_counter()
     if method == "kmeans":
         centres, labels = fit_kmeans(features, seed, kmeans_backend)
-        model = FittedModel("kmeans", {"cluster_centers": centres, "backend": kmeans_backend},
-                            kmeans_decision(centres, G, space), labels=labels)
+        params = {"cluster_centers": centres, "backend": kmeans_backend, "offset": 0.0}
+        if kmeans_cut == "mixture":
+            d = kmeans_decision(centres, None, space)
+            proj = np.concatenate([np.asarray(features[i:i + ROWS], np.float64) @ d.u + d.c
+                                   for i in range(0, len(features), ROWS)])
+            t, params["mixture_cut"] = mixture_cut(proj, seed)
+            params["offset"] = t if params["mixture_cut"]["small_cluster"] == 1 else -t
+        model = FittedModel("kmeans", params, kmeans_decision(centres, G, space, params["offset"]), labels=labels)
     elif method == "gmm":
         params = fit_gmm(features, seed, device, init_labels)
         model = FittedModel("gmm", params, gmm_decision(params, G, space))
@@ -148,7 +188,8 @@ def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: 
     """
     d = model.decision
     if folded:
-        d = (kmeans_decision(model.params["cluster_centers"], None, d.space) if model.method == "kmeans"
+        d = (kmeans_decision(model.params["cluster_centers"], None, d.space, model.params.get("offset", 0.0))
+             if model.method == "kmeans"
              else gmm_decision(model.params, None, d.space))
     counts = np.zeros(2, np.int64)
     for i in range(0, len(features), rows):
