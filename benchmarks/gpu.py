@@ -14,7 +14,8 @@ default workflows end to end. Needs cupy and a CUDA device (dask-cuda for the en
   before it, GPU_TILING = False); labels compared voxel by voxel to the CPU's. Median of --repeats
   after one warm-up pass on the GPU (the CPU tiles on the GPU: one pass, after the new path warmed up).
 - e2e: `picket_dask.run` with the default workflows on a tomogram tiled to --large, on the CPU
-  (threads) and with --gpu (dask-cuda), the GPU one twice (the second is warm); stage table from
+  (threads) and with --gpu (dask-cuda), the GPU one twice (the second is warm), and optionally
+  (`--e2e-devices gpu-threads`) with cupy chunks on dask's threaded scheduler; stage table from
   run.json and pick counts per workflow.
 Rows go to DIR/gpu.csv (default benchmarks/results), and a table is printed per section.
 """
@@ -178,13 +179,15 @@ def section_pairs(a) -> None:
         rows.append(row)
 
 
-def _run_case(tomo: str, out: str, gpu: bool) -> dict:
+def _run_case(tomo: str, out: str, gpu: bool, dask_cuda: bool = True) -> dict:
+    """One run of the default workflows: CPU (threads), or device gpu under dask-cuda (``--gpu``) or
+    under dask's threaded scheduler in this process (cupy chunks, no dask-cuda)."""
     import picket_dask as pk
     from picket_dask.cluster import get_client
     from picket_dask.config import DEFAULT_WORKFLOWS
 
     t = time.perf_counter()
-    with get_client("threads", gpu=gpu, quiet=True):
+    with get_client("threads", gpu=gpu and dask_cuda, quiet=True):
         t_client = time.perf_counter() - t
         res = pk.run([tomo], out, list(DEFAULT_WORKFLOWS), **({"device": "gpu"} if gpu else {}))
     doc = json.loads((Path(out) / res[0].name / "run.json").read_text())
@@ -195,13 +198,13 @@ def section_e2e(a) -> None:
     from stages import tiled_tomogram
 
     tomo = str(tiled_tomogram(Path(a.tomogram), tuple(a.large)))
-    cases = [(label, gpu) for label, gpu in (("cpu", False), ("gpu cold", True), ("gpu warm", True))
-             if label.split()[0] in a.e2e_devices]
+    cases = [(label, gpu) for label, gpu in (("cpu", False), ("gpu cold", True), ("gpu warm", True),
+                                             ("gpu-threads", True)) if label.split()[0] in a.e2e_devices]
     for label, gpu in cases:
         log(f"e2e {label}: starting (picket-dask's progress lines say which stage runs; PICKET_DASK_QUIET hides them)")
         with tempfile.TemporaryDirectory(prefix="picket-gpu-e2e-") as out:
             t = time.perf_counter()
-            r = _run_case(tomo, out, gpu)
+            r = _run_case(tomo, out, gpu, dask_cuda=label != "gpu-threads")
             wall = time.perf_counter() - t
         tm = r["timings"]
         stages = {k: round(v, 2) for k, v in tm.items() if isinstance(v, (int, float))}
@@ -218,7 +221,8 @@ def main() -> int:
     ap.add_argument("--chunks", default="128,256", type=lambda s: [int(v) for v in s.split(",")])
     ap.add_argument("--large", default="256,512,512", type=lambda s: [int(v) for v in s.split(",")])
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--e2e-devices", default="cpu,gpu", help="e2e: run on these (cpu, gpu: cold then warm)")
+    ap.add_argument("--e2e-devices", default="cpu,gpu", help="e2e: run on these (cpu; gpu: dask-cuda, cold then "
+                    "warm; gpu-threads: cupy chunks on dask's threaded scheduler, no dask-cuda)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args()
     log(f"device: {device_name()}")
