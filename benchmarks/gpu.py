@@ -199,7 +199,7 @@ def section_e2e(a) -> None:
 
     tomo = str(tiled_tomogram(Path(a.tomogram), tuple(a.large)))
     cases = [(label, gpu) for label, gpu in (("cpu", False), ("gpu cold", True), ("gpu warm", True),
-                                             ("gpu-threads", True)) if label.split()[0] in a.e2e_devices]
+                                             ("gpu-threads", True)) if label.split()[0] in a.e2e_devices.split(",")]
     for label, gpu in cases:
         log(f"e2e {label}: starting (picket-dask's progress lines say which stage runs; PICKET_DASK_QUIET hides them)")
         with tempfile.TemporaryDirectory(prefix="picket-gpu-e2e-") as out:
