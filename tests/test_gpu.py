@@ -10,11 +10,9 @@ import pytest
 from picket_dask.backend import cupy_available
 from picket_dask.config import SegmentParams
 from picket_dask.segment.apply import _linear_scores, _tiles, label_block, semantic_labels
-from picket_dask.segment.neighborhoods import gather_neighborhoods, sample_voxels
-from picket_dask.segment.preprocess import preprocess
-from picket_dask.segment.semantic import FitSample, fit_models
 
-PAIRS = [(f, c) for f in ("intensities", "ffts", "gabor") for c in ("kmeans", "gmm")]
+from conftest import fit_six
+
 gpu = pytest.mark.skipif(not cupy_available(), reason="needs cupy and a CUDA device")
 
 
@@ -30,20 +28,10 @@ def test_tiles_cover_every_voxel_once(shape, space, linear, on_gpu):
     assert (hits == 1).all()
 
 
-def _volume(shape=(24, 30, 34), seed=0):
-    from picket_dask.simulate import phantom
-
-    dens, _ = phantom(shape, 6, seed, membrane=False, gold=False)
-    return (dens + 0.3 * np.random.default_rng(seed).normal(size=shape)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def fitted():
-    vol = _volume()
-    scaled, _, _ = preprocess(da.from_array(vol, chunks=vol.shape))
-    params = SegmentParams(max_fit_voxels=3000, num_gabor_features=16)
-    coords = sample_voxels(vol.shape, None, params.max_fit_voxels, params.seed)
-    return scaled.compute(), fit_models(FitSample(coords, gather_neighborhoods(scaled, coords)), PAIRS, params)
+    _, scaled, _, segs = fit_six()
+    return scaled, segs
 
 
 @gpu

@@ -13,31 +13,16 @@ from picket_dask.segment.apply import semantic_labels
 from picket_dask.segment.features import fft_features_from_neighborhoods, gabor_bank, select_gabor
 from picket_dask.segment.neighborhoods import gather_neighborhoods, sample_voxels
 from picket_dask.segment.preprocess import preprocess
-from picket_dask.segment.semantic import FitSample, fit_models
 
-PAIRS = [(f, c) for f in ("intensities", "ffts", "gabor") for c in ("kmeans", "gmm")]
-
-
-def _volume(shape=(24, 30, 34), seed=0):
-    from picket_dask.simulate import phantom
-
-    dens, _ = phantom(shape, 6, seed, membrane=False, gold=False)
-    r = np.random.default_rng(seed)
-    return (dens + 0.3 * r.normal(size=shape)).astype(np.float32)
-
+from conftest import SIX_PAIRS, fit_six, noisy_phantom
 
 @pytest.fixture(scope="module")
 def fitted():
-    vol = _volume()
-    scaled, _, _ = preprocess(da.from_array(vol, chunks=vol.shape))
-    params = SegmentParams(max_fit_voxels=3000, num_gabor_features=16)
-    coords = sample_voxels(vol.shape, None, params.max_fit_voxels, params.seed)
-    sample = FitSample(coords, gather_neighborhoods(scaled, coords))
-    return vol, scaled.compute(), sample, fit_models(sample, PAIRS, params)
+    return fit_six()
 
 
 def test_blur_and_scaling_equal_scipy():
-    vol = _volume((20, 25, 30))
+    vol = noisy_phantom((20, 25, 30))
     scaled, lo, hi = preprocess(da.from_array(vol, chunks=(9, 11, 13)))
     ref = ndi.gaussian_filter(vol, 2.0, mode="reflect")
     np.testing.assert_array_equal(scaled.compute(), (ref - ref.min()) / (ref.max() - ref.min()))
@@ -91,7 +76,7 @@ def _oracle_labels(scaled, sample, mode, clusterer, gabor_idx):
     return model.predict(feats(win.reshape(-1, 125))).reshape(win.shape[:3])
 
 
-@pytest.mark.parametrize("idx", range(len(PAIRS)), ids=[f"{f}-{c}" for f, c in PAIRS])
+@pytest.mark.parametrize("idx", range(len(SIX_PAIRS)), ids=[f"{f}-{c}" for f, c in SIX_PAIRS])
 def test_agreement_with_the_method(fitted, idx):
     vol, scaled, sample, segs = fitted
     seg = segs[idx]
@@ -210,7 +195,7 @@ def test_sample_counts_equal_predictions_on_neighborhoods(fitted):
 
 def test_sample_gathered_from_the_store_equals_overlap(tmp_path):
     """Tasks reading chunk + halo from the stored blur give the overlap path's neighborhoods."""
-    vol = _volume((20, 26, 30), seed=3)
+    vol = noisy_phantom((20, 26, 30), seed=3)
     data = da.from_array(vol, chunks=(7, 9, 11))
     scaled, lo, hi = preprocess(data, store=str(tmp_path / "blur"))
     coords = sample_voxels(vol.shape, None, 500, 0)
@@ -242,7 +227,7 @@ def test_sample_coordinates_reach_the_cluster_by_reference(tmp_path):
     import dask
     from distributed import Client, LocalCluster
 
-    vol = _volume((20, 26, 30), seed=3)
+    vol = noisy_phantom((20, 26, 30), seed=3)
     scaled, lo, hi = preprocess(da.from_array(vol, chunks=(7, 9, 11)), store=str(tmp_path / "blur"))
     coords = sample_voxels(vol.shape, None, None, 0)  # every interior voxel: 9,152 coordinates, 220 kB
     stored = (str(tmp_path / "blur"), lo, hi)
