@@ -87,12 +87,19 @@ def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs
     raise PicketError(f"--cluster {cluster}", "unknown cluster kind", f"use one of {', '.join(CLUSTER_KINDS)}")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _cores_per_gpu() -> int:
     """CPU cores available to this process divided among the visible CUDA devices (at least 1)."""
     import cupy
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, cupy.cuda.runtime.getDeviceCount()))
+    return max(1, usable_cores() // max(1, cupy.cuda.runtime.getDeviceCount()))
 
 
 def _dashboard_address(quiet: bool) -> str:

@@ -13,15 +13,9 @@ import contextlib
 import os
 from typing import Iterator
 
+from ..cluster import usable_cores
+
 ENV = "PICKET_DASK_FIT_THREADS"  # an explicit thread count for the fit overrides the measurement
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def free_cores(window_s: float = 0.25) -> int:
@@ -68,7 +62,5 @@ def one_blas_thread_per_task() -> Iterator[None]:
     if active_client() is not None:
         yield
         return
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
+    with limited_threads(1):
         yield
