@@ -85,18 +85,22 @@ def value_counts(arr: da.Array, minlength: int = 256) -> da.Array:
     return per_block.sum(axis=(0, 1, 2))
 
 
+def scratch_array(path: str, shape, dtype, chunks):
+    """An empty uncompressed zarr array at ``path`` (overwritten) for an intermediate that later
+    passes read back chunk + halo at a time (compression would cost more to read than it saves)."""
+    import zarr
+
+    if int(zarr.__version__.split(".")[0]) >= 3:
+        return zarr.create_array(str(path), shape=shape, dtype=dtype, chunks=chunks, compressors=None, overwrite=True)
+    return zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks, compressor=None)
+
+
 def stored(arr: da.Array, path: str, label: str = "storing an intermediate") -> da.Array:
     """``arr`` computed once into an uncompressed zarr array at ``path`` (the caller removes it) and
     read back lazily: later passes read it instead of recomputing it (memory stays one chunk per task)."""
-    import zarr
-
     from .progress import compute
 
     chunks = tuple(int(max(c)) for c in arr.chunks)
-    if int(zarr.__version__.split(".")[0]) >= 3:
-        target = zarr.create_array(str(path), shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressors=None,
-                                   overwrite=True)
-    else:
-        target = zarr.open_array(str(path), mode="w", shape=arr.shape, dtype=arr.dtype, chunks=chunks, compressor=None)
+    target = scratch_array(path, arr.shape, arr.dtype, chunks)
     compute(da.store(arr.rechunk(chunks, method=RECHUNK), target, lock=False, compute=False), label=label)
     return da.from_zarr(target)
