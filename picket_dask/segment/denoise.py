@@ -35,7 +35,7 @@ import math
 import dask.array as da
 import numpy as np
 
-from ..backend import get_xp
+from ..backend import get_xp, to_host
 from ..errors import PicketError
 
 METHODS = ("none", "diffusion")
@@ -133,7 +133,7 @@ def edge_scale(data: da.Array, sigma_vox: float) -> float:
         d = e[tuple(hi)] - e[tuple(lo)]
         diffs.append(d[::k, ::k, ::k].ravel())
     (d,) = compute(da.concatenate(diffs), label="denoise: noise scale of the edge map")
-    d = np.asarray(d.get() if hasattr(d, "get") else d, dtype=np.float64)
+    d = to_host(d).astype(np.float64)
     mad = float(np.median(np.abs(d - np.median(d))))
     return TUKEY * MAD_TO_SD * mad
 
