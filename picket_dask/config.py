@@ -29,7 +29,8 @@ DEFAULT_DIAMETER_A = (60.0, 400.0)
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
 REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint"}
-REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": 15, "context": "off", "min_score": None,
+REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
+REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
                       "max_picks": None}
 
 

@@ -10,7 +10,7 @@ import dask.array as da
 import numpy as np
 
 from ..chunking import value_counts
-from ..config import DEFAULT_DIAMETER_A, LocalizeParams
+from ..config import DEFAULT_DIAMETER_A, REFERENCE_MIN_DISTANCE_VOX, LocalizeParams
 from ..errors import PicketError
 from ..io.atomic import remove
 from ..io.omezarr import open_labels, write_labels
@@ -47,7 +47,7 @@ def peak_spacing_vox(params: LocalizeParams, voxel_size_A: float) -> int:
         return int(params.min_distance_vox)
     if params.particle_diameter_A is not None:
         return min_distance_vox(params.particle_diameter_A, voxel_size_A)
-    return 15
+    return REFERENCE_MIN_DISTANCE_VOX
 
 
 def instances_from_mask(mask: da.Array, extractor: str, params: LocalizeParams,

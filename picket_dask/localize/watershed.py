@@ -37,6 +37,7 @@ import numpy as np
 from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
+from ..config import REFERENCE_MIN_DISTANCE_VOX
 from ..progress import compute
 from ..chunking import RECHUNK, at_least, block_boxes, from_block_tasks, haloed_box
 from .components import connected_components_chunked
@@ -134,7 +135,7 @@ def find_peaks(mask: da.Array, min_distance: int, halo: int, exclude_border: boo
     return peaks[order]
 
 
-def watershed_chunked(mask: da.Array, min_distance: int = 15, halo: int | None = None,
+def watershed_chunked(mask: da.Array, min_distance: int = REFERENCE_MIN_DISTANCE_VOX, halo: int | None = None,
                       exclude_border: bool = False, scratch: str | None = None) -> tuple[da.Array, int, dict]:
     """Lazy uint32 watershed instances (marker ids 1..P), P, and a report.
 
