@@ -29,6 +29,22 @@ def test_csv_and_yaml(picks):
     assert doc["metadata"]["workflow"] == "x"
 
 
+def test_picket_yaml_text_equals_safe_dump():
+    """The fast writer gives yaml.safe_dump's text of the reference layout, byte for byte."""
+    from picket_dask.io.picks import picket_yaml_text
+
+    rng = np.random.default_rng(0)
+    meta = {"workflow": "gabor-gmm-ws", "tomogram_path": "/data/a b/t: 1.mrc", "tomogram_shape": [200, 512, 512],
+            "voxel_size": [10.0, 10.0, 10.0], "localize_params": {"z_extract": None, "particle_diameter_A": [60.0, 400.0],
+            "context": "auto", "min_score": -1.5e-7}, "instances_report": {"peaks": 12, "scores": {"score": "(a - b) / c"}},
+            "note": "yes", "empty": [], "nested": [{"a": 1}, [1, 2]], "long": "x " * 80, "unicode": "Å ångström"}
+    for n in (0, 1, 500):
+        df = picks_frame(rng.uniform(0, 300, (n, 3)), (10.0, 10.0, 10.0), sizes=rng.integers(1, 99, n), scores=rng.normal(size=n))
+        doc = {"metadata": json.loads(json.dumps(meta, default=str)),
+               "Predicted_Particle_Centroid_Coordinates": [{"x": int(r.x), "y": int(r.y), "z": int(r.z)} for r in df.itertuples()]}
+        assert picket_yaml_text(df, meta) == yaml.safe_dump(doc, sort_keys=False)
+
+
 def test_relion_star_round_trip(picks):
     df, paths = picks
     star = starfile.read(paths["star"])
