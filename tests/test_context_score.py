@@ -149,6 +149,27 @@ def test_centres_near_context():
     assert centres_near(np.zeros((0, 3)), da.from_array(mask, chunks=8), 3).shape == (0,)
 
 
+@pytest.mark.parametrize("radius,chunks", [(0, 8), (1, 7), (3, 8), (5, (5, 9, 16))])
+def test_points_near_equals_grown_mask(rng, radius, chunks):
+    """The point lookup equals the whole mask grown per chunk (the former centres_near) and a
+    whole-volume dilation, points on the volume's and the chunks' faces included."""
+    from scipy import ndimage as ndi
+
+    from picket_dask.localize.morphology import ball, grow, points_near
+
+    shape = (19, 23, 26)
+    mask = rng.random(shape) < 0.004
+    pts = np.concatenate([rng.integers(0, shape, (300, 3)), [[0, 0, 0], [18, 22, 25], [8, 7, 16], [7, 8, 15]]])
+    dm = da.from_array(mask, chunks=chunks)
+    grown = dm if radius == 0 else dm.map_overlap(grow, depth=radius, boundary=False, radius=radius, dtype=bool)
+    old = grown.vindex[pts[:, 0], pts[:, 1], pts[:, 2]].compute()
+    whole = mask if radius == 0 else ndi.binary_dilation(mask, structure=ball(radius))
+    got = points_near(dm, pts, radius, batch=64)  # small batches: the loop over point batches is exercised
+    assert got.tolist() == old.tolist() == whole[tuple(pts.T)].tolist()
+    assert 0 < got.sum() < len(pts) or radius == 0
+    assert points_near(dm, np.zeros((0, 3), int), radius).shape == (0,)
+
+
 def test_closed_form_hessian_eigenvalues_equal_eigvalsh():
     from skimage.feature import hessian_matrix, hessian_matrix_eigvals
 
