@@ -104,7 +104,7 @@ def _config(args) -> RunConfig:
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
     for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
-                        ("kmeans_cut", seg), ("lamella", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
+                        ("kmeans_cut", seg), ("fit_schedule", seg), ("lamella", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
                         ("context", loc), ("min_score", loc), ("max_picks", loc)):
         v = getattr(args, key, None)
         if v is not None:
@@ -327,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kmeans-cut", choices=["mixture", "midpoint"], help="k-means boundary: mixture (default: moved "
                    "where a 1-D Gaussian mixture along the k-means axis cuts, when it calls most of the particle "
                    "cluster noise) or midpoint (the reference)")
+    r.add_argument("--fit-schedule", choices=["coarse-to-fine", "exact"], help="coarse-to-fine (default: fit on every 8th "
+                   "sample row, then finish on the whole sample: a few full passes) or exact (scikit-learn's fit on the "
+                   "whole sample, the reference)")
     r.add_argument("--copick", metavar="CONFIG.json", help="read tomograms from this copick project and write picks and "
                    "segmentations back (with --run)")
     r.add_argument("--run", dest="copick_runs", action="append", metavar="RUN_NAME", help="copick run (repeat for several)")

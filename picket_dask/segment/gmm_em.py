@@ -142,9 +142,30 @@ def _host(a, xp):
     return a if xp is np else xp.asnumpy(a)
 
 
+def _hard_label_start(x, k, seed, init_labels, parts, shift, reg_covar, xp):
+    """scikit-learn's k-means initialisation: the M-step of hard k-means labels, and the total Gram."""
+    from sklearn.cluster import KMeans
+
+    rng = np.random.RandomState(seed)  # what scikit-learn's check_random_state(seed) hands to KMeans
+    if init_labels is None:
+        labels = KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
+    else:
+        labels = np.asarray(init_labels)
+    shift_x = xp.asarray(shift)
+    init = _Moments(k, x.shape[1], int(np.argmax(np.bincount(labels, minlength=k))), xp)
+    total = xp.zeros((x.shape[1], x.shape[1]))
+    labels = xp.asarray(labels)
+    for a, b in parts:
+        xc = x[a:b] - shift_x
+        init.add(xc, (labels[a:b, None] == xp.arange(k)[None, :]).astype(xp.float64))
+        total += xc.T @ xc
+    nk, means, cov = _m_step(init, total, shift, reg_covar)
+    return nk, means, cov, total
+
+
 def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 1e-3,
                          reg_covar: float = 1e-6, max_iter: int = 100, rows: int = GMM_ROWS, xp=None,
-                         init_labels: np.ndarray | None = None) -> dict:
+                         init_labels: np.ndarray | None = None, init_params: dict | None = None) -> dict:
     """GaussianMixture(n_components, covariance_type='full', random_state=seed).fit(x), streamed.
 
     ``x`` (n, d) float64 features: numpy, or cupy (``xp``: its module), when the EM runs on the
@@ -152,34 +173,31 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     (k, d), precisions_cholesky (k, d, d) as numpy arrays, converged, n_iter and lower_bound:
     the attributes scikit-learn's model would have. ``init_labels`` (n,): the labels of
     KMeans(n_components, random_state=seed) already fitted on the same ``x`` (the k-means
-    clusterer's own fit is that very model), used instead of fitting it again.
+    clusterer's own fit is that very model), used instead of fitting it again. ``init_params``:
+    weights, means and precisions_cholesky to start the EM from instead of the k-means
+    initialisation (a warm start, e.g. from a fit on a subsample; scikit-learn's ``_initialize``
+    with given parameters).
     """
-    from sklearn.cluster import KMeans
-
     xp = xp or np
     x = xp.ascontiguousarray(x, dtype=xp.float64)
     n, d = x.shape
     k = n_components
-    rng = np.random.RandomState(seed)  # what scikit-learn's check_random_state(seed) hands to KMeans
-    if init_labels is None:
-        labels = KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
-    else:
-        labels = np.asarray(init_labels)
     parts = [(i, min(i + rows, n)) for i in range(0, n, rows)]
     shift = _host(x.mean(axis=0), xp)  # sums are taken about the sample mean (less cancellation)
     shift_x = xp.asarray(shift)
-    # initial M-step from the hard labels, and the total Gram, formed once for every iteration
-    init = _Moments(k, d, int(np.argmax(np.bincount(labels, minlength=k))), xp)
-    total = xp.zeros((d, d))
-    labels = xp.asarray(labels)
-    for a, b in parts:
-        xc = x[a:b] - shift_x
-        init.add(xc, (labels[a:b, None] == xp.arange(k)[None, :]).astype(xp.float64))
-        total += xc.T @ xc
-    del labels
-    nk, means, cov = _m_step(init, total, shift, reg_covar)
-    weights = nk / n
-    prec = _precision_cholesky(cov)
+    if init_params is not None:  # warm start: only the total Gram is formed before the EM
+        total = xp.zeros((d, d))
+        for a, b in parts:
+            xc = x[a:b] - shift_x
+            total += xc.T @ xc
+        weights = np.asarray(init_params["weights"], np.float64)
+        means = np.asarray(init_params["means"], np.float64)
+        prec = np.asarray(init_params["precisions_cholesky"], np.float64)
+        nk = weights * n
+    else:
+        nk, means, cov, total = _hard_label_start(x, k, seed, init_labels, parts, shift, reg_covar, xp)
+        weights = nk / n
+        prec = _precision_cholesky(cov)
     lower, converged, n_iter = -np.inf, False, 0
     for n_iter in range(1, max_iter + 1):
         prev = lower

@@ -115,7 +115,7 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
             for m, clusterer in sorted(pairs, key=lambda p: p[1] != "kmeans"):
                 if m == mode:
                     model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend,
-                                params.device, init, params.kmeans_cut)
+                                params.device, init, params.kmeans_cut, params.fit_schedule)
                     init, model.labels = (model.labels if clusterer == "kmeans" else init), None
                     fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
             del f, init
