@@ -41,8 +41,17 @@ about y and ramp-filtered along x, so the noise's gradients lie mostly along x (
 simulator the ice's tensor is ~0.54 : 0.26 : 0.20 of its trace along x : y : z), and a dense object
 (a gold bead, a strong particle) rings along x in every projection: streaks in the x-z plane through
 it, planar by m1 - m2 with n along x, and long along x. On four built-in medium scenes these
-streaks and the x-facing lobes of particles were most of the "membranes" the sheet test passed
-(shares 0.18-0.50; membrane pieces 0.35-0.59). The test is a per-block sum reduced per component.
+streaks and the x-facing lobes of particles were most of the "sheets" the length-and-area test
+passed (shares 0.18-0.50), against 0.41-0.73 for the components lying mostly on a membrane there
+(two of seven below 1/2: crescents of small vesicles) and 0.61-0.80 for the dev set's nine sheets.
+The test is a per-block sum reduced per component.
+
+Known limit, same cause: with the ice's tensor x-heavy, a membrane whose normal is along y or z must
+add more gradient energy than the ice's x excess before m1 - m2 rises at all, so such patches are
+missed. Whitening the tensor by the ice's (B^-1/2 T B^-1/2) recovers them on the built-in scenes
+(membrane surface covered 0.59-0.66 -> 0.80-0.83) but makes every particle's surface planar too:
+hysteresis then chains particles into sheets (5-16 % of the sample masked, 20-149 true centres
+inside): not used.
 
 Why by hand: scipy gives the Gaussian derivatives and scikit-image a structure tensor on whole
 arrays (finite differences, one scale); here derivatives and integration have their own scales,
