@@ -49,7 +49,7 @@ The test is a per-block sum reduced per component.
 Known limit, same cause: with the ice's tensor x-heavy, a membrane whose normal is along y or z must
 add more gradient energy than the ice's x excess before m1 - m2 rises at all, so such patches are
 missed. Whitening the tensor by the ice's (B^-1/2 T B^-1/2) recovers them on the built-in scenes
-(membrane surface covered 0.59-0.66 -> 0.80-0.83) but makes every particle's surface planar too:
+(membrane surface covered 0.16-0.66 -> 0.55-0.83) but makes every particle's surface planar too:
 hysteresis then chains particles into sheets (5-16 % of the sample masked, 20-149 true centres
 inside): not used.
 
