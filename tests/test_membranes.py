@@ -46,3 +46,18 @@ def test_facing_fraction_chunked_equals_whole(rng):
                               da.from_array(labels.astype(np.uint32), chunks=8), n)
     np.testing.assert_allclose(chunked, whole, rtol=1e-5, atol=1e-9)
     assert whole[0] == 0 and np.all((whole[1:] >= 0) & (whole[1:] <= 1)) and n > 1
+
+
+def test_closed_form_top_eigenvector_equals_eigh(rng):
+    from picket_dask.localize.hessian import symmetric_eigvals, symmetric_eigvec
+
+    a = rng.normal(size=(500, 3, 3))
+    a = a @ a.transpose(0, 2, 1)  # structure tensors are positive semi-definite
+    _, vecs = np.linalg.eigh(a)
+    for dt, tol in ((np.float64, 1e-10), (np.float32, 1e-4)):
+        h = [a[:, i, j].astype(dt) for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))]
+        v = symmetric_eigvec(h, symmetric_eigvals(h)[0])
+        assert v.dtype == dt
+        np.testing.assert_allclose(np.abs(np.sum(v.T * vecs[:, :, 2], axis=1)), 1.0, atol=tol)  # sign-free
+    flat = [np.array([2.0]), np.zeros(1), np.zeros(1), np.array([2.0]), np.zeros(1), np.array([1.0])]
+    assert np.all(symmetric_eigvec(flat, np.array([2.0])) == 0)  # l1 = l2: no one direction
