@@ -105,6 +105,65 @@ def test_watershed_distance_cache_changes_nothing(tmp_path):
     assert (tmp_path / "cache").exists()
 
 
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), md=st.integers(1, 7), kind=st.sampled_from(["blobs", "plateaus", "noise", "flat"]),
+       dtype=st.sampled_from([np.float32, np.uint8, np.uint16, np.float64]))
+def test_local_peaks_equal_peak_local_max(seed, md, kind, dtype):
+    """Same coordinates in the same order as skimage's peak_local_max(exclude_border=False), on
+    distance maps, integer plateaus (many tied candidates), noise and a constant image."""
+    import edt
+    from skimage.feature import peak_local_max
+
+    from picket_dask.localize.watershed import local_peaks
+
+    r = np.random.default_rng(seed)
+    shape = tuple(int(n) for n in r.integers(1, 26, 3))
+    if kind == "blobs":
+        img = edt.edtsq(blobs(shape, 12, 1, 4, seed=seed), black_border=False)
+    elif kind == "plateaus":
+        img = r.integers(0, 4, shape)
+    elif kind == "noise":
+        img = r.random(shape) * 200
+    else:
+        img = np.full(shape, 3)
+    img = img.astype(dtype)
+    ref = peak_local_max(img, min_distance=md, exclude_border=False)
+    np.testing.assert_array_equal(local_peaks(img, md), ref)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flood_and_compact_distances_equal_skimage(seed):
+    """The watershed on pre-padded arrays equals skimage's public function, and peaks of the squared
+    distances in the smallest unsigned type equal those of the float32 map (same order of values)."""
+    import edt
+    from skimage.feature import peak_local_max
+    from skimage.segmentation import watershed
+
+    from picket_dask.localize.watershed import _compact, flood, local_peaks
+
+    region = blobs((30 + seed, 41, 37), 40, 2, 6, seed=seed)
+    region[0, :5, :5] = True  # touches the faces
+    sq = edt.edtsq(region, black_border=False, parallel=1)
+    small = _compact(sq)
+    assert small.dtype == np.uint8 and np.array_equal(small, sq)
+    pk = peak_local_max(sq, min_distance=3, exclude_border=False)
+    np.testing.assert_array_equal(local_peaks(small, 3), pk)
+    mid, big = _compact(sq * 1000.0), _compact(sq * 1e5)  # values beyond uint8, beyond uint16
+    assert mid.dtype == np.uint16 and big.dtype == np.uint32
+    for other in (mid, big):
+        np.testing.assert_array_equal(local_peaks(other, 3), pk)
+    rng = np.random.default_rng(seed)
+    points = np.concatenate([pk, rng.integers(0, region.shape, (5, 3))])  # some may fall outside the mask
+    ids = rng.permutation(np.arange(1, len(points) + 1)).astype(np.uint32)
+    markers = np.zeros(region.shape, np.uint32)
+    markers[tuple(points.T)] = ids
+    for dist in (sq, small, mid, big):
+        ref = watershed(-dist.astype(np.float64), markers, mask=region)
+        got = flood(dist, region, points, ids)
+        assert got.dtype == np.uint32
+        np.testing.assert_array_equal(got, ref)
+
+
 @settings(max_examples=15, deadline=None)
 @given(cz=st.integers(1, 20), cy=st.integers(1, 30), cx=st.integers(1, 40), seed=st.integers(0, 10))
 def test_value_counts_equal_bincount(cz, cy, cx, seed):
