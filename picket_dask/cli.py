@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kmeans-cut", choices=["mixture", "midpoint"], help="k-means boundary: mixture (default: moved "
                    "where a 1-D Gaussian mixture along the k-means axis cuts, when it calls most of the particle "
                    "cluster noise) or midpoint (the reference)")
-    r.add_argument("--fit-schedule", choices=["coarse-to-fine", "exact"], help="coarse-to-fine (default: fit on every 8th "
-                   "sample row, then finish on the whole sample: a few full passes) or exact (scikit-learn's fit on the "
+    r.add_argument("--fit-schedule", choices=["coarse-to-fine", "exact"], help="coarse-to-fine (default: fit each Gaussian "
+                   "mixture on every 8th sample row, then finish on the whole sample: a few full passes) or exact (scikit-learn's fit on the "
                    "whole sample, the reference)")
     r.add_argument("--copick", metavar="CONFIG.json", help="read tomograms from this copick project and write picks and "
                    "segmentations back (with --run)")

@@ -1,8 +1,6 @@
 """The coarse-to-fine fit schedule: a fit on every 8th row starts the fit on the whole sample."""
 
 import numpy as np
-import pytest
-
 from picket_dask.config import RunConfig
 from picket_dask.segment.clustering import COARSE_MIN_ROWS, COARSE_STEP, coarse_rows, fit, predict
 from picket_dask.segment.gmm_em import fit_gaussian_mixture
@@ -36,17 +34,22 @@ def test_em_started_at_its_own_fixed_point_stops_there():
     assert (a == b).mean() >= 0.995  # the issue's bar for "the same labels"
 
 
-@pytest.mark.parametrize("method", ["kmeans", "gmm"])
-def test_coarse_to_fine_labels_agree_with_the_exact_fit(method):
+def test_coarse_to_fine_mixture_agrees_with_the_exact_fit():
     x = _two_clusters(COARSE_STEP * COARSE_MIN_ROWS + 8000, 6, seed=1)
-    exact = fit(method, x.copy(), None, "neighborhood", 42, schedule="exact")
-    fast = fit(method, x.copy(), None, "neighborhood", 42, schedule="coarse-to-fine")
+    exact = fit("gmm", x.copy(), None, "neighborhood", 42, schedule="exact")
+    fast = fit("gmm", x.copy(), None, "neighborhood", 42, schedule="coarse-to-fine")
     a, b = predict(exact.decision, x), predict(fast.decision, x)
-    assert (a == b).mean() >= 0.999
+    assert max((a == b).mean(), (a != b).mean()) >= 0.999  # cluster ids may be numbered the other way
     assert fast.params["schedule"] == "coarse-to-fine" and exact.params["schedule"] == "exact"
-    if method == "gmm":
-        assert fast.params["coarse"]["rows"] == len(x[::COARSE_STEP])
-        assert fast.params["n_iter"] < exact.params["n_iter"]  # the whole sample needs fewer passes
+    assert fast.params["coarse"]["rows"] == len(x[::COARSE_STEP])
+    assert fast.params["n_iter"] < exact.params["n_iter"]  # the whole sample needs fewer passes
+
+
+def test_kmeans_is_exact_under_either_schedule():
+    x = _two_clusters(COARSE_STEP * COARSE_MIN_ROWS, 3, seed=3)
+    a = fit("kmeans", x.copy(), None, "neighborhood", 42, schedule="exact")
+    b = fit("kmeans", x.copy(), None, "neighborhood", 42, schedule="coarse-to-fine")
+    np.testing.assert_array_equal(a.params["cluster_centers"], b.params["cluster_centers"])
 
 
 def test_small_samples_fit_exactly_under_either_schedule():

@@ -62,32 +62,30 @@ def coarse_rows(n: int) -> slice | None:
     Why: the EM and Lloyd iterations a fit needs are the same at any sample size, but each costs
     time in proportion to the rows. Iterating to convergence on 1/8 of the sample and then
     continuing from there on the whole sample reaches the whole sample's fixed point (same stop
-    rule) in a few full passes instead of 10-25. The sample's voxels are drawn at random, so
-    every 8th row is a random subsample.
+    rule) in a few full passes instead of 6-17. The sample's voxels are drawn at random, so
+    every 8th row is a random subsample. Used for the Gaussian mixture (fit_gmm), where the
+    passes cost most; k-means stays exact (fit_kmeans says why).
     """
     return slice(None, None, COARSE_STEP) if n // COARSE_STEP >= COARSE_MIN_ROWS else None
 
 
-def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn",
-               schedule: str = "exact") -> tuple[np.ndarray, np.ndarray | None]:
+def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -> tuple[np.ndarray, np.ndarray | None]:
     """Centres (2, d) and sample labels (n,) (None for dask-ml) of k-means with 2 clusters fitted
     on ``features`` (n, d) float64.
 
     ``sklearn`` (default): KMeans(n_clusters=2, random_state=seed) on the in-memory sample, the
-    reference's exact model; ``schedule`` 'coarse-to-fine': that model fitted on the coarse rows
-    (coarse_rows) first, its centres then start Lloyd's iterations on the whole sample.
-    ``dask-ml``: its scalable k-means|| with ``init_max_iter=3`` (its default init makes ~19
-    passes over the data), for samples too large for one machine.
+    reference's exact model. ``dask-ml``: its scalable k-means|| with ``init_max_iter=3`` (its
+    default init makes ~19 passes over the data), for samples too large for one machine.
+    No coarse-to-fine schedule here: on a sparse sample 2-means splits a nearly unimodal noise
+    cloud where its objective is flat, and a start from the coarse fit's centres settled on another
+    split (96.5 % equal labels on the sparse dev tomogram, benchmarks/fit_schedule.py); Lloyd's
+    iterations cost a few seconds at 1M rows anyway.
     """
     if backend == "sklearn":
         from sklearn.cluster import KMeans
 
-        coarse = coarse_rows(len(features)) if schedule == "coarse-to-fine" else None
-        init = "k-means++"
-        if coarse is not None:
-            init = KMeans(n_clusters=2, random_state=seed).fit(features[coarse]).cluster_centers_
         # copy_x=False: centre the sample in place (and restore it) instead of copying it
-        km = KMeans(n_clusters=2, init=init, n_init=1, random_state=seed, copy_x=False).fit(features)
+        km = KMeans(n_clusters=2, random_state=seed, copy_x=False).fit(features)
         return km.cluster_centers_, km.labels_
     if backend == "dask-ml":
         import dask.array as da
@@ -191,13 +189,13 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
     """Fit ``method`` on the sample's features and return the model with its decision function
     (``device`` 'gpu': the Gaussian mixture's EM on the GPU; ``init_labels``: see fit_gmm;
     ``kmeans_cut`` 'mixture': see mixture_cut, 'midpoint': the k-means boundary, the reference;
-    ``schedule`` 'coarse-to-fine': see coarse_rows, 'exact': scikit-learn's fit on the whole sample)."""
+    ``schedule`` 'coarse-to-fine': the mixture's, see fit_gmm; 'exact': scikit-learn's fit on the whole sample)."""
     import time
 
     t0 = time.perf_counter()
     if method == "kmeans":
-        centres, labels = fit_kmeans(features, seed, kmeans_backend, schedule)
-        params = {"cluster_centers": centres, "backend": kmeans_backend, "offset": 0.0, "schedule": schedule}
+        centres, labels = fit_kmeans(features, seed, kmeans_backend)
+        params = {"cluster_centers": centres, "backend": kmeans_backend, "offset": 0.0}
         if kmeans_cut == "mixture":
             d = kmeans_decision(centres, None, space)
             proj = np.concatenate([np.asarray(features[i:i + ROWS], np.float64) @ d.u + d.c
