@@ -51,10 +51,11 @@ from .components import connected_components_chunked
 
 def _distance_sq(region: np.ndarray) -> np.ndarray:
     """Squared Euclidean distance map (float32 holding exact integers) of a boolean region to its
-    nearest False voxel inside the region (outside is not background, as in scipy)."""
+    nearest False voxel inside the region (outside is not background, as in scipy). Given as
+    uint8 0/1 labels: edt's multi-label transform gives the same map ~2x faster than for bool."""
     import edt
 
-    return edt.edtsq(np.ascontiguousarray(region), black_border=False, parallel=1)
+    return edt.edtsq(np.ascontiguousarray(region, dtype=bool).view(np.uint8), black_border=False, parallel=1)
 
 
 def _compact(sq: np.ndarray) -> np.ndarray:
