@@ -108,7 +108,9 @@ def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, tdir: Path, pat
             "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
             "segment_params": cfg.segment.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
             "instances_report": inst.report, **environment()}
-    return write_all(df, tdir / "picks", wf, tdir.name, tomo.shape, tomo.voxel_size, meta), len(df)
+    with timings.stage(f"{wf}.write_picks"):
+        paths = write_all(df, tdir / "picks", wf, tdir.name, tomo.shape, tomo.voxel_size, meta)
+    return paths, len(df)
 
 
 def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, shared_fit: str | None = None) -> TomogramResult:
