@@ -9,6 +9,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from ..chunking import stored as scratch_stored
 from ..chunking import value_counts
 from ..config import DEFAULT_DIAMETER_A, REFERENCE_MIN_DISTANCE_VOX, LocalizeParams
 from ..errors import PicketError
@@ -110,66 +111,73 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                     "context": context_note}
     if n_mask == 0:
         report["warning"] = "the particle mask is empty: no picks"
-    with timings.stage(extractor):
-        scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
-        try:
-            labels, n, rep = instances_from_mask(mask, extractor, params, str(scratch), vs)
-            report.update(rep)
-            base = dict(step="instances", extractor=extractor, semantic=semantic_name, params=params.model_dump(mode="json"))
-            path = write_labels(image_path, instance_name, labels, voxel_size or (1.0, 1.0, 1.0), {**base, **environment()})
-        finally:
-            remove(scratch)
-        if extractor == "ws" and n_mask:
-            stored, _ = open_labels(image_path, instance_name)
-            filled, n_cc = fill_unreached(mask, stored, n)
-            report["unreached_components"] = n_cc
-            if n_cc:
-                path = write_labels(image_path, instance_name, filled, voxel_size, {**base, **environment()})
-                n += n_cc
-    with timings.stage("centroids"):
-        stored, _ = open_labels(image_path, instance_name)
-        table = instance_table(stored, n)
-        in_range = in_size_range(table.counts, params.min_size_vox, params.max_size_vox)
-        keep = in_range.copy()
-        if params.drop_face_touching and len(table):  # cut by the x/y faces: centroid off, edge artefacts
-            touching = _touches_faces(table, semantic.shape)
-            report["touching_faces"] = int((keep & touching).sum())
-            keep &= ~touching
-        if ctx is not None and len(table):  # pieces of a membrane cut off by the mask: centres at its edge
-            r = int(np.ceil((params.particle_diameter_A or DEFAULT_DIAMETER_A)[0] / 2 / vs))
-            near = centres_near(table.centroids, ctx, r)
-            report["centre_near_context"] = int((keep & near).sum())
-            keep &= ~near
-        if params.particle_diameter_A is not None and len(table):
-            prior = size_keep(table.counts, table.bbox_max - table.bbox_min + 1, vs, params.particle_diameter_A)
-            report["outside_size_prior"] = int((keep & ~prior).sum())
-            keep &= prior
-            if not keep.any():
-                report["warning"] = (f"the particle-size prior {tuple(params.particle_diameter_A)} A excludes all "
-                                     f"{len(table)} instances: no picks (widen --particle-diameter-A or --no-size-prior)")
-    scores = contrast = None
-    if len(table):
-        with timings.stage("scores"):
-            sc = _scores(image_path, semantic, stored, table, lamella, params)
-            report["scores"] = sc.summary()
-            scores, contrast = sc.score, sc.contrast
-            if params.min_score is not None:
-                keep &= scores >= params.min_score
-            if params.max_picks is not None and keep.sum() > params.max_picks:
-                cut = np.sort(scores[keep])[::-1][params.max_picks - 1]
-                keep &= scores >= cut
-                keep &= np.cumsum(keep) <= params.max_picks  # ties at the cut: the first ones
-    with timings.stage("relabel"):
-        report["size_filtered"] = int((~in_range).sum())
-        table, lut = relabel(table, keep)
-        if scores is not None:
-            scores, contrast = scores[keep], contrast[keep]
-        if lut is not None:
-            report["dropped"] = int(len(keep) - keep.sum())
-            relabelled = stored.map_blocks(lambda b, lut=lut: lut[b], dtype=np.uint32)
-            path = write_labels(image_path, instance_name, relabelled, voxel_size, {**base, **report, **environment()})
-    report["instances"] = len(table)
-    return Instances(table, path, report, timings, scores, contrast)
+    # the instances are kept in a scratch array (blosc-lz4, chunking.scratch_array) until the table,
+    # the filters and the scores are done; the label image is written once, compressed, at the end
+    work = Path(image_path) / f".instances-{uuid.uuid4().hex[:8]}"
+    try:
+        with timings.stage(extractor):
+            scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
+            try:
+                labels, n, rep = instances_from_mask(mask, extractor, params, str(scratch), vs)
+                report.update(rep)
+                base = dict(step="instances", extractor=extractor, semantic=semantic_name, params=params.model_dump(mode="json"))
+                stored = scratch_stored(labels, str(work / "0"), label="instances", fast_codec=True)
+            finally:
+                remove(scratch)
+            if extractor == "ws" and n_mask:
+                filled, n_cc = fill_unreached(mask, stored, n)
+                report["unreached_components"] = n_cc
+                if n_cc:
+                    stored = scratch_stored(filled, str(work / "1"), label="instances: unreached voxels", fast_codec=True)
+                    n += n_cc
+        with timings.stage("centroids"):
+            table = instance_table(stored, n)
+            in_range = in_size_range(table.counts, params.min_size_vox, params.max_size_vox)
+            keep = in_range.copy()
+            if params.drop_face_touching and len(table):  # cut by the x/y faces: centroid off, edge artefacts
+                touching = _touches_faces(table, semantic.shape)
+                report["touching_faces"] = int((keep & touching).sum())
+                keep &= ~touching
+            if ctx is not None and len(table):  # pieces of a membrane cut off by the mask: centres at its edge
+                r = int(np.ceil((params.particle_diameter_A or DEFAULT_DIAMETER_A)[0] / 2 / vs))
+                near = centres_near(table.centroids, ctx, r)
+                report["centre_near_context"] = int((keep & near).sum())
+                keep &= ~near
+            if params.particle_diameter_A is not None and len(table):
+                prior = size_keep(table.counts, table.bbox_max - table.bbox_min + 1, vs, params.particle_diameter_A)
+                report["outside_size_prior"] = int((keep & ~prior).sum())
+                keep &= prior
+                if not keep.any():
+                    report["warning"] = (f"the particle-size prior {tuple(params.particle_diameter_A)} A excludes all "
+                                         f"{len(table)} instances: no picks (widen --particle-diameter-A or --no-size-prior)")
+        scores = contrast = None
+        if len(table):
+            with timings.stage("scores"):
+                sc = _scores(image_path, semantic, stored, table, lamella, params)
+                report["scores"] = sc.summary()
+                scores, contrast = sc.score, sc.contrast
+                if params.min_score is not None:
+                    keep &= scores >= params.min_score
+                if params.max_picks is not None and keep.sum() > params.max_picks:
+                    cut = np.sort(scores[keep])[::-1][params.max_picks - 1]
+                    keep &= scores >= cut
+                    keep &= np.cumsum(keep) <= params.max_picks  # ties at the cut: the first ones
+        with timings.stage("relabel"):  # and the one write of the label image
+            report["size_filtered"] = int((~in_range).sum())
+            table, lut = relabel(table, keep)
+            if scores is not None:
+                scores, contrast = scores[keep], contrast[keep]
+            if lut is None:
+                path = write_labels(image_path, instance_name, stored, voxel_size or (1.0, 1.0, 1.0), {**base, **environment()})
+            else:
+                report["dropped"] = int(len(keep) - keep.sum())
+                relabelled = stored.map_blocks(lambda b, lut=lut: lut[b], dtype=np.uint32)
+                path = write_labels(image_path, instance_name, relabelled, voxel_size or (1.0, 1.0, 1.0),
+                                    {**base, **report, **environment()})
+        report["instances"] = len(table)
+        return Instances(table, path, report, timings, scores, contrast)
+    finally:
+        remove(work)
 
 
 def _touches_faces(table: InstanceTable, shape) -> np.ndarray:
