@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import starfile
 import yaml
@@ -43,6 +44,48 @@ def test_picket_yaml_text_equals_safe_dump():
         doc = {"metadata": json.loads(json.dumps(meta, default=str)),
                "Predicted_Particle_Centroid_Coordinates": [{"x": int(r.x), "y": int(r.y), "z": int(r.z)} for r in df.itertuples()]}
         assert picket_yaml_text(df, meta) == yaml.safe_dump(doc, sort_keys=False)
+
+
+def _frames(n_list=(0, 1, 7, 300)):
+    rng = np.random.default_rng(3)
+    for n in n_list:
+        cent = rng.uniform(-5, 900, (n, 3))
+        if n > 2:
+            cent[0] = [0.0, -0.0, 1e-7]
+            cent[1] = [123456.789, 0.0005, -0.0004]
+        for scored in (False, True):
+            kw = dict(scores=rng.normal(size=n) * 30, contrast=rng.normal(size=n)) if scored else {}
+            yield picks_frame(cent, (10.0, 10.0, 13.7), sizes=rng.integers(1, 10**6, n), **kw)
+
+
+def test_fast_writers_equal_the_libraries():
+    """csv, STAR, copick JSON and ndjson texts equal what pandas / starfile / json write (the
+    writers before they formatted rows themselves), byte for byte; NaN takes the libraries' path."""
+    from starfile.writer import StarWriter
+
+    from picket_dask.io.picks import copick_json_text, copick_points, csv_text, ndjson_text, star_frame, star_text
+
+    frames = list(_frames())
+    nan = frames[-1].copy()
+    nan.loc[3, "score"] = np.nan
+    nan.loc[4, "x"] = np.inf
+    for df in frames + [nan]:
+        assert csv_text(df) == df.to_csv(index=False, float_format="%.3f")
+        doc = {"pickable_object_name": "ribo", "user_id": "u", "session_id": 'a "b"', "run_name": "r 1",
+               "voxel_spacing": None, "unit": "angstrom", "points": copick_points(df), "trust_orientation": False}
+        assert copick_json_text(df, "r 1", 'a "b"', "ribo", "u") == json.dumps(doc)
+        scores = df.score.to_numpy(float) if "score" in df.columns else [None] * len(df)
+        lines = [json.dumps({"type": "point", "location": {"x": float(r.x), "y": float(r.y), "z": float(r.z)},
+                             **({} if sc is None else {"score": round(float(sc), 4)})}) for r, sc in zip(df.itertuples(), scores)]
+        assert ndjson_text(df) == "\n".join(lines) + ("\n" if lines else "")
+        for name in ("tomo1", "tomo with space", ""):
+            star = star_frame(df, name, (40, 60, 80), (10.0, 10.0, 13.7))
+            ours, ref = star_text(star, name), StarWriter({"particles": star}).to_string()
+            if df is nan:
+                assert ours is None  # starfile writes it (na_rep)
+                continue
+            assert ours.splitlines()[1:] == ref.splitlines()[1:] and ours.endswith("\n\n") and ref.endswith("\n\n")
+            assert ours.splitlines()[0].split(" at ")[0] == ref.splitlines()[0].split(" at ")[0]  # the time may differ
 
 
 def test_relion_star_round_trip(picks):

@@ -53,8 +53,32 @@ def picks_frame(centroids_zyx: np.ndarray, voxel_size: tuple[float, float, float
     return df
 
 
+def _finite_numeric(df: pd.DataFrame) -> bool:
+    """Only int and float columns, every float finite: the fast writers below format these exactly
+    as pandas / json / starfile do (NaN and other column types take the library's own path)."""
+    return all(df[c].dtype.kind in "iuf" for c in df.columns) and \
+        all(np.isfinite(df[c].to_numpy()).all() for c in df.columns if df[c].dtype.kind == "f")
+
+
+def _rows(df: pd.DataFrame, float_format: str, sep: str, first: str | None = None) -> str:
+    """Text lines of ``df``'s values (``float_format`` for float columns, str for integers,
+    ``first`` as a constant leading field): what ``to_csv`` writes for finite numbers, built with
+    one %-format per row instead of pandas' per-value formatting (~0.2 s per 10^4 rows)."""
+    fmt = sep.join(([] if first is None else [first.replace("%", "%%")]) +
+                   [float_format if df[c].dtype.kind == "f" else "%d" for c in df.columns]) + "\n"
+    return "".join(fmt % row for row in zip(*(df[c].to_numpy().tolist() for c in df.columns)))
+
+
+def csv_text(df: pd.DataFrame) -> str:
+    """The CSV (after its comment line): ``df.to_csv(index=False, float_format="%.3f")``."""
+    plain = all(isinstance(c, str) and not any(ch in c for ch in ',"\n\r') for c in df.columns)
+    if not plain or not _finite_numeric(df) or os.linesep != "\n":
+        return df.to_csv(index=False, float_format="%.3f")
+    return ",".join(map(str, df.columns)) + "\n" + _rows(df, "%.3f", ",")
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    _atomic_text(path, "# x,y,z: voxels (origin: centre of voxel 0); *_A: Angstrom\n" + df.to_csv(index=False, float_format="%.3f"))
+    _atomic_text(path, "# x,y,z: voxels (origin: centre of voxel 0); *_A: Angstrom\n" + csv_text(df))
     return path
 
 
@@ -81,6 +105,19 @@ def write_picket_yaml(df: pd.DataFrame, path: Path, metadata: dict) -> Path:
 def write_star(df: pd.DataFrame, path: Path, tomo_name: str, shape_zyx: tuple[int, int, int], voxel_size) -> Path:
     import starfile
 
+    star = star_frame(df, tomo_name, shape_zyx, voxel_size)
+    tmp = path.with_name(f".{path.name}.tmp")
+    text = star_text(star, tomo_name)
+    if text is None:
+        starfile.write({"particles": star}, tmp, overwrite=True)
+    else:
+        tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def star_frame(df: pd.DataFrame, tomo_name: str, shape_zyx: tuple[int, int, int], voxel_size) -> pd.DataFrame:
+    """The RELION particles table of the picks (see the module docstring)."""
     vz, vy, vx = voxel_size
     nz, ny, nx = shape_zyx
     star = pd.DataFrame({
@@ -92,10 +129,23 @@ def write_star(df: pd.DataFrame, path: Path, tomo_name: str, shape_zyx: tuple[in
     })
     if "score" in df.columns:
         star["rlnAutopickFigureOfMerit"] = df.score.to_numpy()
-    tmp = path.with_name(f".{path.name}.tmp")
-    starfile.write({"particles": star}, tmp, overwrite=True)
-    os.replace(tmp, path)
-    return path
+    return star
+
+
+def star_text(star: pd.DataFrame, tomo_name: str) -> str | None:
+    """What ``starfile.write({"particles": star})`` writes (its header line, one loop block, values
+    at %.6f, the name quoted as starfile quotes it), for a first column of ``tomo_name`` and finite
+    numbers after it; None otherwise (starfile then writes it). starfile formats every value
+    through DataFrame.map and to_csv: 1.4 s for 58,000 picks."""
+    try:
+        from starfile.writer import package_info, quote
+    except ImportError:  # pragma: no cover - a starfile without these helpers
+        return None
+    rest = star.iloc[:, 1:]
+    if not isinstance(tomo_name, str) or any(c in tomo_name for c in "\t\n\r%") or not _finite_numeric(rest):
+        return None
+    head = [package_info(), "", "", "data_particles", "", "loop_"] + [f"_{c} #{i}" for i, c in enumerate(star.columns, 1)]
+    return "".join(line + "\n" for line in head) + _rows(rest, "%.6f", "\t", str(quote(tomo_name))) + "\n\n"
 
 
 def copick_points(df: pd.DataFrame) -> list[dict]:
@@ -105,19 +155,53 @@ def copick_points(df: pd.DataFrame) -> list[dict]:
              "instance_id": 0, "score": float(sc)} for r, sc in zip(df.itertuples(), scores)]
 
 
+def _finite(*columns) -> bool:
+    return all(np.isfinite(np.asarray(c, float)).all() for c in columns)
+
+
+def copick_json_text(df: pd.DataFrame, run_name: str, session_id: str, object_name: str = "particle",
+                     user_id: str = "picket") -> str:
+    """``json.dumps`` of the copick picks document; the points (finite coordinates and scores) are
+    formatted directly with json's float text (repr), 1.4 s -> ~0.1 s for 58,000 picks."""
+    doc = {"pickable_object_name": object_name, "user_id": user_id, "session_id": session_id, "run_name": run_name,
+           "voxel_spacing": None, "unit": "angstrom", "points": [], "trust_orientation": False}
+    scores = df.score.to_numpy(float) if "score" in df.columns else np.ones(len(df))
+    xyz = [df[c].to_numpy(float) for c in ("x_A", "y_A", "z_A")]
+    if not _finite(*xyz, scores):
+        return json.dumps({**doc, "points": copick_points(df)})
+    eye = json.dumps(np.eye(4).tolist())
+    point = f'{{"location": {{"x": %r, "y": %r, "z": %r}}, "transformation_": {eye}, "instance_id": 0, "score": %r}}'
+    points = ", ".join(point % p for p in zip(*(a.tolist() for a in (*xyz, scores))))
+    head, tail = json.dumps(doc).split('"points": []')  # keys are json-escaped: this text occurs once
+    return f'{head}"points": [{points}]{tail}'
+
+
 def write_copick_json(df: pd.DataFrame, path: Path, run_name: str, session_id: str, object_name: str = "particle",
                       user_id: str = "picket") -> Path:
-    doc = {"pickable_object_name": object_name, "user_id": user_id, "session_id": session_id, "run_name": run_name,
-           "voxel_spacing": None, "unit": "angstrom", "points": copick_points(df), "trust_orientation": False}
-    _atomic_text(path, json.dumps(doc))
+    _atomic_text(path, copick_json_text(df, run_name, session_id, object_name, user_id))
     return path
 
 
+def ndjson_text(df: pd.DataFrame) -> str:
+    """One ``json.dumps`` line per pick (location in voxels, score to 4 decimals), the finite
+    values formatted directly with json's float text (repr)."""
+    xyz = [df[c].to_numpy(float) for c in ("x", "y", "z")]
+    has_score = "score" in df.columns
+    scores = df.score.to_numpy(float) if has_score else np.zeros(len(df))
+    if not _finite(*xyz, scores):
+        sc = scores if has_score else [None] * len(df)
+        lines = [json.dumps({"type": "point", "location": {"x": float(x), "y": float(y), "z": float(z)},
+                             **({} if s is None else {"score": round(float(s), 4)})}) for x, y, z, s in zip(*xyz, sc)]
+        return "\n".join(lines) + ("\n" if lines else "")
+    if has_score:
+        return "".join('{"type": "point", "location": {"x": %r, "y": %r, "z": %r}, "score": %r}\n' % (x, y, z, round(s, 4))
+                       for x, y, z, s in zip(*(a.tolist() for a in (*xyz, scores))))
+    return "".join('{"type": "point", "location": {"x": %r, "y": %r, "z": %r}}\n' % p
+                   for p in zip(*(a.tolist() for a in xyz)))
+
+
 def write_ndjson(df: pd.DataFrame, path: Path) -> Path:
-    scores = df.score.to_numpy(float) if "score" in df.columns else [None] * len(df)
-    lines = [json.dumps({"type": "point", "location": {"x": float(r.x), "y": float(r.y), "z": float(r.z)},
-                         **({} if sc is None else {"score": round(float(sc), 4)})}) for r, sc in zip(df.itertuples(), scores)]
-    _atomic_text(path, "\n".join(lines) + ("\n" if lines else ""))
+    _atomic_text(path, ndjson_text(df))
     return path
 
 
