@@ -105,7 +105,7 @@ def _config(args) -> RunConfig:
         seg["device"] = "gpu"
     for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
                         ("kmeans_cut", seg), ("fit_schedule", seg), ("lamella", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
-                        ("context", loc), ("min_score", loc), ("max_picks", loc)):
+                        ("context", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
         v = getattr(args, key, None)
         if v is not None:
             target[key] = v
@@ -316,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-size-prior", action="store_true", help="keep instances of every size (the reference)")
     r.add_argument("--min-score", type=float, help="drop picks scoring below this (contrast in noise SDs)")
     r.add_argument("--max-picks", type=int, help="keep at most this many picks per workflow, best first")
+    r.add_argument("--fdr", type=float, metavar="Q", help="keep picks significant against the background's own "
+                   "noise (empirical null, Benjamini-Hochberg) at false-discovery rate Q, e.g. 0.05 (default off)")
     r.add_argument("--z-fit", nargs=2, type=int, metavar=("LB", "UB"), help="fit on the central slab of z slices [LB, UB)")
     r.add_argument("--z-extract", nargs=2, type=int, metavar=("LB", "UB"), help="keep picks in z slices [LB, UB]")
     r.add_argument("--chunks", type=int, help="chunk edge in voxels (default 128)")

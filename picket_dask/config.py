@@ -32,7 +32,7 @@ REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size", "denoise": "none",
                      "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
-                      "max_picks": None}
+                      "max_picks": None, "fdr": None}
 
 
 class _Strict(BaseModel):
@@ -100,6 +100,11 @@ class LocalizeParams(_Strict):
                                      "reconstruction edge artefacts); False: keep them (the reference)")
     min_score: Optional[float] = Field(None, description="drop picks scoring below this (score: particle contrast in noise SDs)")
     max_picks: Optional[int] = Field(None, ge=1, description="keep at most this many picks, best scores first")
+    fdr: Optional[float] = Field(None, gt=0, lt=1, description="keep the picks whose score is significant against "
+                                 "an empirical null of the background (balls at random background positions), "
+                                 "Benjamini-Hochberg at this false-discovery rate (localize/significance.py); None: off")
+    fdr_null_size: int = Field(10000, ge=100, description="null balls drawn per ball size for --fdr")
+    fdr_seed: int = Field(42, description="seed of the null balls' positions for --fdr")
 
     @field_validator("particle_diameter_A")
     @classmethod

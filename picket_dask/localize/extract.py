@@ -23,6 +23,7 @@ from .components import connected_components_chunked
 from .context import centres_near, context_mask
 from .mask import particle_mask
 from .score import background_moments, instance_means, score_instances
+from .significance import significance
 from .size_prior import min_distance_vox, size_keep
 from .watershed import fill_unreached, watershed_chunked
 
@@ -153,9 +154,15 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
         scores = contrast = None
         if len(table):
             with timings.stage("scores"):
-                sc = _scores(image_path, semantic, stored, table, lamella, params)
+                sc, image, background = _scores(image_path, semantic, stored, table, lamella, params)
                 report["scores"] = sc.summary()
                 scores, contrast = sc.score, sc.contrast
+                if params.fdr is not None:  # the picks still in play are the family the FDR is controlled over
+                    null_bg = background & ~ctx if ctx is not None else background
+                    sig = significance(image, null_bg, scores[keep], table.counts[keep], sc.background_mean,
+                                       sc.background_sd, sc.polarity, params.fdr, params.fdr_null_size, params.fdr_seed)
+                    report["significance"] = sig.report
+                    keep[np.flatnonzero(keep)[~sig.keep]] = False
                 if params.min_score is not None:
                     keep &= scores >= params.min_score
                 if params.max_picks is not None and keep.sum() > params.max_picks:
@@ -189,7 +196,8 @@ def _touches_faces(table: InstanceTable, shape) -> np.ndarray:
 
 
 def _scores(image_path, semantic: da.Array, instances: da.Array, table: InstanceTable, lamella, params: LocalizeParams):
-    """Per-instance scores (localize/score.py) against the background inside the sample."""
+    """Per-instance scores (localize/score.py) against the background inside the sample; the image and
+    that background (lazy) beside them."""
     from ..io.omezarr import open_image
 
     image, _, _ = open_image(image_path)
@@ -199,4 +207,4 @@ def _scores(image_path, semantic: da.Array, instances: da.Array, table: Instance
         background = background & lamella.mask(semantic.chunks, extract=False)
     mu, sd = background_moments(image, background)
     means = instance_means(instances, image, table.ids, table.counts)
-    return score_instances(means, table.counts, mu, sd)
+    return score_instances(means, table.counts, mu, sd), image, background
