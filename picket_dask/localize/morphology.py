@@ -23,11 +23,12 @@ def points_near(mask, points: np.ndarray, radius: int, batch: int = 1 << 22) -> 
     """(N,) bool: which voxel ``points`` (N, 3) int, inside the volume, have a True voxel of the
     chunked boolean ``mask`` within a ball of ``radius`` voxels; the same as
     ``mask.map_overlap(grow, depth=radius, boundary=False, radius=radius)[points]`` (the
-    volume's outside is False), without dilating the volume: only the blocks holding points
-    are read, each with a halo of ``radius``, and only the ball around each point is looked at."""
+    volume's outside is False), without dilating the volume: each block that a point's ball
+    reaches is read once (no halo: a haloed read decompresses each stored chunk up to 27 times)
+    and only the balls are looked at; a point's answer is the OR over the blocks its ball meets."""
     import dask
 
-    from ..chunking import block_boxes, haloed_box
+    from ..chunking import block_boxes
     from ..progress import compute
 
     points = np.asarray(points, np.int64).reshape(-1, 3)
@@ -35,32 +36,32 @@ def points_near(mask, points: np.ndarray, radius: int, batch: int = 1 << 22) -> 
         return np.zeros(0, bool)
     radius = max(int(radius), 0)
     offsets = np.argwhere(ball(radius)) - radius  # (K, 3)
+    blocks = mask.to_delayed()
     tasks, which = [], []
-    for _, origin, shape in block_boxes(mask.chunks):
+    for b, origin, shape in block_boxes(mask.chunks):
         origin, shape = np.asarray(origin), np.asarray(shape)
-        sel = np.nonzero(np.all((points >= origin) & (points < origin + shape), axis=1))[0]
+        sel = np.nonzero(np.all((points >= origin - radius) & (points < origin + shape + radius), axis=1))[0]
         if len(sel) == 0:
             continue
-        lo, hi = haloed_box(mask.shape, origin, shape, radius)
-        region = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        tasks.append(dask.delayed(_ball_hits)(region, points[sel] - lo, offsets, batch))
+        tasks.append(dask.delayed(_ball_hits)(blocks[b], points[sel] - origin, offsets, batch))
         which.append(sel)
     out = np.zeros(len(points), bool)
     for sel, hit in zip(which, compute(*tasks, label="context: centres near it")):
-        out[sel] = hit
+        out[sel] |= hit
     return out
 
 
 def _ball_hits(region: np.ndarray, local: np.ndarray, offsets: np.ndarray, batch: int) -> np.ndarray:
-    """Per point (region coordinates): any True voxel of ``region`` at point + offset (outside: False)."""
+    """Per point (region coordinates, possibly outside it by up to the ball's radius): any True
+    voxel of ``region`` at point + offset (outside the region: False)."""
     region = np.asarray(region, bool)
     hit = np.zeros(len(local), bool)
     if not region.any():
         return hit
     r = int(np.abs(offsets).max()) if len(offsets) else 0
-    padded = np.pad(region, r)  # False around: offsets beyond the region (the volume's outside) never hit
+    padded = np.pad(region, 2 * r)  # False around: offsets beyond the region never hit
     step = max(1, batch // max(len(offsets), 1))
     for i in range(0, len(local), step):
-        c = local[i:i + step, None, :] + offsets[None] + r  # (n, K, 3)
+        c = local[i:i + step, None, :] + offsets[None] + 2 * r  # (n, K, 3), inside padded
         hit[i:i + step] = padded[c[..., 0], c[..., 1], c[..., 2]].any(axis=1)
     return hit
