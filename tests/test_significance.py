@@ -1,5 +1,7 @@
 """The significance cut (localize/significance.py): empirical null of the pick score, BH at an FDR."""
 
+import importlib
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -52,6 +54,21 @@ def test_block_null_means_are_ball_means():
     # the volume's faces count as outside the background: no ball crosses them
     _, c = block_null_means(z, np.ones_like(z, bool), (slice(0, 40),) * 3, np.array([3.0]), 10, 1)
     assert c[0] == 34 ** 3
+
+
+def test_fft_and_gathered_ball_sums_agree(rng, monkeypatch):
+    sig = importlib.import_module("picket_dask.localize.significance")
+
+    img = rng.normal(size=(30, 34, 38)).astype(np.float32)
+    bg = rng.random(img.shape) > 0.002
+    interior = (slice(6, 24), slice(6, 28), slice(6, 32))
+    radii = np.array([1.5, 3.0, 4.5])
+    gathered, c1 = sig.block_null_means(img, bg, interior, radii, 200, 5)
+    monkeypatch.setattr(sig, "GATHER_VOXELS", 0)
+    fft, c2 = sig.block_null_means(img, bg, interior, radii, 200, 5)
+    assert np.array_equal(c1, c2)
+    for a, b in zip(gathered, fft):
+        assert len(a) == 200 and np.allclose(a, b, atol=1e-5)
 
 
 def test_null_pvalues_uniform_where_z_test_is_not(rng):
