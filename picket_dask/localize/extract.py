@@ -97,25 +97,26 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
     vs = float(np.max(voxel_size or (1.0, 1.0, 1.0)))  # Angstrom, for the size prior and the peak spacing
     semantic, meta = open_labels(image_path, semantic_name)
     instance_name = instance_name or semantic_name.replace("semantic-", "instances-") + f"-{extractor}"
-    with timings.stage("mask"):
-        mask = particle_mask(semantic, particle_id, params.z_extract, Path(image_path) / "labels" / semantic_name)
-        lamella = Lamella.from_dict(meta.get("lamella"), semantic.shape)
-        if lamella.found and params.z_extract is None:  # nothing outside the sample is ever a pick
-            mask = mask & lamella.mask(semantic.chunks, extract=True)
-        context_note, ctx = "off", None
-        if params.context == "auto":  # gold and other context found by localize/context.py, masked before instances
-            ctx, context_note = context_mask(image_path, semantic.shape, semantic.chunks)
-            if ctx is not None:
-                mask = mask & ~ctx
-        n_mask = check_labels(semantic, mask, image_path, semantic_name, particle_id)
-    report: dict = {"mask_voxels": n_mask, "lamella": "z_extract given" if params.z_extract is not None else lamella.reason,
-                    "context": context_note}
-    if n_mask == 0:
-        report["warning"] = "the particle mask is empty: no picks"
-    # the instances are kept in a scratch array (blosc-lz4, chunking.scratch_array) until the table,
-    # the filters and the scores are done; the label image is written once, compressed, at the end
+    # the particle mask and the instances are kept in scratch arrays (blosc-lz4, chunking.scratch_array)
+    # until the table, the filters and the scores are done; the label image is written once, compressed, at the end
     work = Path(image_path) / f".instances-{uuid.uuid4().hex[:8]}"
     try:
+        with timings.stage("mask"):
+            mask = particle_mask(semantic, particle_id, params.z_extract, Path(image_path) / "labels" / semantic_name)
+            lamella = Lamella.from_dict(meta.get("lamella"), semantic.shape)
+            if lamella.found and params.z_extract is None:  # nothing outside the sample is ever a pick
+                mask = mask & lamella.mask(semantic.chunks, extract=True)
+            context_note, ctx = "off", None
+            if params.context == "auto":  # gold and other context found by localize/context.py, masked before instances
+                ctx, context_note = context_mask(image_path, semantic.shape, semantic.chunks)
+                if ctx is not None:
+                    mask = mask & ~ctx
+            mask = scratch_stored(mask, str(work / "mask"), label="particle mask", fast_codec=True)  # read by every pass below
+            n_mask = check_labels(semantic, mask, image_path, semantic_name, particle_id)
+        report: dict = {"mask_voxels": n_mask, "lamella": "z_extract given" if params.z_extract is not None else lamella.reason,
+                        "context": context_note}
+        if n_mask == 0:
+            report["warning"] = "the particle mask is empty: no picks"
         with timings.stage(extractor):
             scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
             try:
