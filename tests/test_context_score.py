@@ -170,6 +170,40 @@ def test_points_near_equals_grown_mask(rng, radius, chunks):
     assert points_near(dm, np.zeros((0, 3), int), radius).shape == (0,)
 
 
+@pytest.mark.parametrize("radius", [0, 1, 3, 4])
+def test_ball_hits_both_ways(rng, radius):
+    """Few points: the ball's voxels looked up; many points: a distance transform; both equal a dilation."""
+    from scipy import ndimage as ndi
+
+    from picket_dask.localize.morphology import _ball_hits, ball
+
+    region = rng.random((9, 11, 13)) < 0.01
+    region[4, 5, 6] = True
+    offsets = np.argwhere(ball(radius)) - radius
+    grown = np.pad(ndi.binary_dilation(np.pad(region, 2 * radius), structure=ball(radius)) if radius else
+                   np.pad(region, 2 * radius), 0)
+    pts = rng.integers(-radius, np.array(region.shape) + radius, (4000, 3))  # up to a radius outside the region
+    want = grown[tuple((pts + 2 * radius).T)]
+    many = _ball_hits(region, pts, offsets, 1 << 22)  # 4000 x K > padded voxels: the distance transform
+    few = np.concatenate([_ball_hits(region, pts[i:i + 1], offsets, 1 << 22) for i in range(0, 4000, 40)])
+    assert many.tolist() == want.tolist() and few.tolist() == want[::40].tolist()
+    assert 0 < want.sum() < len(want)
+
+
+def test_block_stats_bincount_equals_sorting(rng):
+    """Centroid sums, counts and boxes per block: the bincount path equals the sorting path."""
+    from picket_dask.localize.centroids import _block_stats, _block_stats_sorted
+
+    for ids_from, n_ids in ((1, 30), (10**7, 500), (1, 10**7)):  # the last: ids spread widely, sorting path
+        block = np.where(rng.random((13, 17, 19)) < 0.3, rng.integers(ids_from, ids_from + n_ids, (13, 17, 19)), 0)
+        block = block.astype(np.uint32)
+        origin = np.array([5, 200, 3000])
+        got, ref = _block_stats(block, origin), _block_stats_sorted(block, origin)
+        for g, r in zip(got, ref):
+            np.testing.assert_array_equal(g, r)
+    assert _block_stats(np.zeros((3, 4, 5), np.uint32), origin) is None
+
+
 def test_closed_form_hessian_eigenvalues_equal_eigvalsh():
     from skimage.feature import hessian_matrix, hessian_matrix_eigvals
 

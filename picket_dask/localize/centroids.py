@@ -1,7 +1,8 @@
 """Per-instance voxel counts, centroids and bounding boxes, reduced over chunks.
 
 Each block returns, for the labels it holds, counts, coordinate sums and min/max coordinates
-(sorting plus ``reduceat``: no per-label Python loop); the driver adds them up per global id.
+(bincounts over the block's id range: no sort, no per-label Python loop); the driver adds them up
+per global id.
 Exact against scipy.ndimage.center_of_mass; dask_image's version loops over labels in Python.
 """
 
@@ -19,6 +20,35 @@ from ..chunking import block_ids, block_starts
 
 
 def _block_stats(block: np.ndarray, origin: np.ndarray):
+    """Ids, voxel counts, coordinate sums (float64, exact integers), and min/max coordinates of the
+    labels in a block: bincounts over the block's id range (ids - smallest id), no sort. A block
+    whose ids are spread far wider than its voxels are many takes the sorting path instead."""
+    flat = np.asarray(block).ravel()
+    nz = np.flatnonzero(flat)
+    if len(nz) == 0:
+        return None
+    ids = flat[nz]
+    lo = int(ids.min())
+    span = int(ids.max()) - lo + 1
+    if span > 8 * len(nz) + (1 << 20):
+        return _block_stats_sorted(block, origin)
+    rel = (ids - lo).astype(np.intp)
+    counts = np.bincount(rel, minlength=span)
+    present = np.flatnonzero(counts)
+    coords = np.unravel_index(nz, np.shape(block))
+    origin = np.asarray(origin, np.int64)
+    sums = np.stack([np.bincount(rel, weights=c, minlength=span)[present] for c in coords], axis=1) + \
+        counts[present, None] * origin
+    mins = np.full((span, 3), np.iinfo(np.int64).max)
+    maxs = np.full((span, 3), -1, dtype=np.int64)
+    for a, c in enumerate(coords):
+        np.minimum.at(mins[:, a], rel, c)
+        np.maximum.at(maxs[:, a], rel, c)
+    return (present + lo).astype(np.int64), counts[present], sums, mins[present] + origin, maxs[present] + origin
+
+
+def _block_stats_sorted(block: np.ndarray, origin: np.ndarray):
+    """_block_stats by sorting the voxels by id (sums as int64)."""
     nz = np.nonzero(block)
     if len(nz[0]) == 0:
         return None

@@ -60,6 +60,12 @@ def _ball_hits(region: np.ndarray, local: np.ndarray, offsets: np.ndarray, batch
         return hit
     r = int(np.abs(offsets).max()) if len(offsets) else 0
     padded = np.pad(region, 2 * r)  # False around: offsets beyond the region never hit
+    if len(local) * len(offsets) > padded.size:  # many points: the squared distance to the nearest True
+        import edt                               # voxel, <= r^2 exactly where the ball holds one
+
+        sq = edt.edtsq(np.ascontiguousarray(~padded).view(np.uint8), black_border=False, parallel=1)
+        c = local + 2 * r
+        return sq[c[:, 0], c[:, 1], c[:, 2]] <= r * r
     step = max(1, batch // max(len(offsets), 1))
     for i in range(0, len(local), step):
         c = local[i:i + step, None, :] + offsets[None] + 2 * r  # (n, K, 3), inside padded
