@@ -70,7 +70,7 @@ def instances_from_mask(mask: da.Array, extractor: str, params: LocalizeParams,
 
 def check_labels(semantic: da.Array, mask: da.Array, image_path: str | Path, name: str, particle_id: int) -> int:
     """Refuse labels whose shape differs from the tomogram's and a particle id that never occurs;
-    return the number of mask voxels (counted in the same read of the labels)."""
+    return the number of mask voxels (the values present are read only when there are none)."""
     from ..io.omezarr import open_image
 
     source = Path(image_path) / "labels" / name
@@ -78,8 +78,10 @@ def check_labels(semantic: da.Array, mask: da.Array, image_path: str | Path, nam
     if tuple(semantic.shape) != tuple(image.shape):
         raise PicketError(source, f"label shape {tuple(semantic.shape)} differs from the tomogram's {tuple(image.shape)}",
                           "segment this tomogram again (labels must be voxel-for-voxel)")
-    present, n_mask = compute(value_counts(semantic, 256), mask.sum(),
-                              label="labels: values present and particle voxels")
+    n_mask = int(compute(mask.sum(), label="labels: particle voxels")[0])
+    if n_mask:  # the particle id occurs; else read the values present (an empty mask, or no such id?)
+        return n_mask
+    present = compute(value_counts(semantic, 256), label="labels: values present")[0]
     if present[int(particle_id)] == 0:
         values = [int(v) for v in np.nonzero(present)[0]]
         raise PicketError(source, f"particle id {particle_id} does not occur (values present: {values})",
