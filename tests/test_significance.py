@@ -134,3 +134,35 @@ def test_no_background_means_no_significance():
 @pytest.fixture
 def rng():
     return np.random.default_rng(7)
+
+
+@pytest.mark.slow
+def test_fdr_end_to_end(tmp_path):
+    """--fdr in a run: the cut is recorded in the picks' metadata and the kept picks are the ones written."""
+    import pandas as pd
+    import yaml
+
+    from picket_dask.simulate import simulate
+    from picket_dask.workflows import run
+
+    files = simulate(tmp_path / "sim", "tiny", seed=5)
+    res = run(files["tomogram"], tmp_path / "out", ["intensities-kmeans-ws"], chunks=32, max_fit_voxels=20_000, fdr=0.05)[0]
+    meta = yaml.safe_load(open(res.picks["intensities-kmeans-ws"]["yaml"]))
+    text = yaml.safe_dump(meta)
+    assert "significance" in text
+    rep = _find(meta, "significance")
+    df = pd.read_csv(res.picks["intensities-kmeans-ws"]["csv"], comment="#")
+    assert rep["fdr"] == 0.05 and rep["kept"] == len(df) and rep["kept"] + rep["dropped"] == rep["picks"] > 0
+    assert len(rep["null_sizes"]) == len(rep["ball_radii_vox"]) and min(rep["null_sizes"]) > 0
+
+
+def _find(d, key):
+    """The first value under ``key`` in nested dicts."""
+    if isinstance(d, dict):
+        if key in d:
+            return d[key]
+        for v in d.values():
+            found = _find(v, key)
+            if found is not None:
+                return found
+    return None
