@@ -27,20 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from _measure import record
+from sample_size import oriented_labels
 
 DEVSET = Path(__file__).resolve().parents[1] / ".." / "shared" / "devset"
 PAIRS = [(f, c) for f in ("intensities", "ffts", "gabor") for c in ("kmeans", "gmm")]
 SCHEDULES = ("exact", "coarse-to-fine")
-
-
-def _labels(seg, eval_nb: np.ndarray, eval_fft: np.ndarray) -> np.ndarray:
-    from picket_dask.segment.clustering import predict
-
-    out = np.empty(len(eval_nb), np.uint8)
-    for i in range(0, len(eval_nb), 65536):
-        x = eval_fft[i:i + 65536] if seg.features == "ffts" else eval_nb[i:i + 65536].astype(np.float64)
-        out[i:i + 65536] = predict(seg.model.decision, x)
-    return out if out.mean() <= 0.5 else 1 - out  # the larger cluster is background
 
 
 def main() -> None:
@@ -86,7 +77,7 @@ def main() -> None:
                 secs.setdefault((sched, "all"), []).append(total)
                 for s in segs:
                     secs.setdefault((sched, s.name), []).append(s.model.fit_seconds)
-                    labels[(sched, s.name)] = _labels(s, eval_nb, eval_fft)
+                    labels[(sched, s.name)] = oriented_labels(s, eval_nb, eval_fft)
                     p = s.model.params
                     iters[(sched, s.name)] = (p.get("n_iter"), (p.get("coarse") or {}).get("n_iter"))
                 print(f"{name} repeat {r} {sched}: {len(pairs)} fits {total:.1f} s", flush=True)

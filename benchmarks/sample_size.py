@@ -24,7 +24,8 @@ DEVSET = Path(__file__).resolve().parents[1] / ".." / "shared" / "devset"
 PAIRS = [(f, c) for f in ("intensities", "ffts", "gabor") for c in ("kmeans", "gmm")]
 
 
-def _labels(seg, eval_nb: np.ndarray, eval_fft: np.ndarray) -> np.ndarray:
+def oriented_labels(seg, eval_nb: np.ndarray, eval_fft: np.ndarray) -> np.ndarray:
+    """Particle (1) / background (0) labels of evaluation voxels under ``seg``'s model: the larger cluster is background."""
     from picket_dask.segment.clustering import predict
 
     out = np.empty(len(eval_nb), np.uint8)
@@ -69,7 +70,7 @@ def main() -> None:
             segs = fit_models(sample, PAIRS, params, release=True)
             total = time.perf_counter() - t0
             for s in segs:
-                labels[(s.name, n)] = _labels(s, eval_nb, eval_fft)
+                labels[(s.name, n)] = oriented_labels(s, eval_nb, eval_fft)
                 fit_s[(s.name, n)] = s.model.fit_seconds
             print(f"{name} n={n}: fit_models {total:.1f} s", flush=True)
         for s_name in [f"{f}-{c}" for f, c in PAIRS]:
