@@ -32,6 +32,9 @@ def get_client(cluster: str = "local", scheduler: str | None = None, workers: in
 
     cl = None if scheduler else _start_cluster(cluster, workers, threads, memory_limit, gpu, jobs, quiet)
     client = Client(scheduler or cl)
+    from .worker_setup import MallocThresholds
+
+    client.register_plugin(MallocThresholds(), name="picket-dask-malloc")  # every worker, now and later
     where = f"connected to {scheduler}; " if scheduler else ""
     _say(f"{where}dask dashboard: {client.dashboard_link}", quiet)
     try:
