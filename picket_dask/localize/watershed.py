@@ -168,13 +168,18 @@ def flood(sq: np.ndarray, region: np.ndarray, points: np.ndarray, ids: np.ndarra
     and typed here once (the public function converts and pads the image, mask and markers in
     separate copies, about a third of its time on a 200^3 block). Falls back to the public
     function if skimage's internals move; tests/test_localize.py checks both agree."""
+    def public() -> np.ndarray:
+        markers = np.zeros(region.shape, np.uint32)
+        markers[tuple(np.asarray(points).T)] = ids
+        return watershed(-sq.astype(np.float64), markers, mask=region).astype(np.uint32)
+
     try:
         from skimage.morphology._util import _offsets_to_raveled_neighbors
         from skimage.segmentation._watershed_cy import watershed_raveled
     except ImportError:  # pragma: no cover - a scikit-image without these internals
-        markers = np.zeros(region.shape, np.uint32)
-        markers[tuple(np.asarray(points).T)] = ids
-        return watershed(-sq.astype(np.float64), markers, mask=region).astype(np.uint32)
+        return public()
+    if len(ids) and int(np.max(ids)) >= 2**31:  # pragma: no cover - the routine's documented labels are int32
+        return public()
     padded = tuple(n + 2 for n in region.shape)
     inner = (slice(1, -1),) * 3
     image = np.zeros(padded, np.float64)
@@ -182,15 +187,18 @@ def flood(sq: np.ndarray, region: np.ndarray, points: np.ndarray, ids: np.ndarra
     np.negative(image, out=image)
     mask = np.zeros(padded, np.int8)
     mask[inner] = region
-    output = np.zeros(padded, np.uint32)
+    output = np.zeros(padded, np.int32)
     if len(points):
         output[tuple(np.asarray(points).T + 1)] = ids
     output *= mask.view(bool)  # markers outside the mask do not flood (skimage: markers * mask)
     neighbours = _offsets_to_raveled_neighbors(padded, ndi.generate_binary_structure(3, 1), center=(1, 1, 1))
     strides = np.array(image.strides, dtype=np.intp) // image.itemsize
-    watershed_raveled(image.ravel(), np.flatnonzero(output), neighbours, mask.ravel(), strides, 0.0,
-                      output.ravel(), False)
-    return output[inner]
+    try:
+        watershed_raveled(image.ravel(), np.flatnonzero(output), neighbours, mask.ravel(), strides, 0.0,
+                          output.ravel(), False)
+    except (TypeError, ValueError):  # pragma: no cover - the routine's signature moved
+        return public()
+    return output[inner].view(np.uint32)
 
 
 def _haloed_blocks(mask: da.Array, halo: int):
