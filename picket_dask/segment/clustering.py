@@ -145,8 +145,7 @@ def mixture_cut(proj: np.ndarray, seed: int = 42) -> tuple[float, dict]:
     scikit-learn) lets the two sides differ in size and spread. When the mixture calls most of
     the smaller k-means cluster noise (its particle side holds less than half of that cluster),
     the boundary moves to where the mixture's posterior favours the particle side; otherwise
-    the k-means boundary stands. The mixture is fitted on the coarse rows (coarse_rows) of a large
-    sample. Returns the offset t (decision units, >= 0, towards the smaller
+    the k-means boundary stands. Returns the offset t (decision units, >= 0, towards the smaller
     cluster: the new boundary is at proj = t if cluster 1 is smaller, else -t) and a report.
     """
     from sklearn.mixture import GaussianMixture
@@ -154,8 +153,9 @@ def mixture_cut(proj: np.ndarray, seed: int = 42) -> tuple[float, dict]:
     p = np.asarray(proj, np.float64)
     small = int(np.mean(p > 0) < 0.5)
     s = p if small == 1 else -p  # > 0: the smaller cluster
-    # five parameters of a 1-D mixture: the coarse rows (1/8 of a large sample) pin them down as well
-    g = GaussianMixture(2, random_state=seed).fit(s[coarse_rows(len(s)) or slice(None), None])
+    # on every row: fitted on the coarse rows instead, the particle tail (3-4 % of a sparse sample)
+    # moved the cut enough for 6-9 % more particle voxels and 12-21 % more picks (dev set, rows v7)
+    g = GaussianMixture(2, random_state=seed).fit(s[:, None])
     part = int(np.argmax(g.means_.ravel()))
     grid = np.linspace(float(g.means_.ravel()[1 - part]), float(s.max()), 4001)
     hit = np.flatnonzero(g.predict_proba(grid[:, None])[:, part] >= 0.5)
