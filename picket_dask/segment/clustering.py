@@ -23,7 +23,6 @@ from .features import ROWS
 
 CLUSTERERS = ("kmeans", "gmm")
 KMEANS_BACKENDS = ("sklearn", "dask-ml")
-FIT_SCHEDULES = ("coarse-to-fine", "exact")
 COARSE_STEP = 8            # the coarse fit sees every 8th row of the sample
 COARSE_MIN_ROWS = 20_000   # fewer coarse rows than this: the fit goes straight to the whole sample
 

@@ -142,25 +142,30 @@ def _host(a, xp):
     return a if xp is np else xp.asnumpy(a)
 
 
-def _hard_label_start(x, k, seed, init_labels, parts, shift, reg_covar, xp):
-    """scikit-learn's k-means initialisation: the M-step of hard k-means labels, and the total Gram."""
+def _hard_labels(x, k, seed, init_labels, xp) -> np.ndarray:
+    """scikit-learn's k-means initialisation: KMeans(k, n_init=1) labels of ``x`` (or the given ones)."""
+    if init_labels is not None:
+        return np.asarray(init_labels)
     from sklearn.cluster import KMeans
 
     rng = np.random.RandomState(seed)  # what scikit-learn's check_random_state(seed) hands to KMeans
-    if init_labels is None:
-        labels = KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
-    else:
-        labels = np.asarray(init_labels)
+    return KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
+
+
+def _first_pass(x, parts, shift, k, labels, xp):
+    """One pass over the sample: the total Gram about ``shift`` (formed once for every iteration)
+    and, given hard ``labels``, their M-step sums (else None)."""
     shift_x = xp.asarray(shift)
-    init = _Moments(k, x.shape[1], int(np.argmax(np.bincount(labels, minlength=k))), xp)
-    total = xp.zeros((x.shape[1], x.shape[1]))
-    labels = xp.asarray(labels)
+    d = x.shape[1]
+    init = None if labels is None else _Moments(k, d, int(np.argmax(np.bincount(labels, minlength=k))), xp)
+    labels = None if labels is None else xp.asarray(labels)
+    total = xp.zeros((d, d))
     for a, b in parts:
         xc = x[a:b] - shift_x
-        init.add(xc, (labels[a:b, None] == xp.arange(k)[None, :]).astype(xp.float64))
+        if init is not None:
+            init.add(xc, (labels[a:b, None] == xp.arange(k)[None, :]).astype(xp.float64))
         total += xc.T @ xc
-    nk, means, cov = _m_step(init, total, shift, reg_covar)
-    return nk, means, cov, total
+    return total, init
 
 
 def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 1e-3,
@@ -186,16 +191,14 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     shift = _host(x.mean(axis=0), xp)  # sums are taken about the sample mean (less cancellation)
     shift_x = xp.asarray(shift)
     if init_params is not None:  # warm start: only the total Gram is formed before the EM
-        total = xp.zeros((d, d))
-        for a, b in parts:
-            xc = x[a:b] - shift_x
-            total += xc.T @ xc
+        total, _ = _first_pass(x, parts, shift, k, None, xp)
         weights = np.asarray(init_params["weights"], np.float64)
         means = np.asarray(init_params["means"], np.float64)
         prec = np.asarray(init_params["precisions_cholesky"], np.float64)
         nk = weights * n
-    else:
-        nk, means, cov, total = _hard_label_start(x, k, seed, init_labels, parts, shift, reg_covar, xp)
+    else:  # the M-step of the hard k-means labels
+        total, init = _first_pass(x, parts, shift, k, _hard_labels(x, k, seed, init_labels, xp), xp)
+        nk, means, cov = _m_step(init, total, shift, reg_covar)
         weights = nk / n
         prec = _precision_cholesky(cov)
     lower, converged, n_iter = -np.inf, False, 0
