@@ -50,7 +50,7 @@ from those files. Machine: 2 cores, 24 GiB, no GPU (x86_64), numpy + OpenBLAS as
 | `vs_blur.py` | twelve workflows vs one blur | `python benchmarks/vs_blur.py` |
 | `larger_than_memory.py` | 4 GiB tomogram, one 1 GiB worker | `python benchmarks/larger_than_memory.py` |
 | `accuracy.py` | F1 of all workflows, sparse and crowded (built-in simulator) | `python benchmarks/accuracy.py [--fit-on 3] [--orientation auto]` |
-| `devset_accuracy.py` | P/R/F1, relative recall, pick count and picks near gold/membranes per workflow x tomogram of a folder with truth (the dev set) | `python benchmarks/devset_accuracy.py [--data DIR] [--workflows all] [--preset reference] [--tag T]` |
+| `devset_accuracy.py` | P/R/F1, relative recall, pick count and picks near gold/membranes (all, visible outside the missing wedge, false) per workflow x tomogram of a folder with truth (the dev set) | `python benchmarks/devset_accuracy.py [--data DIR] [--workflows all] [--preset reference] [--tag T]` |
 | `stages.py` | stage table of `run`, all twelve and the defaults | `python benchmarks/stages.py [TOMO] [--large] [--device cpu\|gpu] [--repeats N]` |
 | `sample_size.py` | label agreement vs the 1M-voxel fit at 100k-500k | `python benchmarks/sample_size.py [TOMO ...]` |
 | `classify.py` | de novo classes of the default workflow's picks: ARI vs types, junk, time vs picking | `python benchmarks/classify.py [--reuse] [--study]` |
