@@ -51,6 +51,19 @@ def test_compact_fft_distances_equal_full():
     np.testing.assert_allclose(pdist(fft_features_from_neighborhoods(n)), pdist(full), rtol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fft_features_equal_rfftn(dtype):
+    """The matrix-product DFT gives rfftn's unique magnitudes (weighted) to rounding, across slices."""
+    from picket_dask.segment.features import FFT_INDEX, FFT_WEIGHTS
+
+    n = (np.random.default_rng(1).normal(size=(1000, 125)) * 50 + 3).astype(dtype)
+    spec = np.abs(np.fft.rfftn(n.astype(np.float64).reshape(-1, 5, 5, 5), axes=(1, 2, 3))).reshape(len(n), -1)
+    ref = spec[:, FFT_INDEX] * FFT_WEIGHTS
+    got = fft_features_from_neighborhoods(n, rows=96)  # 11 slices, the last one partial
+    assert got.shape == (1000, 63) and got.dtype == np.float64
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-13 * np.abs(ref).max())
+
+
 def test_gabor_selection_by_std_matches_direct():
     n = np.random.default_rng(0).random((2000, 125)).astype(np.float32)
     direct = np.argsort(np.std(n.astype(np.float64) @ gabor_bank().T, axis=0))[-64:]
@@ -154,7 +167,7 @@ def test_dask_ml_kmeans_backend_agrees_with_sklearn(fitted):
     assert max((a == b).mean(), (a == 1 - b).mean()) >= 0.98
 
 
-@pytest.mark.parametrize("n,d,rows", [(6000, 5, 1000), (20000, 24, 4096), (3001, 64, 512)])
+@pytest.mark.parametrize("n,d,rows", [(6000, 5, 1000), (20000, 24, 4096), (3001, 64, 512), (50001, 1, 256)])
 def test_streamed_gmm_equals_scikit_learn(n, d, rows):
     """The row-sliced EM gives scikit-learn's GaussianMixture: same iterations, parameters to rounding."""
     from sklearn.mixture import GaussianMixture
@@ -171,6 +184,46 @@ def test_streamed_gmm_equals_scikit_learn(n, d, rows):
     scale = np.abs(ref.precisions_cholesky_).max()
     np.testing.assert_allclose(ours["precisions_cholesky"], ref.precisions_cholesky_, rtol=1e-7, atol=1e-10 * scale)
     assert ours["lower_bound"] == pytest.approx(ref.lower_bound_, rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_one_feature_gmm_and_posterior_equal_scikit_learn(k):
+    """One feature (gmm_em's (k, rows) path, the mixture cut's fit): scikit-learn's fit and predict_proba."""
+    from sklearn.mixture import GaussianMixture
+
+    from picket_dask.segment.gmm_em import fit_gaussian_mixture, posterior
+
+    rng = np.random.default_rng(k)
+    x = np.concatenate([rng.normal(0, 1, 30000), rng.normal(2.5, 0.6, 4000), rng.normal(-4, 2, 6000)])[rng.permutation(40000)]
+    ref = GaussianMixture(k, random_state=7).fit(x[:, None])
+    ours = fit_gaussian_mixture(x[:, None].copy(), k, 7, rows=300)
+    assert ours["n_iter"] == ref.n_iter_ and ours["converged"] == ref.converged_
+    np.testing.assert_allclose(ours["weights"], ref.weights_, rtol=1e-9)
+    np.testing.assert_allclose(ours["means"], ref.means_, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(ours["precisions_cholesky"], ref.precisions_cholesky_, rtol=1e-8)
+    assert ours["lower_bound"] == pytest.approx(ref.lower_bound_, rel=1e-12)
+    grid = np.linspace(-10, 8, 2001)[:, None]
+    np.testing.assert_allclose(posterior(ours, grid), ref.predict_proba(grid), rtol=1e-8, atol=1e-12)
+
+
+def test_mixture_cut_equals_the_scikit_learn_cut():
+    """mixture_cut's cut equals the one from scikit-learn's GaussianMixture and predict_proba."""
+    from sklearn.mixture import GaussianMixture
+
+    from picket_dask.segment.clustering import mixture_cut
+
+    rng = np.random.default_rng(5)
+    for tail in (0.04, 0.3):
+        proj = np.concatenate([rng.normal(-1, 1, 60000), rng.normal(3, 1.2, int(60000 * tail))])[::-1].copy()
+        t, report = mixture_cut(proj, 42)
+        s = proj if report["small_cluster"] == 1 else -proj
+        g = GaussianMixture(2, random_state=42).fit(s[:, None])
+        part = int(np.argmax(g.means_.ravel()))
+        grid = np.linspace(float(g.means_.ravel()[1 - part]), float(s.max()), 4001)
+        hit = np.flatnonzero(g.predict_proba(grid[:, None])[:, part] >= 0.5)
+        ref = float(grid[hit[0]]) if len(hit) else 0.0
+        kept = np.mean(s > ref) / np.mean(s > 0)
+        assert t == pytest.approx(ref if ref > 0 and kept < 0.5 else 0.0, rel=1e-12, abs=0.0)
 
 
 def test_streamed_gmm_fits_repeated_points():

@@ -141,23 +141,27 @@ def mixture_cut(proj: np.ndarray, seed: int = 42) -> tuple[float, dict]:
     ``proj`` (n,): the sample's k-means decision values (> 0: cluster 1). 2-means assumes equal,
     equally spread clusters: on a unimodal noise cloud with a thin tail of particles (a sparse
     sample) it cuts the cloud near its middle. A two-Gaussian mixture of the projections (1-D,
-    scikit-learn) lets the two sides differ in size and spread. When the mixture calls most of
-    the smaller k-means cluster noise (its particle side holds less than half of that cluster),
-    the boundary moves to where the mixture's posterior favours the particle side; otherwise
-    the k-means boundary stands. Returns the offset t (decision units, >= 0, towards the smaller
-    cluster: the new boundary is at proj = t if cluster 1 is smaller, else -t) and a report.
+    scikit-learn's GaussianMixture, fitted by gmm_em) lets the two sides differ in size and spread.
+    When the mixture calls most of the smaller k-means cluster noise (its particle side holds less
+    than half of that cluster), the boundary moves to where the mixture's posterior favours the
+    particle side; otherwise the k-means boundary stands. Returns the offset t (decision units,
+    >= 0, towards the smaller cluster: the new boundary is at proj = t if cluster 1 is smaller,
+    else -t) and a report.
     """
-    from sklearn.mixture import GaussianMixture
+    from .gmm_em import fit_gaussian_mixture, posterior
 
     p = np.asarray(proj, np.float64)
     small = int(np.mean(p > 0) < 0.5)
     s = p if small == 1 else -p  # > 0: the smaller cluster
     # on every row: fitted on the coarse rows instead, the particle tail (3-4 % of a sparse sample)
     # moved the cut enough for 6-9 % more particle voxels and 12-21 % more picks (dev set, rows v7)
-    g = GaussianMixture(2, random_state=seed).fit(s[:, None])
-    part = int(np.argmax(g.means_.ravel()))
-    grid = np.linspace(float(g.means_.ravel()[1 - part]), float(s.max()), 4001)
-    hit = np.flatnonzero(g.predict_proba(grid[:, None])[:, part] >= 0.5)
+    # GaussianMixture(2, random_state=seed).fit(s[:, None]) to rounding (gmm_em's one-feature EM);
+    # on a copy: the k-means initialisation centres its input in place and restores it
+    g = fit_gaussian_mixture(s[:, None].copy(), 2, seed)
+    means = g["means"].ravel()
+    part = int(np.argmax(means))
+    grid = np.linspace(float(means[1 - part]), float(s.max()), 4001)
+    hit = np.flatnonzero(posterior(g, grid[:, None])[:, part] >= 0.5)
     t = float(grid[hit[0]]) if len(hit) else 0.0
     kept = float(np.mean(s > t) / max(np.mean(s > 0), 1e-12))
     report = {"small_cluster": small, "kmeans_fraction": round(float(np.mean(s > 0)), 4),
@@ -197,20 +201,25 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
     if method == "kmeans":
         centres, labels = fit_kmeans(features, seed, kmeans_backend)
         params = {"cluster_centers": centres, "backend": kmeans_backend, "offset": 0.0}
+        d = kmeans_decision(centres, None, space)
+        # the decision's linear term on the sample, formed as predict forms it: the mixture cut's
+        # projections and (with the final constant) the sample counts come from one product
+        lin = np.concatenate([np.asarray(features[i:i + ROWS], np.float64) @ d.matrix
+                              for i in range(0, len(features), ROWS)])[:, 0]
         if kmeans_cut == "mixture":
-            d = kmeans_decision(centres, None, space)
-            proj = np.concatenate([np.asarray(features[i:i + ROWS], np.float64) @ d.u + d.c
-                                   for i in range(0, len(features), ROWS)])
-            t, params["mixture_cut"] = mixture_cut(proj, seed)
+            t, params["mixture_cut"] = mixture_cut(lin + d.c, seed)
             params["offset"] = t if params["mixture_cut"]["small_cluster"] == 1 else -t
         model = FittedModel("kmeans", params, kmeans_decision(centres, G, space, params["offset"]), labels=labels)
+        cut = kmeans_decision(centres, None, space, params["offset"])
+        model.sample_counts = np.bincount((lin + cut.c > 0).astype(np.uint8), minlength=2).tolist()
     elif method == "gmm":
         params = {**fit_gmm(features, seed, device, init_labels, schedule), "schedule": schedule}
         model = FittedModel("gmm", params, gmm_decision(params, G, space))
     else:
         raise ValueError(f"unknown clusterer {method!r}; use one of {CLUSTERERS}")
     model.fit_seconds = time.perf_counter() - t0
-    model.sample_counts = sample_counts(model, features, folded=G is not None).tolist()
+    if method == "gmm":
+        model.sample_counts = sample_counts(model, features, folded=G is not None).tolist()
     return model
 
 

