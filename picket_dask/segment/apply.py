@@ -15,6 +15,7 @@ import numpy as np
 from ..backend import get_xp
 from ..chunking import at_least, block_boxes, from_block_tasks
 from .clustering import Decision, scores_to_labels, stacked_matrix
+from .decision_precision import MixedDecisions, certified_labels
 from .features import fft_features_sliding
 from .neighborhoods import HALF
 from .preprocess import read_scaled_block
@@ -30,6 +31,9 @@ TILES = {"linear": (2, None), "neighborhood": (1, 32), "fft": (8, 8)}
 # (512 MiB per tile), the DFT intermediates ~5 KiB (1.3 GiB); linear decisions take the whole block
 # in one fused kernel (gpu_kernels.linear_labels). Several worker threads may share one GPU.
 GPU_TILE_VOXELS = {"neighborhood": 1 << 19, "fft": 1 << 18}
+# (space, on a GPU) -> quadratic decisions in float32 with a certified bound, float64 where it could
+# differ (decision_precision.py; same labels)
+MIXED_PRECISION = {("neighborhood", False): True, ("fft", False): True, ("neighborhood", True): False, ("fft", True): False}
 GPU_TILING = True  # False: cupy chunks take the CPU's tiles and no fused kernel (the path before; benchmarks/gpu.py)
 
 
@@ -85,6 +89,8 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
         groups.setdefault(d.space, []).append(i)
     mats = {space: xp.asarray(stacked_matrix([decisions[i] for i in idx])) for space, idx in groups.items()}
     gpu = xp is not np and GPU_TILING
+    mixed = {space: MixedDecisions([decisions[i] for i in idx], mats[space], xp) for space, idx in groups.items()
+             if MIXED_PRECISION[(space, xp is not np)] and not all(decisions[i].V.shape[1] == 0 for i in idx)}
     for space, idx in groups.items():
         decs = [decisions[i] for i in idx]
         linear = all(d.V.shape[1] == 0 for d in decs)
@@ -103,10 +109,18 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
                 continue
             if space == "neighborhood":
                 win = xp.lib.stride_tricks.sliding_window_view(sub, (size, size, size))
-                x = win.reshape(-1, size**3).astype(xp.float64)
+                if space in mixed and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
+                    x32 = win.reshape(-1, size**3).astype(xp.float32)
+                    labels = certified_labels(mixed[space], x32, lambda rows, x32=x32: x32[rows].astype(xp.float64))
+                else:
+                    labels = scores_to_labels(win.reshape(-1, size**3).astype(xp.float64) @ mats[space], decs, xp)
             else:
                 x = fft_features_sliding(sub, xp, size).reshape((z1 - z0) * (y1 - y0) * X, -1)
-            for i, lab in zip(idx, scores_to_labels(x @ mats[space], decs, xp)):
+                if space in mixed:
+                    labels = certified_labels(mixed[space], x.astype(xp.float32), lambda rows, x=x: x[rows])
+                else:
+                    labels = scores_to_labels(x @ mats[space], decs, xp)
+            for i, lab in zip(idx, labels):
                 out[i, z0:z1, y0:y1] = lab.reshape(z1 - z0, y1 - y0, X)
     if block_info is not None:
         loc = block_info[None]["array-location"][1:]

@@ -1,0 +1,195 @@
+"""Certified mixed-precision labels: the Gaussian-mixture decision in float32, float64 where it could differ.
+
+The decision of every voxel is the sign of s = sum_j lam_j (v_j . x)^2 + u . x + c (clustering.py).
+apply.label_block evaluates it in float64 (``x @ [V | u]`` by BLAS, the squares, ``@ lam``, ``+ c``):
+call that computed value s64 and its label ``s64 > 0``. Here the same expression runs in float32
+(about twice the GEMM throughput) as S, next to a per-voxel bound B with
+
+    |S - s| <= B32   and   |s64 - s| <= B64,   B = B32 + B64 (times SAFETY),
+
+for the exact s of the same inputs. Where |S| > B, s has the sign of S and |s| > B64, so s64 has
+that sign too: the label ``S > 0`` is the float64 path's label. The voxels with |S| <= B (or a
+non-finite S) are recomputed by the float64 path itself (``scores_to_labels(x @ M64)``, the same
+operations) on just their rows, padded to a multiple of ROW_BLOCK rows: OpenBLAS's dgemm then runs
+its main kernel on every row, as on the full tile (measured: bit-equal rows; an odd row count ends in
+a remainder kernel whose last bits differ). Should a BLAS still round such a row differently, its
+label could differ only where |s| <= B64, where the float64 path's own label is not determined by
+the data either (it already depends on the tile shape and on CPU vs GPU).
+
+The bound (Higham, Accuracy and Stability of Numerical Algorithms, ch. 3), u = 2^-24, v = 2^-53,
+gamma_k(w) = k w / (1 - k w), p inputs, rank r:
+
+- a dot product computed in any order (BLAS blocking, FMA) satisfies
+  |fl(a . b) - a . b| <= gamma_p |a| . |b|; rounding x and the columns m_j to float32 adds
+  (2u + u^2) |x| . |m_j|; |x| . |m_j| <= ||x|| ||m_j|| (Cauchy-Schwarz), so
+  |q_j - p_j| <= a ||x|| ||m_j|| with a = gamma_p (1 + u)^2 + 2u + u^2, q_j the float32 projection;
+- squares: |fl(q^2) - p^2| <= u q^2 + e (2 |q| + e); the lam-weighted sum (float32 GEMV, and
+  lam rounded to float32): gamma_r sum |lam| t + u sum |lam| t; the cross term
+  2 sum |lam_j| e_j |q_j| <= 2 a ||x|| sum |lam_j| ||m_j|| |q_j| is computed as
+  D = fl(|q| @ (|lam| ||m||)) (one GEMV), so every term rests on T = fl(sum |lam_j| fl(q_j^2)) (one
+  more GEMV column next to the score's), D, ||x||^2 and |q_0| (the u column), each computed in float32
+  and divided by its own worst rounding (folded into the coefficients);
+- the two additions (+ c, + quadratic part) and c's rounding: u times their operands.
+
+The float64 path's B64 is the same analysis with v (its inputs are exact), its projections bounded
+by |q_j| + (a + gamma_p(v)) ||x|| ||m_j||. Everything collects into
+
+    B = SAFETY * (K_T T + K_xD ||x|| D + K_xx ||x||^2 + K_x ||x|| + K_0 |q_0| + K_c + eta),
+
+coefficients per decision (``_coefficients``), ||x||^2 computed in float32 per voxel (its rounding
+folded in as kappa). The cross term is first bounded without D, by Cauchy-Schwarz
+(sum |lam_j| ||m_j|| |q_j| <= sqrt(sum |lam_j| ||m_j||^2) sqrt(sum |lam_j| q_j^2): K_xT sqrt(||x||^2 T)),
+and D is computed only for the voxels that bound leaves unsure. eta = ETA (1 + p)^2 (1 + sum|lam|)
+(1 + max ||m_j||)^2 (1 + ||x||^2)^2 (1 + T), with the tile's largest ||x||^2, covers underflow
+(flush-to-zero included: at most 2^-126 per operation, a low-degree polynomial in the same
+quantities, far below 2^-96 times it). SAFETY = 1 + 2^-10 on every coefficient covers evaluating B
+in float32 (about 20 roundings of non-negative numbers, each at most u), the coefficients' own
+float64 and float32 rounding.
+xp-generic (numpy or cupy).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from .clustering import Decision, scores_to_labels
+
+U32 = 2.0**-24
+U64 = 2.0**-53
+SAFETY = 1.0 + 2.0**-10
+ETA = 2.0**-96
+COEFFS = ("K_T", "K_xT", "K_xD", "K_xx", "K_x", "K_0", "K_c", "eta")
+ROW_BLOCK = 16  # the float64 recompute runs on a multiple of this many rows (see above)
+
+# voxels labelled / recomputed in float64, summed over every call in this process
+STATS = {"voxels": 0, "recomputed": 0}
+_STATS_LOCK = threading.Lock()
+
+
+def _gamma(k: int, w: float) -> float:
+    """gamma_k = k w / (1 - k w): the relative error bound of k roundings."""
+    return k * w / (1.0 - k * w)
+
+
+def _coefficients(d: Decision) -> dict[str, float]:
+    """The bound's coefficients (see the module docstring) for one decision, float64, rounded up
+    by SAFETY later. K_T multiplies T, K_xT sqrt(||x||^2 T) or K_xD ||x|| D, K_xx ||x||^2, K_x ||x||, K_0 |q_0|."""
+    u, v = U32, U64
+    p, r = d.V.shape
+    lam = np.abs(np.asarray(d.lam, np.float64))
+    mnorm = np.linalg.norm(np.asarray(d.V, np.float64), axis=0)
+    L2 = float(np.sum(lam * mnorm**2))
+    unorm = float(np.linalg.norm(d.u))
+    c = abs(float(d.c))
+    gp, gr = _gamma(p, u), _gamma(r, u)
+    g, gr64 = _gamma(p, v), _gamma(r, v)
+    a = gp * (1 + u) ** 2 + 2 * u + u * u
+    kappa = 1.0 / ((1 - u) * math.sqrt(1 - _gamma(p, u)))        # ||x|| <= kappa sqrt(fl(sum x^2))
+    omega = 1.0 / ((1 - gr) * (1 - u) ** 2)                        # sum |lam| q^2 <= omega T, same for D
+    # float32 path
+    K_T = gr / (1 - gr) + u / ((1 - gr) * (1 - u)) + u * omega + u * (1 + gr) / (1 - gr)
+    K_xT = 2 * a * kappa * math.sqrt(L2 * omega)                   # Cauchy-Schwarz form, times sqrt(||x||^2 T)
+    K_xD = 2 * a * kappa * omega                                   # direct form, times ||x|| D
+    K_xx = a * a * kappa**2 * L2
+    K_x = a * kappa * unorm
+    K_0 = u + u * (1 + u)
+    K_c = u * c + u * (1 + u) * c + u * (1 + u) ** 2 * c
+    # float64 path (exact inputs), its projections through |q| + (a + g) ||x|| ||m||
+    P = gr64 * (1 + v) + v + v * (1 + gr64) * (1 + v)
+    ag = a + g
+    K_T += 2 * P * omega
+    K_xT += 2 * g * kappa * math.sqrt(L2 * omega)
+    K_xD += 2 * g * kappa * omega
+    K_xx += (2 * P * ag**2 + 2 * g * ag + g * g) * kappa**2 * L2
+    K_x += g * kappa * unorm + (2 * v + v * v) * ag * kappa * unorm
+    K_0 += 2 * v + v * v
+    K_c += (2 * v + v * v) * c
+    mmax = float(mnorm.max()) if r else 0.0
+    eta = ETA * (1 + p) ** 2 * (1 + float(lam.sum())) * (1 + max(mmax, unorm)) ** 2
+    return {"K_T": K_T, "K_xT": K_xT, "K_xD": K_xD, "K_xx": K_xx, "K_x": K_x, "K_0": K_0, "K_c": K_c, "eta": eta}
+
+
+class MixedDecisions:
+    """Decisions of one feature space prepared for ``certified_labels``: [V | u] in float32 and
+    float64, the float32 [lam, |lam|] pairs and |lam| ||m|| weights, the bound's coefficients
+    (float32, rounded up by SAFETY, which also covers evaluating B in float32)."""
+
+    def __init__(self, decisions: list[Decision], M64, xp=np):
+        self.decisions = decisions
+        self.xp = xp
+        self.M64 = M64
+        self.M32 = xp.asarray(M64, dtype=xp.float32)
+        self.lams, self.wts, self.coeffs, self.cols = [], [], [], []
+        col = 0
+        for d in decisions:
+            r = d.V.shape[1]
+            lam = np.asarray(d.lam, np.float32)
+            self.lams.append(xp.asarray(np.stack([lam, np.abs(lam)], axis=1)) if r else None)
+            self.wts.append(xp.asarray((np.abs(d.lam) * np.linalg.norm(d.V, axis=0)).astype(np.float32)) if r else None)
+            k = _coefficients(d)
+            self.coeffs.append({name: float(np.float32(k[name] * SAFETY)) for name in COEFFS})
+            self.cols.append((col, r, np.float32(d.c)))
+            col += r + 1
+
+    def scores_and_bounds(self, x32, refine: bool | str = True):
+        """Per decision (S, B, rows): float32 scores (n,), bounds (n,) and the rows (ascending) with
+        |S| <= B or non-finite S. B first takes the Cauchy-Schwarz form of the cross term,
+        K_xT sqrt(||x||^2 T) (free: T comes with the score's GEMV); with ``refine``, the rows it
+        leaves unsure get the direct form K_xD ||x|| D (a GEMV on those rows only; ``refine='all'``:
+        every row). Inputs ``x32`` (n, p) float32."""
+        xp = self.xp
+        proj = x32 @ self.M32
+        xx = xp.einsum("ij,ij->i", x32, x32) if xp is np else (x32 * x32).sum(axis=1)
+        xn = xp.sqrt(xx)
+        # underflow term eta (1 + ||x||^2)^2 (1 + T) with this tile's largest ||x||^2: into K_T and K_c
+        grow = (1.0 + float(xx.max())) ** 2 if xx.shape[0] else 1.0
+        out = []
+        for (col, r, c32), lam, wt, k in zip(self.cols, self.lams, self.wts, self.coeffs):
+            eta = float(np.float32(k["eta"] * grow * SAFETY))
+            q0 = proj[:, col + r]
+            S = q0 + c32
+            B = k["K_x"] * xn
+            B += k["K_xx"] * xx
+            B += k["K_0"] * xp.abs(q0)
+            B += k["K_c"] + eta
+            if r:
+                q = proj[:, col:col + r]
+                QT = (q * q) @ lam
+                T = QT[:, 1]
+                S += QT[:, 0]
+                Bx = B + (k["K_T"] + eta) * T
+                B = Bx + k["K_xT"] * xp.sqrt(xx * T)
+            rows = xp.flatnonzero(~(xp.abs(S) > B))  # NaN / inf scores are unsure too
+            if refine == "all":  # every row in the direct form (tests)
+                rows = xp.arange(S.shape[0])
+            if r and refine and rows.shape[0]:
+                B[rows] = Bx[rows] + k["K_xD"] * xn[rows] * (xp.abs(q[rows]) @ wt)
+                rows = rows[~(xp.abs(S[rows]) > B[rows])]
+            out.append((S, B, rows))
+        return out
+
+
+def certified_labels(mixed: MixedDecisions, x32, x64_rows) -> list:
+    """Cluster ids (n,) uint8 per decision, equal to ``scores_to_labels(x64 @ M64)``'s.
+
+    ``x32`` (n, p) float32: the inputs rounded to float32; ``x64_rows(rows)``: the float64 inputs
+    (len(rows), p) of those rows (called only when some voxel needs the float64 path)."""
+    xp = mixed.xp
+    labels, unsure = [], []
+    for S, _, rows in mixed.scores_and_bounds(x32):
+        labels.append((S > 0).astype(xp.uint8))
+        unsure.append(rows)
+    rows = xp.unique(xp.concatenate(unsure)) if len(unsure) > 1 else unsure[0]
+    k = int(rows.shape[0])
+    if k:
+        pad = (-k) % ROW_BLOCK
+        padded = xp.concatenate([rows, xp.repeat(rows[-1:], pad)]) if pad else rows
+        for lab, lab64 in zip(labels, scores_to_labels(x64_rows(padded) @ mixed.M64, mixed.decisions, xp)):
+            lab[rows] = lab64[:k]
+    with _STATS_LOCK:
+        STATS["voxels"] += int(x32.shape[0])
+        STATS["recomputed"] += k
+    return labels

@@ -1,0 +1,137 @@
+"""Certified mixed-precision decisions (segment/decision_precision.py): the float32 bound holds against
+exact arithmetic, and labels equal the float64 path's, adversarial voxels on the boundary included."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from picket_dask.segment import apply
+from picket_dask.segment import decision_precision as dp
+from picket_dask.segment.clustering import Decision, scores_to_labels, stacked_matrix
+
+
+def _decision(rng, p: int, r: int, space: str = "neighborhood", spread: float = 5.0) -> Decision:
+    """Random quadratic decision: orthonormal V (p, r), lam of both signs over ``spread`` decades."""
+    V = np.linalg.qr(rng.standard_normal((p, p)))[0][:, :r]
+    lam = rng.choice([-1.0, 1.0], r) * 10.0 ** rng.uniform(-spread / 2, spread / 2, r)
+    return Decision(V, lam, rng.standard_normal(p) * 10.0 ** rng.uniform(0, 3), float(rng.standard_normal()), space)
+
+
+def _float64_labels(x64, decs):
+    return scores_to_labels(x64 @ stacked_matrix(decs), decs)
+
+
+def _centre(decs, x64, rows) -> None:
+    """Move each decision's c so that the float64 scores of ``rows`` are ~0 (adversarial voxels):
+    c = -(score without c) of the first row, the others at +-1, 2 ulps of it."""
+    proj = x64 @ stacked_matrix(decs)
+    col = 0
+    for d in decs:
+        r = d.V.shape[1]
+        s = proj[rows, col + r] + (proj[rows, col:col + r] ** 2) @ d.lam
+        d.c = float(-s[0])
+        col += r + 1
+    for k, i in enumerate(rows[1:]):  # neighbours of the first row, a few ulps apart
+        x64[i] = x64[rows[0]]
+        j = k % x64.shape[1]
+        x64[i, j] = np.nextafter(np.float32(x64[i, j]), np.float32(2 if k % 2 else -1))
+
+
+def _exact_score(d: Decision, x) -> Fraction:
+    """The decision's score of one input vector in rational arithmetic (no rounding at all)."""
+    xs = [Fraction(float(v)) for v in x]
+    s = Fraction(d.c) + sum(Fraction(float(a)) * b for a, b in zip(d.u, xs))
+    for j in range(d.V.shape[1]):
+        q = sum(Fraction(float(a)) * b for a, b in zip(d.V[:, j], xs))
+        s += Fraction(float(d.lam[j])) * q * q
+    return s
+
+
+@pytest.mark.parametrize("p,r,inputs", [(125, 6, "neighborhood"), (63, 5, "fft"), (27, 0, "neighborhood")])
+def test_bound_holds_against_exact_arithmetic(p, r, inputs):
+    rng = np.random.default_rng(p + r)
+    d = _decision(rng, p, r, "fft" if inputs == "fft" else "neighborhood")
+    if inputs == "fft":  # float64 features, rounded to float32 by the mixed path
+        x64 = rng.gamma(1.0, 3.0, (40, p))
+    else:
+        x64 = rng.random((40, p)).astype(np.float32).astype(np.float64)
+    m = dp.MixedDecisions([d], stacked_matrix([d]))
+    (S, B_cs, _), = m.scores_and_bounds(x64.astype(np.float32), refine=False)  # Cauchy-Schwarz form
+    (S2, B_d, _), = m.scores_and_bounds(x64.astype(np.float32), refine="all")  # direct form
+    assert np.array_equal(S, S2)
+    proj = x64 @ stacked_matrix([d])
+    s64 = proj[:, r] + d.c + ((proj[:, :r] ** 2) @ d.lam if r else 0.0)
+    for i in range(len(x64)):
+        s = _exact_score(d, x64[i])
+        for B in (B_cs, B_d):
+            assert abs(Fraction(float(S[i])) - s) <= Fraction(float(B[i]))
+            assert abs(Fraction(float(s64[i])) - s) <= Fraction(float(B[i]))
+    assert np.all(B_d > 0) and np.all(np.isfinite(B_d)) and np.all(B_d <= B_cs)
+
+
+def test_bound_is_not_vacuous():
+    """On data like a tomogram's most voxels are certified (the bound is far below typical |score|)."""
+    rng = np.random.default_rng(3)
+    d = _decision(rng, 125, 40, spread=2.0)
+    x = rng.random((4000, 125)).astype(np.float32)
+    (S, B, rows), = dp.MixedDecisions([d], stacked_matrix([d])).scores_and_bounds(x)
+    assert np.array_equal(rows, np.flatnonzero(np.abs(S) <= B))
+    assert len(rows) < 0.01 * len(x)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_labels_equal_float64_path_with_adversarial_voxels(seed):
+    rng = np.random.default_rng(seed)
+    p = 125 if seed % 2 == 0 else 63
+    space = "neighborhood" if p == 125 else "fft"
+    decs = [_decision(rng, p, int(rng.integers(1, 40)), space), _decision(rng, p, 0, space),
+            _decision(rng, p, int(rng.integers(1, p + 1)), space, spread=8.0)]
+    n = 3000
+    x64 = (rng.random((n, p)) if space == "neighborhood" else rng.gamma(1.0, 3.0, (n, p)))
+    x64 = x64.astype(np.float32).astype(np.float64) if space == "neighborhood" else x64
+    adversarial = rng.choice(n, 9, replace=False)
+    _centre(decs, x64, adversarial)
+    before = dict(dp.STATS)
+    got = dp.certified_labels(dp.MixedDecisions(decs, stacked_matrix(decs)), x64.astype(np.float32), lambda rows: x64[rows])
+    want = _float64_labels(x64, decs)
+    for g, w in zip(got, want):
+        assert g.dtype == np.uint8 and np.array_equal(g, w)
+    assert dp.STATS["recomputed"] - before["recomputed"] >= 1  # the boundary voxels went to float64
+    assert dp.STATS["recomputed"] - before["recomputed"] < n // 2
+
+
+def test_non_finite_float32_scores_are_recomputed():
+    """lam beyond float32's range: the float32 score overflows, the float64 path decides."""
+    rng = np.random.default_rng(7)
+    d = _decision(rng, 125, 3)
+    d.lam = np.array([1e39, -1e39, 2.0])
+    x64 = rng.random((64, 125)).astype(np.float32).astype(np.float64)
+    got = dp.certified_labels(dp.MixedDecisions([d], stacked_matrix([d])), x64.astype(np.float32), lambda rows: x64[rows])
+    assert np.array_equal(got[0], _float64_labels(x64, [d])[0])
+
+
+@pytest.mark.parametrize("space", ["neighborhood", "fft"])
+def test_label_block_mixed_equals_float64(space, monkeypatch):
+    """label_block with the certified float32 path equals label_block in float64, with c at the
+    median score so that many voxels lie near the boundary."""
+    rng = np.random.default_rng(11)
+    vol = rng.random((10, 21, 19)).astype(np.float32)
+    p = 125 if space == "neighborhood" else 63
+    decs = [_decision(rng, p, 12, space, spread=3.0), _decision(rng, p, 30, space, spread=6.0)]
+    for d in decs:  # c: minus the median score without c over a sample of the volume's neighborhoods
+        monkeypatch.setitem(apply.MIXED_PRECISION, (space, False), False)
+        d.c = 0.0
+        x = np.lib.stride_tricks.sliding_window_view(np.pad(vol, 2), (5, 5, 5)).reshape(-1, 125).astype(np.float64)
+        if space == "neighborhood":
+            proj = x @ d.matrix
+            d.c = -float(np.median(proj[:, -1] + (proj[:, :-1] ** 2) @ d.lam))
+    padded = np.pad(vol, 2)
+    monkeypatch.setitem(apply.MIXED_PRECISION, (space, False), False)
+    want = apply.label_block(padded, decs, vol.shape)
+    monkeypatch.setitem(apply.MIXED_PRECISION, (space, False), True)
+    got = apply.label_block(padded, decs, vol.shape)
+    assert np.array_equal(got, want)
+    assert 0 < want.mean() < 1
