@@ -91,11 +91,10 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
         groups.setdefault(d.space, []).append(i)
     mats = {space: xp.asarray(stacked_matrix([decisions[i] for i in idx])) for space, idx in groups.items()}
     gpu = xp is not np and GPU_TILING
-    mixed = {space: MixedDecisions([decisions[i] for i in idx], mats[space], xp) for space, idx in groups.items()
-             if MIXED_PRECISION[(space, xp is not np)] and not all(decisions[i].V.shape[1] == 0 for i in idx)}
     for space, idx in groups.items():
         decs = [decisions[i] for i in idx]
         linear = all(d.V.shape[1] == 0 for d in decs)
+        mixed = MixedDecisions(decs, mats[space], xp) if MIXED_PRECISION[(space, xp is not np)] and not linear else None
         for (z0, z1), (y0, y1) in _tiles(space, Z, Y, X, size, linear, gpu):
             sub = padded[z0:z1 + 2 * half, y0:y1 + 2 * half]
             if space == "neighborhood" and linear and gpu and padded.dtype == xp.float32:
@@ -111,15 +110,15 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
                 continue
             if space == "neighborhood":
                 win = xp.lib.stride_tricks.sliding_window_view(sub, (size, size, size))
-                if space in mixed and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
+                if mixed is not None and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
                     x32 = win.reshape(-1, size**3).astype(xp.float32)
-                    labels = certified_labels(mixed[space], x32, lambda rows, x32=x32: x32[rows].astype(xp.float64))
+                    labels = certified_labels(mixed, x32, lambda rows, x32=x32: x32[rows].astype(xp.float64))
                 else:
                     labels = scores_to_labels(win.reshape(-1, size**3).astype(xp.float64) @ mats[space], decs, xp)
             else:
                 x = fft_features_sliding(sub, xp, size).reshape((z1 - z0) * (y1 - y0) * X, -1)
-                if space in mixed:
-                    labels = certified_labels(mixed[space], x.astype(xp.float32), lambda rows, x=x: x[rows])
+                if mixed is not None:
+                    labels = certified_labels(mixed, x.astype(xp.float32), lambda rows, x=x: x[rows])
                 else:
                     labels = scores_to_labels(x @ mats[space], decs, xp)
             for i, lab in zip(idx, labels):

@@ -210,8 +210,8 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
             t, params["mixture_cut"] = mixture_cut(lin + d.c, seed)
             params["offset"] = t if params["mixture_cut"]["small_cluster"] == 1 else -t
         model = FittedModel("kmeans", params, kmeans_decision(centres, G, space, params["offset"]), labels=labels)
-        cut = kmeans_decision(centres, None, space, params["offset"])
-        model.sample_counts = np.bincount((lin + cut.c > 0).astype(np.uint8), minlength=2).tolist()
+        # kmeans_decision's constant with the offset: d.c - offset, the same float
+        model.sample_counts = np.bincount((lin + (d.c - params["offset"]) > 0).astype(np.uint8), minlength=2).tolist()
     elif method == "gmm":
         params = {**fit_gmm(features, seed, device, init_labels, schedule), "schedule": schedule}
         model = FittedModel("gmm", params, gmm_decision(params, G, space))
@@ -224,16 +224,13 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
 
 
 def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: int = ROWS) -> np.ndarray:
-    """Cluster sizes (2,) on the fitting sample's features, a slice of rows at a time.
+    """Cluster sizes (2,) of a Gaussian mixture on the fitting sample's features, a slice of rows at
+    a time (k-means gets its counts in ``fit``, from the product that serves its mixture cut).
 
     ``folded``: the model's decision has G folded in (it takes neighborhoods); the same rule
     on the features themselves is then built without G.
     """
-    d = model.decision
-    if folded:
-        d = (kmeans_decision(model.params["cluster_centers"], None, d.space, model.params.get("offset", 0.0))
-             if model.method == "kmeans"
-             else gmm_decision(model.params, None, d.space))
+    d = gmm_decision(model.params, None, model.decision.space) if folded else model.decision
     counts = np.zeros(2, np.int64)
     for i in range(0, len(features), rows):
         counts += np.bincount(predict(d, np.asarray(features[i:i + rows], dtype=np.float64)), minlength=2)
