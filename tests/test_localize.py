@@ -139,12 +139,13 @@ def test_flood_and_compact_distances_equal_skimage(seed):
     from skimage.feature import peak_local_max
     from skimage.segmentation import watershed
 
-    from picket_dask.localize.watershed import _compact, _distance_sq, flood, local_peaks
+    from picket_dask.localize.morphology import distance_sq
+    from picket_dask.localize.watershed import _compact, flood, local_peaks
 
     region = blobs((30 + seed, 41, 37), 40, 2, 6, seed=seed)
     region[0, :5, :5] = True  # touches the faces
     sq = edt.edtsq(region, black_border=False, parallel=1)
-    np.testing.assert_array_equal(_distance_sq(region), sq)  # through edt's uint8 path
+    np.testing.assert_array_equal(distance_sq(region), sq)  # through edt's uint8 path
     small = _compact(sq)
     assert small.dtype == np.uint8 and np.array_equal(small, sq)
     pk = peak_local_max(sq, min_distance=3, exclude_border=False)

@@ -1,4 +1,5 @@
-"""Small morphology kernels shared by the context masks: a ball and a per-block dilation by it."""
+"""Small morphology kernels shared by localize/: a ball, a per-block dilation by it, and squared
+Euclidean distance maps."""
 
 from __future__ import annotations
 
@@ -6,10 +7,22 @@ import numpy as np
 from scipy import ndimage as ndi
 
 
-def ball(radius: int) -> np.ndarray:
-    """Boolean (2r+1)^3 ball of ``radius`` voxels."""
-    r = np.arange(-radius, radius + 1)
+def ball(radius: float) -> np.ndarray:
+    """Boolean (2h+1)^3 ball, h = floor(radius): the voxels whose centre lies within ``radius``
+    voxels of the central voxel."""
+    r = np.arange(-int(np.floor(radius)), int(np.floor(radius)) + 1)
     return (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= radius * radius
+
+
+def distance_sq(region: np.ndarray, black_border: bool = False) -> np.ndarray:
+    """Squared Euclidean distance map (float32 holding exact integers, voxels) of a boolean region
+    (z, y, x) to its nearest False voxel; ``black_border``: the outside of the array counts as False
+    (else, as in scipy, it is not background). The ``edt`` library: the same numbers as scipy's
+    distance_transform_edt squared, ~5x faster (scipy forms a full feature transform first); given
+    as uint8 0/1 labels, edt's multi-label transform is ~2x faster than for bool."""
+    import edt
+
+    return edt.edtsq(np.ascontiguousarray(region, dtype=bool).view(np.uint8), black_border=black_border, parallel=1)
 
 
 def grow(block: np.ndarray, radius: int) -> np.ndarray:
@@ -61,9 +74,7 @@ def _ball_hits(region: np.ndarray, local: np.ndarray, offsets: np.ndarray, batch
     r = int(np.abs(offsets).max()) if len(offsets) else 0
     padded = np.pad(region, 2 * r)  # False around: offsets beyond the region never hit
     if len(local) * len(offsets) > padded.size:  # many points: the squared distance to the nearest True
-        import edt                               # voxel, <= r^2 exactly where the ball holds one
-
-        sq = edt.edtsq(np.ascontiguousarray(~padded).view(np.uint8), black_border=False, parallel=1)
+        sq = distance_sq(~padded)                # voxel, <= r^2 exactly where the ball holds one
         c = local + 2 * r
         return sq[c[:, 0], c[:, 1], c[:, 2]] <= r * r
     step = max(1, batch // max(len(offsets), 1))

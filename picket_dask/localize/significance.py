@@ -38,18 +38,11 @@ from scipy.stats import false_discovery_control
 
 from ..chunking import block_boxes, haloed_box
 from ..progress import compute
+from .morphology import ball, distance_sq
 
 RADIUS_STEP = 0.5  # voxels: the finest radius grid
 SIZE_RATIO = 1.2  # consecutive null ball sizes differ by at least this factor in voxels
 MIN_NULL = 200  # a ball size with fewer background positions than this borrows the largest one that has them
-
-
-def ball(radius: float) -> np.ndarray:
-    """Boolean ball of voxels whose centre lies within ``radius`` of the central voxel."""
-    h = int(np.floor(radius))
-    g = np.arange(-h, h + 1)
-    zz, yy, xx = np.meshgrid(g, g, g, indexing="ij")
-    return zz * zz + yy * yy + xx * xx <= radius * radius
 
 
 def radii_for_sizes(counts_vox: np.ndarray, step: float = RADIUS_STEP) -> np.ndarray:
@@ -100,11 +93,9 @@ def block_null_means(image: np.ndarray, background: np.ndarray, interior: tuple[
     ``interior`` of a haloed block where the whole ball lies in ``background``; and, per radius, how
     many such positions the interior has. ``image`` and ``background`` are the haloed block (z, y, x);
     the halo must be at least the largest radius + 1 where the block is not at the volume's face."""
-    import edt
-
     rng = np.random.default_rng(seed)
     # distance of each voxel to the nearest non-background voxel (the volume's outside counts as one)
-    dist = np.sqrt(edt.edtsq(np.ascontiguousarray(background, dtype=bool).view(np.uint8), black_border=True, parallel=1))
+    dist = np.sqrt(distance_sq(background, black_border=True))
     dist = dist[interior]
     if not (dist > radii.min()).any():
         return [np.empty(0) for _ in radii], np.zeros(len(radii), np.int64)
