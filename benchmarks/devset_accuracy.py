@@ -65,14 +65,10 @@ def context_near(picks_zyx: np.ndarray, context_csv: Path, voxel_A: float, withi
 
 
 def true_positive(picks_zyx: np.ndarray, truth_csv: Path, within_vox: float) -> np.ndarray:
-    """Per pick: is a truth centre within ``within_vox`` voxels (the F1's rule)?"""
-    from scipy.spatial import cKDTree
+    """Per pick: is a truth centre within ``within_vox`` voxels (the F1's rule, evaluate's own test)?"""
+    from picket_dask.evaluate import _hits, zyx
 
-    truth = pd.read_csv(truth_csv)[["z", "y", "x"]].to_numpy(float)
-    if len(picks_zyx) == 0 or len(truth) == 0:
-        return np.zeros(len(picks_zyx), bool)
-    d, _ = cKDTree(truth).query(picks_zyx, k=1)
-    return d <= within_vox + 1e-9
+    return _hits(picks_zyx, zyx(pd.read_csv(truth_csv)), within_vox)
 
 
 def main():
