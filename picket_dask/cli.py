@@ -103,7 +103,7 @@ def _config(args) -> RunConfig:
         seg["denoise"] = check_method(args.denoise)  # an unknown method: one line, exit 2
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
-    for key, target in (("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
+    for key, target in (("sigma_vox", seg), ("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
                         ("kmeans_cut", seg), ("fit_schedule", seg), ("lamella", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
                         ("context", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
         v = getattr(args, key, None)
@@ -311,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--denoise", metavar="{none,diffusion}", help="edge-preserving denoising before the blur: "
                    "diffusion (Perona-Malik, scale from the data) or none (default; see README)")
     r.add_argument("--context", choices=["auto", "off"], help="auto (default): mask gold and membranes before instances")
+    r.add_argument("--sigma-vox", type=float, metavar="S", help="Gaussian blur sigma in voxels (default: matched to "
+                   "the smallest particle of the size prior, its radius / sqrt(3), e.g. 1.73 for 60 A at 10 A voxels; "
+                   "2 without a prior and in --preset reference)")
     r.add_argument("--particle-diameter-A", nargs=2, type=float, metavar=("MIN", "MAX"),
                    help="particle-size prior in Angstrom (default 60 400)")
     r.add_argument("--no-size-prior", action="store_true", help="keep instances of every size (the reference)")

@@ -28,7 +28,7 @@ DEFAULT_WORKFLOWS = ("gabor-gmm-ws", "gabor-gmm-cc")
 DEFAULT_DIAMETER_A = (60.0, 400.0)
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
-REFERENCE_SEGMENT = {"lamella": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
+REFERENCE_SEGMENT = {"sigma_vox": 2.0, "lamella": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
                      "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
@@ -42,7 +42,10 @@ class _Strict(BaseModel):
 class SegmentParams(_Strict):
     """Step 1 (semantic segmentation)."""
 
-    sigma_vox: float = Field(2.0, gt=0, description="Gaussian blur sigma, voxels")
+    sigma_vox: Optional[float] = Field(
+        None, gt=0, description="Gaussian blur sigma, voxels (None, the default: matched to the smallest particle of "
+        "the size prior, its radius / sqrt(3) over the voxel size, clipped to 1-4 voxels (segment/preprocess."
+        "blur_sigma_vox; 1.73 for 60 A at 10 A voxels); 2 without a prior and in the reference)")
     neighborhood_size: int = Field(5, description="neighborhood edge, voxels (only 5 is supported)")
     z_fit: Optional[tuple[Optional[int], Optional[int]]] = Field(None, description="fitting slab [lower, upper) slices")
     max_fit_voxels: Optional[int] = Field(1_000_000, gt=0, description="fitting sample size cap (None: whole slab)")

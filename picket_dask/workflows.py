@@ -27,6 +27,7 @@ from .io.copick_io import is_copick
 from .io.tomogram import convert, is_zarr, open_tomogram, source_id, source_stamp, tomogram_name
 from .localize.extract import localize
 from .provenance import Timings, environment
+from .segment.preprocess import with_blur_scale
 from .segment.semantic import segment_tomogram
 
 
@@ -73,6 +74,12 @@ def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "Tomogr
     return out
 
 
+def segment_params(cfg: RunConfig, voxel_size) -> SegmentParams:
+    """Step 1's parameters for a tomogram of ``voxel_size`` (z, y, x, Angstrom): the blur, when not set,
+    matched to the run's particle-size prior (segment/preprocess.blur_sigma_vox)."""
+    return with_blur_scale(cfg.segment, cfg.localize.particle_diameter_A, voxel_size)
+
+
 def _semantic_done(image: Path, name: str, params: SegmentParams, shared_fit: str | None) -> bool:
     meta = read_attrs(image / "labels" / f"semantic-{name}")
     return bool(meta) and meta.get("params") == params.model_dump(mode="json") and meta.get("shared_fit") == shared_fit
@@ -106,7 +113,7 @@ def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, tdir: Path, pat
     df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids, inst.scores, inst.contrast)
     meta = {"workflow": wf, "tomogram_path": source_id(path), "tomogram_shape": list(tomo.shape),
             "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
-            "segment_params": cfg.segment.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
+            "segment_params": segment_params(cfg, tomo.voxel_size).model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
             "instances_report": inst.report, **environment()}
     with timings.stage(f"{wf}.write_picks"):
         paths = write_all(df, tdir / "picks", wf, tdir.name, tomo.shape, tomo.voxel_size, meta)
@@ -122,11 +129,12 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     t_start = time.perf_counter()
     name, tdir, image, tomo = prepare_image(path, cfg, out, timings)
     pairs = workflow_pairs(cfg.workflows)
-    todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", cfg.segment, shared_fit)]
+    seg_params = segment_params(cfg, tomo.voxel_size)
+    todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", seg_params, shared_fit)]
     seg_meta = {}
     if todo:
         use = None if models is None else [m for m in models if (m.features, m.clusterer) in todo]
-        segs, seg_t = segment_tomogram(image, tomo.data, tomo.voxel_size, todo, cfg.segment, source=str(path),
+        segs, seg_t = segment_tomogram(image, tomo.data, tomo.voxel_size, todo, seg_params, source=str(path),
                                        models=use, extra_meta={"shared_fit": shared_fit})
         timings.update({f"segment.{k}": v for k, v in seg_t.items()})
         seg_meta = {s.name: {"orientation": s.orientation, "cluster_counts": s.counts} for s in segs}
@@ -146,7 +154,8 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
             if wf not in res.picks and all(Path(p).exists() for p in paths.values()):
                 res.picks[wf], res.counts[wf] = paths, old["n_picks"][wf]
     doc = {"tomogram": source_id(path), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
-           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "shared_fit": shared_fit,
+           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "blur_sigma_vox": seg_params.sigma_vox,
+           "shared_fit": shared_fit,
            "segmentations": seg_meta, "lamella": lamella, "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     res.run_json = write_run(tdir, doc)  # image and picks paths relative to tdir: the folder can be moved
     return res
@@ -177,7 +186,7 @@ def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], tim
         return lam.as_dict(), {"mode": "off"}
     with timings.stage("context"):
         diameter = tuple(cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)
-        report = detect_context(image, lam, tomo.voxel_size, cfg.segment.sigma_vox, diameter)
+        report = detect_context(image, lam, tomo.voxel_size, segment_params(cfg, tomo.voxel_size).sigma_vox, diameter)
     if report.get("warning"):
         from .progress import note
 
@@ -194,10 +203,10 @@ def fit_shared(paths: list[Path], cfg: RunConfig):
     from .segment.semantic import FitSample, draw_sample, fit_models
 
     per = None if cfg.segment.max_fit_voxels is None else max(1, cfg.segment.max_fit_voxels // len(paths))
-    params = cfg.segment.model_copy(update={"max_fit_voxels": per})
     samples = []
     for p in paths:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
+        params = segment_params(cfg, t.voxel_size).model_copy(update={"max_fit_voxels": per})
         scaled, _, _ = preprocess(t.data, params.sigma_vox, p, denoise=params.denoise)
         samples.append(draw_sample(scaled, params))
     pooled = FitSample(np.concatenate([s.coords for s in samples]), np.concatenate([s.neighborhoods for s in samples]))
@@ -262,7 +271,7 @@ def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: 
     for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
         timings = Timings()
         _, _, image, tomo = prepare_image(p, cfg, Path(out), timings)
-        segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, cfg.segment, source=source_id(p))
+        segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, segment_params(cfg, tomo.voxel_size), source=source_id(p))
         images.append(image)
     return images
 

@@ -84,6 +84,10 @@ def test_defaults_and_reference_end_to_end(tmp_path):
     assert rdoc["config"]["preset"] == "reference" and rdoc["context"] == {"mode": "off"} and not rdoc["lamella"]["found"]
     sem = json.loads((ref.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]
     assert sem["params"]["lamella"] == "off"
+    # the blur: matched to the size prior's smallest particle by default (60 A at 10 A voxels), PickET's 2 voxels in the reference
+    assert doc["blur_sigma_vox"] == 1.7321 and rdoc["blur_sigma_vox"] == 2.0 and sem["params"]["sigma_vox"] == 2.0
+    dsem = json.loads((res.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]
+    assert dsem["params"]["sigma_vox"] == 1.7321
 
 
 def test_pr_curve_counts_each_truth_once():

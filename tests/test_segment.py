@@ -12,7 +12,7 @@ from picket_dask.config import SegmentParams
 from picket_dask.segment.apply import semantic_labels
 from picket_dask.segment.features import fft_features_from_neighborhoods, gabor_bank, select_gabor
 from picket_dask.segment.neighborhoods import gather_neighborhoods, sample_voxels
-from picket_dask.segment.preprocess import preprocess
+from picket_dask.segment.preprocess import blur_sigma_vox, preprocess, with_blur_scale
 
 from conftest import SIX_PAIRS, fit_six, noisy_phantom
 
@@ -26,6 +26,23 @@ def test_blur_and_scaling_equal_scipy():
     scaled, lo, hi = preprocess(da.from_array(vol, chunks=(9, 11, 13)))
     ref = ndi.gaussian_filter(vol, 2.0, mode="reflect")
     np.testing.assert_array_equal(scaled.compute(), (ref - ref.min()) / (ref.max() - ref.min()))
+
+
+def test_blur_scale_follows_the_size_prior():
+    """sigma = smallest radius / sqrt(3) in voxels, clipped to 1-4; no prior: the reference's 2 voxels;
+    an explicit sigma wins; the reference preset and the run options set it."""
+    from picket_dask.cli import _config, build_parser
+    from picket_dask.config import RunConfig
+
+    assert blur_sigma_vox((60.0, 400.0), 10.0) == pytest.approx(30 / np.sqrt(3) / 10, abs=1e-4)
+    assert blur_sigma_vox((60.0, 400.0), 7.0) == pytest.approx(30 / np.sqrt(3) / 7, abs=1e-4)  # the same 17 A
+    assert blur_sigma_vox((60.0, 400.0), 1.0) == 4.0 and blur_sigma_vox((60.0, 400.0), 40.0) == 1.0  # clipped
+    assert blur_sigma_vox(None, 10.0) == 2.0
+    assert with_blur_scale(SegmentParams(), (100.0, 400.0), (10.0, 8.0, 8.0)).sigma_vox == pytest.approx(2.8868)
+    assert with_blur_scale(SegmentParams(sigma_vox=3.0), (60.0, 400.0), (10.0,) * 3).sigma_vox == 3.0
+    assert RunConfig(preset="reference").segment.sigma_vox == 2.0 and RunConfig().segment.sigma_vox is None
+    args = build_parser().parse_args(["run", "t.mrc", "--sigma-vox", "1.5"])
+    assert _config(args).segment.sigma_vox == 1.5
 
 
 def test_sampled_neighborhoods_are_the_windows(fitted):

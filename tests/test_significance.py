@@ -146,12 +146,12 @@ def test_fdr_end_to_end(tmp_path):
     from picket_dask.workflows import run
 
     files = simulate(tmp_path / "sim", "tiny", seed=5)
-    res = run(files["tomogram"], tmp_path / "out", ["intensities-kmeans-ws"], chunks=32, max_fit_voxels=20_000, fdr=0.05)[0]
-    meta = yaml.safe_load(open(res.picks["intensities-kmeans-ws"]["yaml"]))
+    res = run(files["tomogram"], tmp_path / "out", ["gabor-gmm-ws"], chunks=32, max_fit_voxels=20_000, fdr=0.05)[0]
+    meta = yaml.safe_load(open(res.picks["gabor-gmm-ws"]["yaml"]))
     text = yaml.safe_dump(meta)
     assert "significance" in text
     rep = _find(meta, "significance")
-    df = pd.read_csv(res.picks["intensities-kmeans-ws"]["csv"], comment="#")
+    df = pd.read_csv(res.picks["gabor-gmm-ws"]["csv"], comment="#")
     assert rep["fdr"] == 0.05 and rep["kept"] == len(df) and rep["kept"] + rep["dropped"] == rep["picks"] > 0
     assert len(rep["null_sizes"]) == len(rep["ball_radii_vox"]) and min(rep["null_sizes"]) > 0
 

@@ -5,7 +5,7 @@ An instance is kept when its equivalent-sphere diameter, (6 V / pi)^(1/3) x voxe
 tolerances say how far a segmented blob may differ from the particle it marks: at a realistic
 dose the semantic mask of a small particle is often only its densest core, a quarter of its
 diameter (on the crowded dev-set tomogram, a lower bound of half the diameter dropped more true
-particles than false ones), or larger than it (the method's blur, sigma 2 voxels, spreads it). Specks of a few voxels, membrane sheets,
+particles than false ones), or larger than it (the blur spreads it). Specks of a few voxels, membrane sheets,
 filament bundles and contamination fall outside; the watershed's peak spacing can follow the
 smallest diameter.
 """

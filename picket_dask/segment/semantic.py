@@ -18,7 +18,7 @@ import zarr
 
 from ..backend import fits_on_device, gpu_memory_error, gpu_problem, to_host
 from ..chunking import value_counts
-from ..config import SegmentParams
+from ..config import DEFAULT_DIAMETER_A, SegmentParams
 from ..errors import PicketError
 from ..io.atomic import remove
 from ..progress import compute
@@ -30,7 +30,7 @@ from .fit_threads import limited_threads, one_blas_thread_per_task
 from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
 from .orientation import choose_orientation
-from .preprocess import preprocess
+from .preprocess import preprocess, with_blur_scale
 
 # No image-label "colors": napari warns for any colour table without a default entry, which NGFF
 # cannot express (label-value must be an integer; napari-ome-zarr drops other entries). Labels show in
@@ -150,7 +150,8 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
     Pass ``models`` (fitted elsewhere, e.g. on other tomograms) to skip the fit.
     Labels: 0 background, 1 particle, 255 border (within 2 voxels of a face).
     """
-    params = params or SegmentParams()
+    # a blur left to the size prior (sigma_vox None) follows the default prior here; runs pass their own
+    params = with_blur_scale(params or SegmentParams(), DEFAULT_DIAMETER_A, voxel_size)
     timings = Timings()
     data = on_device(data, params.device)
     scratch = Path(image_path) / f".preprocessed-{uuid.uuid4().hex[:8]}"
