@@ -130,6 +130,11 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     name, tdir, image, tomo = prepare_image(path, cfg, out, timings)
     pairs = workflow_pairs(cfg.workflows)
     seg_params = segment_params(cfg, tomo.voxel_size)
+    if cfg.voxel_size is None and max(tomo.voxel_size) <= 1.0:  # tomograms are binned to >= ~2 A: an unset header
+        from .progress import note
+
+        note(f"{name}: voxel size {max(tomo.voxel_size):g} A in the header (1 A is what MRC writers put when none was set); "
+             f"the blur ({seg_params.sigma_vox:g} voxels), size prior and distances use it: pass --voxel-size A if it is wrong")
     todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", seg_params, shared_fit)]
     seg_meta = {}
     if todo:

@@ -61,6 +61,11 @@ def test_gold_masked_particles_kept(rng):
     # chunked == whole-volume
     whole = extreme_density(da.from_array(vol, chunks=64), 10.0, da.ones(shape, chunks=64, dtype=bool), margin_A=30.0)
     assert (whole.labels.compute() == ctx.labels.compute()).all()
+    # a margin wider than the chunks and than the 10-slice axis (60 A at 5 A voxels: 12): the same mask as whole
+    thin = vol[11:21]
+    small = extreme_density(da.from_array(thin, chunks=(10, 8, 8)), 5.0, da.ones(thin.shape, chunks=8, dtype=bool), margin_A=60.0)
+    one = extreme_density(da.from_array(thin, chunks=64), 5.0, da.ones(thin.shape, chunks=64, dtype=bool), margin_A=60.0)
+    assert small.labels.compute().any() and (small.labels.compute() == one.labels.compute()).all()
 
 
 @pytest.mark.slow

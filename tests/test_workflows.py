@@ -286,3 +286,25 @@ def test_many_tomograms_concurrently_with_a_shared_fit(tmp_path, sim_tiny):
     m0 = read_attrs(res[0].image / "labels" / "semantic-gabor-kmeans")["model"]["params"]["cluster_centers"]
     m1 = read_attrs(res[1].image / "labels" / "semantic-gabor-kmeans")["model"]["params"]["cluster_centers"]
     assert m0 == m1
+
+
+def test_unset_voxel_size_is_named(tmp_path, sim_tiny, capsys):
+    """A header voxel size of 1 A (what MRC writers put when none was set) gets one line naming it and
+    the fix; the blur follows it (clipped to 4 voxels) and run.json records it."""
+    import mrcfile
+
+    from picket_dask import progress
+    from picket_dask.io.mrc import write_mrc
+
+    vol = mrcfile.read(sim_tiny["tomogram"])
+    write_mrc(tmp_path / "unset.mrc", vol, 1.0)
+    was = progress._QUIET[0]
+    progress.quiet(False)
+    try:
+        # context off: at 1 A the membrane filter's reach (4 x 10 A) is thicker than this 48-slice volume
+        res = run(tmp_path / "unset.mrc", tmp_path / "out", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=5_000, context="off")[0]
+    finally:
+        progress.quiet(was)
+    err = capsys.readouterr().err
+    assert "voxel size 1 A in the header" in err and "--voxel-size" in err
+    assert json.loads(res.run_json.read_text())["blur_sigma_vox"] == 4.0
