@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--z-extract", nargs=2, type=int, metavar=("LB", "UB"), help="keep picks in z slices [LB, UB]")
     r.add_argument("--chunks", type=int, help="chunk edge in voxels (default 128)")
     r.add_argument("--voxel-size", type=float, help="voxel size in Angstrom (overrides the header)")
-    r.add_argument("--max-fit-voxels", type=int, help="fitting sample size (default 1,000,000)")
+    r.add_argument("--max-fit-voxels", type=int, help="fitting sample size (default 500,000)")
     r.add_argument("--orientation", choices=["size", "invert", "auto"], help="which cluster is particles (default size)")
     r.add_argument("--seed", type=int)
     r.add_argument("--kmeans-backend", choices=["sklearn", "dask-ml"])

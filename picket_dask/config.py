@@ -48,7 +48,9 @@ class SegmentParams(_Strict):
         "blur_sigma_vox; 1.73 for 60 A at 10 A voxels); 2 without a prior and in the reference)")
     neighborhood_size: int = Field(5, description="neighborhood edge, voxels (only 5 is supported)")
     z_fit: Optional[tuple[Optional[int], Optional[int]]] = Field(None, description="fitting slab [lower, upper) slices")
-    max_fit_voxels: Optional[int] = Field(1_000_000, gt=0, description="fitting sample size cap (None: whole slab)")
+    max_fit_voxels: Optional[int] = Field(
+        500_000, gt=0, description="fitting sample size cap (None: whole slab). 500k: on the dev set its labels agree "
+        ">= 99.5 % with a 1M fit's on every segmentation, as closely as two 1M fits of different seeds agree (README)")
     seed: int = Field(42, description="seed of the fitting sample and of the clusterers (random_state)")
     num_sinusoids: int = Field(10, ge=2, description="Gabor frequencies per axis")
     num_gabor_features: int = Field(64, ge=1, description="Gabor filters kept (largest response std)")
