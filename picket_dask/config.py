@@ -57,8 +57,8 @@ class SegmentParams(_Strict):
     kmeans_backend: Literal["sklearn", "dask-ml"] = "sklearn"
     kmeans_cut: Literal["mixture", "midpoint"] = Field(
         "mixture", description="k-means boundary: mixture (default): moved along the k-means axis to where a 1-D "
-        "two-Gaussian mixture of the sample's projections cuts, when that mixture calls most of the smaller "
-        "cluster noise (sparse samples); midpoint: the k-means boundary (the reference)")
+        "two-Gaussian mixture of the sample's projections cuts, when that point lies inside the smaller k-means "
+        "cluster (part of it is noise); midpoint: the k-means boundary (the reference)")
     fit_schedule: Literal["coarse-to-fine", "exact"] = Field(
         "coarse-to-fine", description="coarse-to-fine (default): each Gaussian mixture is fitted on every 8th sample "
         "row first and that fit starts the EM on the whole sample (same stop rule, 2-7 full passes instead of 6-17; "

@@ -136,17 +136,19 @@ def kmeans_decision(centres: np.ndarray, G: np.ndarray | None, space: str, offse
 
 
 def mixture_cut(proj: np.ndarray, seed: int = 42) -> tuple[float, dict]:
-    """Where along a 2-means axis to cut when the smaller cluster is mostly noise.
+    """Where along a 2-means axis to cut: where a 1-D two-Gaussian mixture favours the smaller side.
 
     ``proj`` (n,): the sample's k-means decision values (> 0: cluster 1). 2-means assumes equal,
     equally spread clusters: on a unimodal noise cloud with a thin tail of particles (a sparse
-    sample) it cuts the cloud near its middle. A two-Gaussian mixture of the projections (1-D,
-    scikit-learn's GaussianMixture, fitted by gmm_em) lets the two sides differ in size and spread.
-    When the mixture calls most of the smaller k-means cluster noise (its particle side holds less
-    than half of that cluster), the boundary moves to where the mixture's posterior favours the
-    particle side; otherwise the k-means boundary stands. Returns the offset t (decision units,
-    >= 0, towards the smaller cluster: the new boundary is at proj = t if cluster 1 is smaller,
-    else -t) and a report.
+    sample) it cuts the cloud near its middle, and on a crowded one it still gives the particles
+    the noise beside them. A two-Gaussian mixture of the projections (1-D, scikit-learn's
+    GaussianMixture, fitted by gmm_em) lets the two sides differ in size and spread: the boundary
+    moves to where the mixture's posterior favours the particle side, when that point lies inside
+    the smaller k-means cluster; else (the mixture gives the particle side more than k-means did)
+    the k-means boundary stands. The cut moves continuously with the data (an earlier rule moved it
+    only when the mixture kept less than half of the cluster: on crowded samples that switch sat
+    near its edge). Returns the offset t (decision units, >= 0, towards the smaller cluster: the
+    new boundary is at proj = t if cluster 1 is smaller, else -t) and a report.
     """
     from .gmm_em import fit_gaussian_mixture, posterior
 
@@ -166,9 +168,9 @@ def mixture_cut(proj: np.ndarray, seed: int = 42) -> tuple[float, dict]:
     kept = float(np.mean(s > t) / max(np.mean(s > 0), 1e-12))
     report = {"small_cluster": small, "kmeans_fraction": round(float(np.mean(s > 0)), 4),
               "mixture_fraction": round(float(np.mean(s > t)), 4), "mixture_share_of_cluster": round(kept, 4)}
-    if t <= 0 or kept >= 0.5:
-        return 0.0, {**report, "cut": "k-means boundary (the mixture calls most of the smaller cluster particles)"}
-    return t, {**report, "cut": "mixture boundary (the mixture calls most of the smaller cluster noise)"}
+    if t <= 0:
+        return 0.0, {**report, "cut": "k-means boundary (the mixture calls the whole smaller cluster particles)"}
+    return t, {**report, "cut": "mixture boundary (the mixture calls part of the smaller cluster noise)"}
 
 
 def gmm_decision(params: dict, G: np.ndarray | None, space: str, rtol: float = 1e-12) -> Decision:
