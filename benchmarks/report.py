@@ -52,7 +52,9 @@ from those files. Machine: 2 cores, 24 GiB, no GPU (x86_64), numpy + OpenBLAS as
 | `accuracy.py` | F1 of all workflows, sparse and crowded (built-in simulator) | `python benchmarks/accuracy.py [--fit-on 3] [--orientation auto]` |
 | `devset_accuracy.py` | P/R/F1, relative recall, pick count and picks near gold/membranes (all, visible outside the missing wedge, false) per workflow x tomogram of a folder with truth (the dev set) | `python benchmarks/devset_accuracy.py [--data DIR] [--workflows all] [--preset reference] [--tag T]` |
 | `stages.py` | stage table of `run`, all twelve and the defaults | `python benchmarks/stages.py [TOMO] [--large] [--device cpu\|gpu] [--repeats N]` |
-| `sample_size.py` | label agreement vs the 1M-voxel fit at 100k-500k | `python benchmarks/sample_size.py [TOMO ...]` |
+| `heldout_scenes.py` | held-out realistic scenes (built-in simulator) at 7, 10, 14 A in the dev set's layout, for `devset_accuracy.py --data` | `python benchmarks/heldout_scenes.py [--out DIR] [--voxels 10,14,7]` |
+| `context.py` | the context stage (gold + membranes) alone on a finished run's image, fresh process per repeat | `python benchmarks/context.py RUN_DIR [--repeats 3] [--tag T]` |
+| `sample_size.py` | label agreement vs the 1M-voxel fit at 100k-500k, and of a second 1M seed (the floor) | `python benchmarks/sample_size.py [TOMO ...] [--sizes ...] [--replicate-seed 7]` |
 | `classify.py` | de novo classes of the default workflow's picks: ARI vs types, junk, time vs picking | `python benchmarks/classify.py [--reuse] [--study]` |
 | `fit_speed.py` | six fits: EM before/after a commit, BLAS thread limit, busy process | `python benchmarks/fit_speed.py [--voxels N] [--busy]` |
 | `gpu.py` | GPU vs CPU on one machine: warm-up, label pass per pair (labels compared), end to end | `python benchmarks/gpu.py [--sections warmup,pairs,e2e] [--results DIR]` |
