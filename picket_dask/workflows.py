@@ -104,8 +104,10 @@ def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(split_workflow(w)[:2] for w in workflows))
 
 
-def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, tdir: Path, path, timings: Timings) -> tuple[dict, int]:
-    """Step 2 of one workflow on an existing segmentation; picks in every format. Returns (paths, n)."""
+def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, seg_params: SegmentParams, tdir: Path, path,
+                     timings: Timings) -> tuple[dict, int]:
+    """Step 2 of one workflow on an existing segmentation; picks in every format. Returns (paths, n).
+    ``seg_params``: step 1's parameters as used for this tomogram (segment_params), recorded with the picks."""
     f, c, e = split_workflow(wf)
     inst = localize(image, f"semantic-{f}-{c}", e, cfg.localize, tomo.voxel_size, instance_name=f"instances-{wf}")
     for k, v in inst.timings.items():
@@ -113,7 +115,7 @@ def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, tdir: Path, pat
     df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids, inst.scores, inst.contrast)
     meta = {"workflow": wf, "tomogram_path": source_id(path), "tomogram_shape": list(tomo.shape),
             "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
-            "segment_params": segment_params(cfg, tomo.voxel_size).model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
+            "segment_params": seg_params.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
             "instances_report": inst.report, **environment()}
     with timings.stage(f"{wf}.write_picks"):
         paths = write_all(df, tdir / "picks", wf, tdir.name, tomo.shape, tomo.voxel_size, meta)
@@ -143,10 +145,10 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
                                        models=use, extra_meta={"shared_fit": shared_fit})
         timings.update({f"segment.{k}": v for k, v in seg_t.items()})
         seg_meta = {s.name: {"orientation": s.orientation, "cluster_counts": s.counts} for s in segs}
-    lamella, context = sample_context(image, tomo, cfg, pairs[0], timings)
+    lamella, context = sample_context(image, tomo, cfg, pairs[0], seg_params.sigma_vox, timings)
     res = TomogramResult(name, image, tomo.shape, tomo.voxel_size, timings=timings)
     for wf in cfg.workflows:
-        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, tdir, path, timings)
+        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     if cfg.classify:
         res.classes = classify_stage(tdir, cfg.workflows, timings)
@@ -180,9 +182,11 @@ def classify_stage(tdir: Path, workflows: list[str], timings: Timings) -> dict[s
     return out
 
 
-def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], timings: Timings) -> tuple[dict, dict]:
+def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], sigma_vox: float,
+                   timings: Timings) -> tuple[dict, dict]:
     """The lamella found by step 1 (from the label metadata) and, with ``context: auto``, the
-    context mask written as ``labels/context`` before any instances; both as run.json records."""
+    context mask written as ``labels/context`` before any instances (gold found at the blur ``sigma_vox``,
+    voxels, that step 1 used); both as run.json records."""
     from .localize.context import detect_context
     from .segment.lamella import Lamella
 
@@ -191,7 +195,7 @@ def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], tim
         return lam.as_dict(), {"mode": "off"}
     with timings.stage("context"):
         diameter = tuple(cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)
-        report = detect_context(image, lam, tomo.voxel_size, segment_params(cfg, tomo.voxel_size).sigma_vox, diameter)
+        report = detect_context(image, lam, tomo.voxel_size, sigma_vox, diameter)
     if report.get("warning"):
         from .progress import note
 
