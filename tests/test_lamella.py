@@ -98,3 +98,21 @@ def test_reference_preset_turns_everything_off_but_explicit_keys_win():
     assert mixed.segment.lamella == "auto" and mixed.localize.context == "off"
     default = RunConfig()
     assert default.segment.lamella == "auto" and default.localize.particle_diameter_A == (60.0, 400.0)
+
+
+def test_binned_mask_equals_coarsened_full_mask():
+    """Lamella.mask(binning=f) is the full mask coarsened with `all` over f^3 cubes (trailing remainder
+    dropped), for any chunking of the binned grid; the whole box gives all True."""
+    import dask.array as da
+
+    lam = Lamella((37, 50, 45), True, (9.3, 0.11, -0.07), (27.6, -0.05, 0.09), pad=1.5)
+    for f in (2, 3):
+        full = lam.mask(((37,), (50,), (45,)), extract=True).compute()
+        want = da.coarsen(np.all, da.from_array(full), {0: f, 1: f, 2: f}, trim_excess=True).compute()
+        small = tuple(s // f for s in full.shape)
+        for chunks in (small, (5, 7, 4)):
+            got = lam.mask(da.empty(small, chunks=chunks).chunks, extract=True, binning=f).compute()
+            assert np.array_equal(got, want)
+        assert 0 < want.mean() < 1
+    box = Lamella.whole_box((10, 12, 14), "test").mask(((5,), (6,), (7,)), binning=2).compute()
+    assert box.shape == (5, 6, 7) and box.all()

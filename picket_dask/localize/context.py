@@ -27,7 +27,7 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from ..chunking import at_least, value_counts
+from ..chunking import at_least, stored, value_counts
 from .morphology import grow
 
 EXTREME = 1
@@ -91,17 +91,18 @@ def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], 
 
     image, _, _ = open_image(image_path)
     vs = float(np.max(voxel_size))
-    inside = lamella.mask(image.chunks, extract=True)
     f = bin_factor(vs)  # gold and membranes need no finer voxels than ~20 A: 8x fewer voxels at 10 A
-    small, inside_small = binned(image, inside, f)
-    scratch = Path(image_path) / f".membrane-filter-{uuid.uuid4().hex[:8]}"
+    scratch = Path(image_path) / f".context-{uuid.uuid4().hex[:8]}"
     try:
-        return _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, str(scratch))
+        # the binned tomogram is read by the gold levels and again when the mask is formed: stored once
+        small = stored(binned(image, f), str(scratch / "binned"), label="context: binned tomogram")
+        inside_small = lamella.mask(small.chunks, extract=True, binning=f)
+        return _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, scratch)
     finally:
         remove(scratch)
 
 
-def _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, scratch) -> dict:
+def _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, scratch: Path) -> dict:
     from ..io.omezarr import open_labels, write_labels
     from ..progress import compute
     from ..provenance import environment
@@ -110,21 +111,26 @@ def _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_
 
     gold = extreme_density(small, vs * f, inside_small, sigma_vox / f)
     membranes, mrep = membrane_mask(image, vs, inside_small, f, min_extent_A=diameter_A[1], min_diameter_A=diameter_A[0],
-                                    scratch=scratch)
+                                    scratch=str(scratch / "planarity"))
     membranes = da.pad(membranes, [(0, s - m) for s, m in zip(small.shape, membranes.shape)])
     small_labels = da.where(gold.labels > 0, np.uint8(EXTREME), da.where(membranes.rechunk(small.chunks), np.uint8(MEMBRANE), np.uint8(0)))
-    labels = upsample(small_labels.astype(np.uint8), f, image.shape, image.chunks)
+    # formed once on the binned grid, in chunks of the image's // f: each full-resolution chunk of the
+    # written mask is then one stored binned chunk repeated (no rechunk, nothing computed twice)
+    aligned = tuple(max(1, min(s, int(max(c)) // f)) for s, c in zip(small.shape, image.chunks))
+    small_labels = stored(small_labels.astype(np.uint8).rechunk(aligned), str(scratch / "labels"),
+                          label="context: gold and membranes", fast_codec=True)
+    labels = upsample(small_labels, f, image.shape, image.chunks)
     report = {**gold.report, "binning": f, "membranes": mrep}
     meta = {"step": "context", "labels": {"0": "free", str(EXTREME): "extreme density (gold)", str(MEMBRANE): "membrane"},
             **report, **environment()}
     write_labels(image_path, "context", labels.astype(np.uint8), voxel_size, meta, colors=CONTEXT_COLORS)
-    stored, _ = open_labels(image_path, "context")
-    counts = np.asarray(compute(value_counts(stored, 3), label="context: counting")[0])
+    written, _ = open_labels(image_path, "context")
+    counts = np.asarray(compute(value_counts(written, 3), label="context: counting")[0])
     n_vox = int(counts[1:].sum())
     # objects on every f-th voxel: the stored mask is the binned one repeated f times per axis, so its
     # face-connected components are the binned mask's (f^3 fewer voxels to label, same count)
     every_f = (slice(None, None, f),) * 3
-    n_obj = connected_components_chunked(stored[every_f] > 0)[1] if n_vox else 0
+    n_obj = connected_components_chunked(written[every_f] > 0)[1] if n_vox else 0
     frac = n_vox / float(np.prod(image.shape))
     report.update(masked_voxels=n_vox, masked_fraction=round(frac, 6), gold_voxels=int(counts[EXTREME]),
                   membrane_voxels=int(counts[MEMBRANE]), objects=int(n_obj), used=True)

@@ -206,14 +206,13 @@ def _upsample(block: np.ndarray, f: int) -> np.ndarray:
     return np.repeat(np.repeat(np.repeat(block, f, 0), f, 1), f, 2)
 
 
-def binned(image: da.Array, inside: da.Array, f: int) -> tuple[da.Array, da.Array]:
-    """The tomogram averaged over f^3 voxel cubes and the sample mask (all f^3 inside), trimmed to whole cubes."""
+def binned(image: da.Array, f: int) -> da.Array:
+    """The tomogram averaged over f^3 voxel cubes (float32, trailing remainders dropped), in chunks of
+    at most 64 binned voxels; the sample mask on that grid is ``Lamella.mask(..., binning=f)``."""
     small = image.astype(np.float32)
     if f > 1:
         small = da.coarsen(np.mean, small, {0: f, 1: f, 2: f}, trim_excess=True)
-        inside = da.coarsen(np.all, inside, {0: f, 1: f, 2: f}, trim_excess=True)
-    small = small.rechunk(tuple(min(s, 64) for s in small.shape))
-    return small, inside.rechunk(small.chunks)
+    return small.rechunk(tuple(min(s, 64) for s in small.shape))
 
 
 def upsample(mask: da.Array, f: int, shape, chunks) -> da.Array:

@@ -105,16 +105,24 @@ class Lamella:
         lo, hi = self.surfaces(zyx[:, 1], zyx[:, 2], extract)
         return (zyx[:, 0] >= lo) & (zyx[:, 0] <= hi)
 
-    def mask(self, chunks, extract: bool = False) -> da.Array:
-        """Lazy boolean mask of the slab with the given chunks (computed per block from the planes)."""
+    def mask(self, chunks, extract: bool = False, binning: int = 1) -> da.Array:
+        """Lazy boolean mask of the slab with the given chunks (computed per block from the planes).
+
+        ``binning`` f > 1: the mask on the grid binned by f (each axis // f, trailing remainders
+        dropped), True where all f^3 voxels of the cube are inside: the same as coarsening the
+        full mask with ``all``, computed per binned block from the planes."""
+        shape = tuple(s // binning for s in self.shape)
+        if not self.found:
+            return da.ones(shape, chunks=chunks, dtype=bool)
 
         def block(block_info=None):
             info = block_info[None]
-            origin = [r[0] for r in info["array-location"]]
-            return self.inside_block(origin, info["chunk-shape"], extract)
+            origin = [r[0] * binning for r in info["array-location"]]
+            z, y, x = info["chunk-shape"]
+            full = self.inside_block(origin, (z * binning, y * binning, x * binning), extract)
+            return full if binning == 1 else full.reshape(z, binning, y, binning, x, binning).all(axis=(1, 3, 5))
 
-        return da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.empty((0, 0, 0), bool)) if self.found else \
-            da.ones(self.shape, chunks=chunks, dtype=bool)
+        return da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.empty((0, 0, 0), bool))
 
     def z_range(self, extract: bool = False) -> tuple[int, int]:
         """[lo, hi) slices that contain the whole slab."""
