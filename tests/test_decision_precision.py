@@ -135,3 +135,61 @@ def test_label_block_mixed_equals_float64(space, monkeypatch):
     got = apply.label_block(padded, decs, vol.shape)
     assert np.array_equal(got, want)
     assert 0 < want.mean() < 1
+
+
+def _decaying(rng, p: int = 125, r: int = 40) -> Decision:
+    """A decision whose eigenvalues fall over six decades (like a fitted mixture's), c at the median score."""
+    V = np.linalg.qr(rng.standard_normal((p, p)))[0][:, :r]
+    lam = rng.choice([-1.0, 1.0], r) * 10.0 ** -np.linspace(0, 6, r)
+    return Decision(V, lam * 50, rng.standard_normal(p), 0.0, "neighborhood")
+
+
+def test_rank_truncation_keeps_the_bound_and_the_labels():
+    """With a sample, the float32 pass keeps fewer eigenvalues; its bound still holds against the full
+    decision's exact score and the float64 path's, and the labels equal the float64 path's."""
+    rng = np.random.default_rng(21)
+    d = _decaying(rng)
+    x64 = rng.random((3000, 125)).astype(np.float32).astype(np.float64)
+    proj = x64 @ d.matrix
+    d.c = -float(np.median(proj[:, -1] + (proj[:, :-1] ** 2) @ d.lam))
+    _centre([d], x64, rng.choice(3000, 5, replace=False))
+    m = dp.MixedDecisions([d], stacked_matrix([d]), sample=x64[::7].astype(np.float32))
+    k, r, _ = m.ranks[0]
+    assert 0 < k < r
+    (S, B, _), = m.scores_and_bounds(x64.astype(np.float32), refine="all")
+    s64 = _float64_labels(x64, [d])[0]
+    proj = x64 @ d.matrix
+    f64 = proj[:, r] + d.c + (proj[:, :r] ** 2) @ d.lam
+    for i in range(0, 3000, 60):
+        s = _exact_score(d, x64[i])
+        assert abs(Fraction(float(S[i])) - s) <= Fraction(float(B[i]))
+        assert abs(Fraction(float(f64[i])) - s) <= Fraction(float(B[i]))
+    got = dp.certified_labels(m, x64.astype(np.float32), lambda rows: x64[rows])[0]
+    assert np.array_equal(got, s64)
+    assert dp.truncation_rank(d, np.zeros((0, 125))) == r
+
+
+def test_label_block_truncated_equals_float64(monkeypatch):
+    """label_block (certified float32 with each block's rank truncation) equals the float64 path."""
+    rng = np.random.default_rng(4)
+    vol = rng.random((12, 20, 23)).astype(np.float32)
+    d = _decaying(rng)
+    x = np.lib.stride_tricks.sliding_window_view(np.pad(vol, 2), (5, 5, 5)).reshape(-1, 125).astype(np.float64)
+    proj = x @ d.matrix
+    d.c = -float(np.median(proj[:, -1] + (proj[:, :-1] ** 2) @ d.lam))
+    padded = np.pad(vol, 2)
+    monkeypatch.setattr(apply, "RANK_SAMPLE_STEP", 2)
+    monkeypatch.setitem(apply.MIXED_PRECISION, ("neighborhood", False), False)
+    want = apply.label_block(padded, [d], vol.shape)
+    monkeypatch.setitem(apply.MIXED_PRECISION, ("neighborhood", False), True)
+    assert dp.MixedDecisions([d], d.matrix, sample=apply._rank_sample(padded, 5, 2)).ranks[0][0] < d.V.shape[1]
+    assert np.array_equal(apply.label_block(padded, [d], vol.shape), want)
+    assert 0 < want.mean() < 1
+
+
+def test_neighborhood_matrix_equals_window_view():
+    from picket_dask.segment.neighborhoods import neighborhood_matrix
+
+    padded = np.random.default_rng(0).random((7, 9, 11)).astype(np.float32)
+    want = np.lib.stride_tricks.sliding_window_view(padded, (5, 5, 5)).reshape(-1, 125)
+    assert np.array_equal(neighborhood_matrix(padded), want)

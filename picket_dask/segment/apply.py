@@ -17,7 +17,7 @@ from ..chunking import at_least, block_boxes, from_block_tasks
 from .clustering import Decision, scores_to_labels, stacked_matrix
 from .decision_precision import MixedDecisions, certified_labels
 from .features import fft_features_sliding
-from .neighborhoods import HALF
+from .neighborhoods import HALF, neighborhood_matrix
 from .preprocess import read_scaled_block
 
 BORDER = 255
@@ -36,6 +36,7 @@ GPU_TILE_VOXELS = {"neighborhood": 1 << 19, "fft": 1 << 18}
 # than the product, and 6-9 % of the voxels went back to float64 (no measurable gain); not on GPUs
 # (untested there: a GPU's float64 is fast enough for the product).
 MIXED_PRECISION = {("neighborhood", False): True, ("fft", False): False, ("neighborhood", True): False, ("fft", True): False}
+RANK_SAMPLE_STEP = 8  # every 8th voxel per axis: 4,096 of a 128^3 block's 2 M voxels choose its rank truncation
 GPU_TILING = True  # False: cupy chunks take the CPU's tiles and no fused kernel (the path before; benchmarks/gpu.py)
 
 
@@ -76,6 +77,14 @@ def _linear_scores(sub, weights: list[np.ndarray], size: int, xp) -> list:
     return acc
 
 
+def _rank_sample(padded, size: int, step: int | None = None):
+    """Flattened neighborhoods (n, size^3) float32 of every ``step``-th voxel per axis of a padded block:
+    the sample each block's float32 pass chooses its rank truncation on (decision_precision.truncation_rank)."""
+    step = RANK_SAMPLE_STEP if step is None else step
+    win = np.lib.stride_tricks.sliding_window_view(np.asarray(padded), (size, size, size))[::step, ::step, ::step]
+    return win.reshape(-1, size**3).astype(np.float32)
+
+
 def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int, int], block_info=None, half: int = HALF):
     """Labels (k, z, y, x) uint8 of one chunk given the chunk padded by ``half`` voxels per face.
 
@@ -94,7 +103,9 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
     for space, idx in groups.items():
         decs = [decisions[i] for i in idx]
         linear = all(d.V.shape[1] == 0 for d in decs)
-        mixed = MixedDecisions(decs, mats[space], xp) if MIXED_PRECISION[(space, xp is not np)] and not linear else None
+        use_mixed = MIXED_PRECISION[(space, xp is not np)] and not linear
+        sample = _rank_sample(padded, size) if use_mixed and space == "neighborhood" else None  # DFT inputs are not neighborhoods
+        mixed = MixedDecisions(decs, mats[space], xp, sample) if use_mixed else None
         for (z0, z1), (y0, y1) in _tiles(space, Z, Y, X, size, linear, gpu):
             sub = padded[z0:z1 + 2 * half, y0:y1 + 2 * half]
             if space == "neighborhood" and linear and gpu and padded.dtype == xp.float32:
@@ -109,11 +120,11 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
                     out[i, z0:z1, y0:y1] = (sc + d.c) > 0
                 continue
             if space == "neighborhood":
-                win = xp.lib.stride_tricks.sliding_window_view(sub, (size, size, size))
                 if mixed is not None and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
-                    x32 = win.reshape(-1, size**3).astype(xp.float32)
-                    labels = certified_labels(mixed, x32, lambda rows, x32=x32: x32[rows].astype(xp.float64))
+                    x32 = neighborhood_matrix(sub, xp, half)  # float32 (n, 125), Fortran order
+                    labels = certified_labels(mixed, x32, lambda rows, x32=x32: xp.ascontiguousarray(x32[rows], dtype=xp.float64))
                 else:
+                    win = xp.lib.stride_tricks.sliding_window_view(sub, (size, size, size))
                     labels = scores_to_labels(win.reshape(-1, size**3).astype(xp.float64) @ mats[space], decs, xp)
             else:
                 x = fft_features_sliding(sub, xp, size).reshape((z1 - z0) * (y1 - y0) * X, -1)

@@ -45,6 +45,17 @@ and D is computed only for the voxels that bound leaves unsure. eta = ETA (1 + p
 quantities, far below 2^-96 times it). SAFETY = 1 + 2^-10 on every coefficient covers evaluating B
 in float32 (about 20 roundings of non-negative numbers, each at most u), the coefficients' own
 float64 and float32 rounding.
+Rank truncation (``MixedDecisions(..., sample=)``). A Gaussian mixture's quadratic part usually has a
+few large eigenvalues and many tiny ones (gabor-gmm on the dev set: 49, of which 26 below 1e-5 of the
+largest). The float32 pass may keep only the k largest |lam_j|: with V's columns orthonormal,
+|s - s_k| = |sum_dropped lam_j (v_j . x)^2| <= max_dropped |lam_j| ||V_dropped||^2 ||x||^2, added to B
+(``_truncation_terms``, with the float64 path's error now bounded for the full decision, not the
+truncated one: C (sum |lam_j| ||m_j||^2 ||x||^2 + ||u|| ||x|| + |c|), C = 16 gamma_{p+r+4}(v), four
+times the sum of the dot products', squares', GEMV's and two additions' bounds). The voxels that
+bound leaves unsure go to the full float64 path as before, so the labels do not depend on k; k only
+moves time between the float32 pass and the recompute. It is chosen per block from a strided sample
+of the block's own inputs (``truncation_rank``): the k minimising (k + 1) + RECOMPUTE_COST (r + 1)
+x (share of the sample the truncated bound leaves unsure).
 xp-generic (numpy or cupy).
 """
 
@@ -55,7 +66,7 @@ import threading
 
 import numpy as np
 
-from .clustering import Decision, scores_to_labels
+from .clustering import Decision, scores_to_labels, stacked_matrix
 
 U32 = 2.0**-24
 U64 = 2.0**-53
@@ -63,6 +74,8 @@ SAFETY = 1.0 + 2.0**-10
 ETA = 2.0**-96
 COEFFS = ("K_T", "K_xT", "K_xD", "K_xx", "K_x", "K_0", "K_c", "eta")
 ROW_BLOCK = 16  # the float64 recompute runs on a multiple of this many rows (see above)
+RECOMPUTE_COST = 4.0  # one float64 recomputed row vs one float32 row, per projection column: the GEMM in
+# float64 (~2x), plus gathering, converting and padding the rows (~2x; measured on 2 cores, numpy + OpenBLAS)
 
 # voxels labelled / recomputed in float64, summed over every call in this process
 STATS = {"voxels": 0, "recomputed": 0}
@@ -112,27 +125,76 @@ def _coefficients(d: Decision) -> dict[str, float]:
     return {"K_T": K_T, "K_xT": K_xT, "K_xD": K_xD, "K_xx": K_xx, "K_x": K_x, "K_0": K_0, "K_c": K_c, "eta": eta}
 
 
+def truncation_rank(d: Decision, sample) -> int:
+    """How many of ``d``'s eigenvalues (largest |lam| first) the float32 pass keeps, chosen on ``sample``
+    (n, p) inputs: the k minimising (k + 1) + RECOMPUTE_COST (r + 1) x the share of the sample with
+    |s_k| <= max_dropped |lam| ||x||^2 (the truncation's own bound; the rounding bound is far smaller)."""
+    r = d.V.shape[1]
+    x = np.asarray(sample, np.float64)
+    if r == 0 or x.shape[0] == 0:
+        return r
+    order = np.argsort(-np.abs(d.lam), kind="stable")
+    lam = np.asarray(d.lam, np.float64)[order]
+    q = x @ np.asarray(d.V, np.float64)[:, order]
+    s_k = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(lam * q * q, axis=1)], axis=1) + (x @ d.u + d.c)[:, None]
+    tail = np.append(np.abs(lam), 0.0)                      # max dropped |lam| when keeping k = index
+    unsure = (np.abs(s_k) <= tail[None, :] * np.einsum("ij,ij->i", x, x)[:, None]).mean(axis=0)
+    cost = np.arange(r + 1) + 1 + RECOMPUTE_COST * (r + 1) * unsure
+    return int(np.argmin(cost))
+
+
+def _truncation_terms(d: Decision, keep: np.ndarray) -> dict[str, float]:
+    """Terms added to the bound when only the columns ``keep`` of ``d`` enter the float32 pass: the
+    dropped part of the score, and the full decision's float64 error (module docstring)."""
+    p, r = d.V.shape
+    u = U32
+    kappa2 = 1.0 / ((1 - u) ** 2 * (1 - _gamma(p, u)))        # ||x||^2 <= kappa2 fl(sum x^2)
+    drop = np.setdiff1d(np.arange(r), keep)
+    lam = np.abs(np.asarray(d.lam, np.float64))
+    V = np.asarray(d.V, np.float64)
+    vd2 = float(np.linalg.norm(V[:, drop], 2)) ** 2 * (1 + 2.0**-40) if drop.size else 0.0
+    tail = float(lam[drop].max()) * vd2 if drop.size else 0.0
+    C = 16 * _gamma(p + r + 4, U64)
+    mnorm2 = np.linalg.norm(V, axis=0) ** 2
+    return {"K_xx": (tail + C * float(np.sum(lam * mnorm2))) * kappa2,
+            "K_x": C * float(np.linalg.norm(d.u)) * math.sqrt(kappa2), "K_c": C * abs(float(d.c))}
+
+
 class MixedDecisions:
     """Decisions of one feature space prepared for ``certified_labels``: [V | u] in float32 and
     float64, the float32 [lam, |lam|] pairs and |lam| ||m|| weights, the bound's coefficients
-    (float32, rounded up by SAFETY, which also covers evaluating B in float32)."""
+    (float32, rounded up by SAFETY, which also covers evaluating B in float32).
 
-    def __init__(self, decisions: list[Decision], M64, xp=np):
+    ``sample`` (n, p) inputs, e.g. a strided subset of the block: the float32 pass keeps only each
+    decision's ``truncation_rank`` largest eigenvalues (same labels; see the module docstring).
+    ``M64`` stays the full decisions' matrix, for the float64 recompute."""
+
+    def __init__(self, decisions: list[Decision], M64, xp=np, sample=None):
         self.decisions = decisions
         self.xp = xp
         self.M64 = M64
-        self.M32 = xp.asarray(M64, dtype=xp.float32)
-        self.lams, self.wts, self.coeffs, self.cols = [], [], [], []
-        col = 0
+        self.ranks = []
+        passes = []
         for d in decisions:
             r = d.V.shape[1]
-            lam = np.asarray(d.lam, np.float32)
-            self.lams.append(xp.asarray(np.stack([lam, np.abs(lam)], axis=1)) if r else None)
-            self.wts.append(xp.asarray((np.abs(d.lam) * np.linalg.norm(d.V, axis=0)).astype(np.float32)) if r else None)
-            k = _coefficients(d)
-            self.coeffs.append({name: float(np.float32(k[name] * SAFETY)) for name in COEFFS})
-            self.cols.append((col, r, np.float32(d.c)))
-            col += r + 1
+            k = r if sample is None else truncation_rank(d, sample)
+            keep = np.sort(np.argsort(-np.abs(d.lam), kind="stable")[:k])
+            passes.append(Decision(d.V[:, keep], np.asarray(d.lam)[keep], d.u, d.c, d.space) if k < r else d)
+            self.ranks.append((k, r, keep))
+        self.M32 = xp.asarray(stacked_matrix(passes), dtype=xp.float32) if sample is not None else xp.asarray(M64, dtype=xp.float32)
+        self.lams, self.wts, self.coeffs, self.cols = [], [], [], []
+        col = 0
+        for d, dk, (k, r, keep) in zip(decisions, passes, self.ranks):
+            lam = np.asarray(dk.lam, np.float32)
+            self.lams.append(xp.asarray(np.stack([lam, np.abs(lam)], axis=1)) if k else None)
+            self.wts.append(xp.asarray((np.abs(dk.lam) * np.linalg.norm(dk.V, axis=0)).astype(np.float32)) if k else None)
+            c = _coefficients(dk)
+            if k < r:
+                for name, v in _truncation_terms(d, keep).items():
+                    c[name] += v
+            self.coeffs.append({name: float(np.float32(c[name] * SAFETY)) for name in COEFFS})
+            self.cols.append((col, k, np.float32(d.c)))
+            col += k + 1
 
     def scores_and_bounds(self, x32, refine: bool | str = True):
         """Per decision (S, B, rows): float32 scores (n,), bounds (n,) and the rows (ascending) with

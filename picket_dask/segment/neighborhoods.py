@@ -112,3 +112,24 @@ def sliding_windows(padded, xp, half: int = HALF):
     """View (z, y, x, 2h+1, 2h+1, 2h+1) of all neighborhoods of a block padded by ``half`` per face."""
     size = 2 * half + 1
     return xp.lib.stride_tricks.sliding_window_view(padded, (size, size, size))
+
+
+def neighborhood_matrix(padded, xp=np, half: int = HALF, dtype=None):
+    """(n, (2h+1)^3) flattened (z, y, x) neighborhoods of every voxel of a block padded by ``half`` per
+    face, rows in C order of the voxels: the same values as ``sliding_windows(...).reshape(n, -1)``.
+
+    Built offset by offset into a (size^3, n) array and returned as its transpose (a view, Fortran
+    order): each offset is one copy of a shifted block with contiguous rows, ~4x faster than numpy's
+    copy of the 6-D window view, whose innermost run is 5 values (0.32 vs 1.37 ms for a 1 x 32 x 128
+    tile); BLAS takes the transposed layout at the same speed.
+    """
+    size = 2 * half + 1
+    Z, Y, X = (s - 2 * half for s in padded.shape)
+    out = xp.empty((size**3, Z, Y, X), dtype=padded.dtype if dtype is None else dtype)
+    t = 0
+    for dz in range(size):
+        for dy in range(size):
+            for dx in range(size):
+                out[t] = padded[dz:dz + Z, dy:dy + Y, dx:dx + X]
+                t += 1
+    return out.reshape(size**3, -1).T
