@@ -57,15 +57,16 @@ def main() -> None:
     import dask.array as da
     import mrcfile
 
-    from picket_dask.config import SegmentParams
+    from picket_dask.config import DEFAULT_DIAMETER_A, SegmentParams
     from picket_dask.segment import gmm_em
     from picket_dask.segment.fit_threads import ENV, usable_cores
-    from picket_dask.segment.preprocess import preprocess
+    from picket_dask.segment.preprocess import preprocess, with_blur_scale
     from picket_dask.segment.semantic import draw_sample, fit_models
 
     dask.config.set(scheduler="threads")
-    params = SegmentParams(max_fit_voxels=a.voxels)
-    vol = mrcfile.read(a.tomogram).astype(np.float32)
+    with mrcfile.open(a.tomogram, permissive=True) as m:
+        vol, voxel = np.asarray(m.data, np.float32), float(m.voxel_size.x)
+    params = with_blur_scale(SegmentParams(max_fit_voxels=a.voxels), DEFAULT_DIAMETER_A, (voxel,) * 3)  # the run's derived blur
     scaled, _, _ = preprocess(da.from_array(vol, chunks=128), params.sigma_vox, a.tomogram)
     sample = draw_sample(scaled, params)
     new_em, old_mod = gmm_em.fit_gaussian_mixture, _old_em(a.before)

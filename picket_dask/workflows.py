@@ -74,6 +74,16 @@ def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "Tomogr
     return out
 
 
+def warn_unset_voxel_size(name: str, cfg: RunConfig, voxel_size, seg_params: SegmentParams) -> None:
+    """One line when the header's voxel size looks unset (<= 1 A: tomograms are binned to >= ~2 A, and
+    1 A is what MRC writers put when none was set) and the user gave none."""
+    if cfg.voxel_size is None and max(voxel_size) <= 1.0:
+        from .progress import note
+
+        note(f"{name}: voxel size {max(voxel_size):g} A in the header (1 A is what MRC writers put when none was set); "
+             f"the blur ({seg_params.sigma_vox:g} voxels), size prior and distances use it: pass --voxel-size A if it is wrong")
+
+
 def segment_params(cfg: RunConfig, voxel_size) -> SegmentParams:
     """Step 1's parameters for a tomogram of ``voxel_size`` (z, y, x, Angstrom): the blur, when not set,
     matched to the run's particle-size prior (segment/preprocess.blur_sigma_vox)."""
@@ -132,11 +142,7 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     name, tdir, image, tomo = prepare_image(path, cfg, out, timings)
     pairs = workflow_pairs(cfg.workflows)
     seg_params = segment_params(cfg, tomo.voxel_size)
-    if cfg.voxel_size is None and max(tomo.voxel_size) <= 1.0:  # tomograms are binned to >= ~2 A: an unset header
-        from .progress import note
-
-        note(f"{name}: voxel size {max(tomo.voxel_size):g} A in the header (1 A is what MRC writers put when none was set); "
-             f"the blur ({seg_params.sigma_vox:g} voxels), size prior and distances use it: pass --voxel-size A if it is wrong")
+    warn_unset_voxel_size(name, cfg, tomo.voxel_size, seg_params)
     todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", seg_params, shared_fit)]
     seg_meta = {}
     if todo:
@@ -279,8 +285,10 @@ def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: 
     images = []
     for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
         timings = Timings()
-        _, _, image, tomo = prepare_image(p, cfg, Path(out), timings)
-        segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, segment_params(cfg, tomo.voxel_size), source=source_id(p))
+        name, _, image, tomo = prepare_image(p, cfg, Path(out), timings)
+        params = segment_params(cfg, tomo.voxel_size)
+        warn_unset_voxel_size(name, cfg, tomo.voxel_size, params)
+        segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, params, source=source_id(p))
         images.append(image)
     return images
 

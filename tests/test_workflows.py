@@ -294,7 +294,9 @@ def test_unset_voxel_size_is_named(tmp_path, sim_tiny, capsys):
     import mrcfile
 
     from picket_dask import progress
+    from picket_dask.config import RunConfig, SegmentParams
     from picket_dask.io.mrc import write_mrc
+    from picket_dask.workflows import segment_only
 
     vol = mrcfile.read(sim_tiny["tomogram"])
     write_mrc(tmp_path / "unset.mrc", vol, 1.0)
@@ -303,8 +305,11 @@ def test_unset_voxel_size_is_named(tmp_path, sim_tiny, capsys):
     try:
         # context off: at 1 A the membrane filter's reach (4 x 10 A) is thicker than this 48-slice volume
         res = run(tmp_path / "unset.mrc", tmp_path / "out", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=5_000, context="off")[0]
+        err = capsys.readouterr().err
+        assert "voxel size 1 A in the header" in err and "--voxel-size" in err
+        assert json.loads(res.run_json.read_text())["blur_sigma_vox"] == 4.0
+        cfg = RunConfig(chunks=32, segment=SegmentParams(max_fit_voxels=5_000))
+        segment_only(tmp_path / "unset.mrc", tmp_path / "seg", [("gabor", "kmeans")], cfg)
+        assert "voxel size 1 A in the header" in capsys.readouterr().err  # step 1 alone says it too
     finally:
         progress.quiet(was)
-    err = capsys.readouterr().err
-    assert "voxel size 1 A in the header" in err and "--voxel-size" in err
-    assert json.loads(res.run_json.read_text())["blur_sigma_vox"] == 4.0

@@ -36,6 +36,11 @@ GPU_TILE_VOXELS = {"neighborhood": 1 << 19, "fft": 1 << 18}
 # than the product, and 6-9 % of the voxels went back to float64 (no measurable gain); not on GPUs
 # (untested there: a GPU's float64 is fast enough for the product).
 MIXED_PRECISION = {("neighborhood", False): True, ("fft", False): False, ("neighborhood", True): False, ("fft", True): False}
+# Tiles' neighborhood matrices are built offset by offset (neighborhood_matrix, a Fortran-ordered view)
+# when the float32 pass has at most this many columns: gabor-gmm (24-50) labels ~30 % faster; with
+# intensities-gmm's 126 the product and bounds on that layout cost more than the build saves (~30 % slower),
+# so wider passes copy the window view as before (benchmarks/README.md, 2026-11-28).
+OFFSET_BUILD_MAX_COLUMNS = 64
 RANK_SAMPLE_STEP = 8  # every 8th voxel per axis: 4,096 of a 128^3 block's 2 M voxels choose its rank truncation
 GPU_TILING = True  # False: cupy chunks take the CPU's tiles and no fused kernel (the path before; benchmarks/gpu.py)
 
@@ -85,6 +90,13 @@ def _rank_sample(padded, size: int, step: int | None = None):
     return win.reshape(-1, size**3).astype(np.float32)
 
 
+def _window_rows(win, rows, xp):
+    """Float64 flattened neighborhoods (len(rows), size^3), C order, of the voxels ``rows`` (flat
+    indices into the window view's first three axes): the float64 path's inputs for those rows."""
+    size3 = int(np.prod(win.shape[3:]))
+    return win[xp.unravel_index(rows, win.shape[:3])].reshape(-1, size3).astype(xp.float64)
+
+
 def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int, int], block_info=None, half: int = HALF):
     """Labels (k, z, y, x) uint8 of one chunk given the chunk padded by ``half`` voxels per face.
 
@@ -120,11 +132,12 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
                     out[i, z0:z1, y0:y1] = (sc + d.c) > 0
                 continue
             if space == "neighborhood":
+                win = xp.lib.stride_tricks.sliding_window_view(sub, (size, size, size))
                 if mixed is not None and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
-                    x32 = neighborhood_matrix(sub, xp, half)  # float32 (n, 125), Fortran order
-                    labels = certified_labels(mixed, x32, lambda rows, x32=x32: xp.ascontiguousarray(x32[rows], dtype=xp.float64))
+                    x32 = neighborhood_matrix(sub, xp, half) if mixed.M32.shape[1] <= OFFSET_BUILD_MAX_COLUMNS \
+                        else win.reshape(-1, size**3).astype(xp.float32)  # float32 (n, 125)
+                    labels = certified_labels(mixed, x32, lambda rows, win=win: _window_rows(win, rows, xp))
                 else:
-                    win = xp.lib.stride_tricks.sliding_window_view(sub, (size, size, size))
                     labels = scores_to_labels(win.reshape(-1, size**3).astype(xp.float64) @ mats[space], decs, xp)
             else:
                 x = fft_features_sliding(sub, xp, size).reshape((z1 - z0) * (y1 - y0) * X, -1)

@@ -116,12 +116,13 @@ def sliding_windows(padded, xp, half: int = HALF):
 
 def neighborhood_matrix(padded, xp=np, half: int = HALF, dtype=None):
     """(n, (2h+1)^3) flattened (z, y, x) neighborhoods of every voxel of a block padded by ``half`` per
-    face, rows in C order of the voxels: the same values as ``sliding_windows(...).reshape(n, -1)``.
+    face, rows in C order of the voxels: ``sliding_windows(...).reshape(n, -1)``'s values, as the
+    transpose (a Fortran-ordered view) of a C-ordered ((2h+1)^3, n) array.
 
-    Built offset by offset into a (size^3, n) array and returned as its transpose (a view, Fortran
-    order): each offset is one copy of a shifted block with contiguous rows, ~4x faster than numpy's
-    copy of the 6-D window view, whose innermost run is 5 values (0.32 vs 1.37 ms for a 1 x 32 x 128
-    tile); BLAS takes the transposed layout at the same speed.
+    Built offset by offset: row t of the transpose is one copy of the block shifted by offset t, read
+    and written along contiguous rows, where numpy's copy of the 6-D window view walks innermost runs
+    of 5 values; BLAS takes the transposed layout at the same speed. Gathering single voxels' rows
+    from it is slow (their values lie n apart): take those from the window view instead.
     """
     size = 2 * half + 1
     Z, Y, X = (s - 2 * half for s in padded.shape)
