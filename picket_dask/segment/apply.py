@@ -17,7 +17,7 @@ from ..chunking import at_least, block_boxes, from_block_tasks
 from .clustering import Decision, scores_to_labels, stacked_matrix
 from .decision_precision import MixedDecisions, certified_labels
 from .features import fft_features_sliding
-from .neighborhoods import HALF, neighborhood_matrix
+from .neighborhoods import HALF, neighborhood_matrix, sliding_windows
 from .preprocess import read_scaled_block
 
 BORDER = 255
@@ -86,7 +86,7 @@ def _rank_sample(padded, size: int, step: int | None = None):
     """Flattened neighborhoods (n, size^3) float32 of every ``step``-th voxel per axis of a padded block:
     the sample each block's float32 pass chooses its rank truncation on (decision_precision.truncation_rank)."""
     step = RANK_SAMPLE_STEP if step is None else step
-    win = np.lib.stride_tricks.sliding_window_view(np.asarray(padded), (size, size, size))[::step, ::step, ::step]
+    win = sliding_windows(np.asarray(padded), np, size // 2)[::step, ::step, ::step]
     return win.reshape(-1, size**3).astype(np.float32)
 
 
@@ -132,7 +132,7 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
                     out[i, z0:z1, y0:y1] = (sc + d.c) > 0
                 continue
             if space == "neighborhood":
-                win = xp.lib.stride_tricks.sliding_window_view(sub, (size, size, size))
+                win = sliding_windows(sub, xp, half)
                 if mixed is not None and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
                     x32 = neighborhood_matrix(sub, xp, half) if mixed.M32.shape[1] <= OFFSET_BUILD_MAX_COLUMNS \
                         else win.reshape(-1, size**3).astype(xp.float32)  # float32 (n, 125)

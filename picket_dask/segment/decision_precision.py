@@ -181,7 +181,7 @@ class MixedDecisions:
             keep = np.sort(np.argsort(-np.abs(d.lam), kind="stable")[:k])
             passes.append(Decision(d.V[:, keep], np.asarray(d.lam)[keep], d.u, d.c, d.space) if k < r else d)
             self.ranks.append((k, r, keep))
-        self.M32 = xp.asarray(stacked_matrix(passes), dtype=xp.float32) if sample is not None else xp.asarray(M64, dtype=xp.float32)
+        self.M32 = xp.asarray(stacked_matrix(passes), dtype=xp.float32)  # M64's columns, less the dropped ones
         self.lams, self.wts, self.coeffs, self.cols = [], [], [], []
         col = 0
         for d, dk, (k, r, keep) in zip(decisions, passes, self.ranks):

@@ -114,7 +114,7 @@ def sliding_windows(padded, xp, half: int = HALF):
     return xp.lib.stride_tricks.sliding_window_view(padded, (size, size, size))
 
 
-def neighborhood_matrix(padded, xp=np, half: int = HALF, dtype=None):
+def neighborhood_matrix(padded, xp=np, half: int = HALF):
     """(n, (2h+1)^3) flattened (z, y, x) neighborhoods of every voxel of a block padded by ``half`` per
     face, rows in C order of the voxels: ``sliding_windows(...).reshape(n, -1)``'s values, as the
     transpose (a Fortran-ordered view) of a C-ordered ((2h+1)^3, n) array.
@@ -126,7 +126,7 @@ def neighborhood_matrix(padded, xp=np, half: int = HALF, dtype=None):
     """
     size = 2 * half + 1
     Z, Y, X = (s - 2 * half for s in padded.shape)
-    out = xp.empty((size**3, Z, Y, X), dtype=padded.dtype if dtype is None else dtype)
+    out = xp.empty((size**3, Z, Y, X), dtype=padded.dtype)
     t = 0
     for dz in range(size):
         for dy in range(size):
