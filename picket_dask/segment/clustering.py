@@ -81,10 +81,11 @@ def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -
     iterations cost a few seconds at 1M rows anyway.
     """
     if backend == "sklearn":
-        from sklearn.cluster import KMeans
+        from .kmeans_sklearn import StreamedTolKMeans
 
-        # copy_x=False: centre the sample in place (and restore it) instead of copying it
-        km = KMeans(n_clusters=2, random_state=seed, copy_x=False).fit(features)
+        # copy_x=False: centre the sample in place (and restore it) instead of copying it; the
+        # tolerance's variances without a copy either (kmeans_sklearn: the same model as KMeans)
+        km = StreamedTolKMeans(n_clusters=2, random_state=seed, copy_x=False).fit(features)
         return km.cluster_centers_, km.labels_
     if backend == "dask-ml":
         import dask.array as da

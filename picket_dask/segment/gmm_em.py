@@ -148,10 +148,10 @@ def _hard_labels(x, k, seed, init_labels, xp) -> np.ndarray:
     """scikit-learn's k-means initialisation: KMeans(k, n_init=1) labels of ``x`` (or the given ones)."""
     if init_labels is not None:
         return np.asarray(init_labels)
-    from sklearn.cluster import KMeans
+    from .kmeans_sklearn import StreamedTolKMeans
 
     rng = np.random.RandomState(seed)  # what scikit-learn's check_random_state(seed) hands to KMeans
-    return KMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
+    return StreamedTolKMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
 
 
 def _first_pass(x, parts, shift, k, labels, xp):
