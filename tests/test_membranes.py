@@ -61,3 +61,22 @@ def test_closed_form_top_eigenvector_equals_eigh(rng):
         np.testing.assert_allclose(np.abs(np.sum(v.T * vecs[:, :, 2], axis=1)), 1.0, atol=tol)  # sign-free
     flat = [np.array([2.0]), np.zeros(1), np.zeros(1), np.array([2.0]), np.zeros(1), np.array([1.0])]
     assert np.all(symmetric_eigvec(flat, np.array([2.0])) == 0)  # l1 = l2: no one direction
+
+
+def test_membrane_mask_independent_of_the_grids_chunks(rng):
+    """The mask follows the caller's binned-grid chunks (the filters keep their own blocks and are
+    merged into them): any chunking of the image and of the sample mask gives the same voxels."""
+    from picket_dask.localize.membranes import membrane_mask
+
+    vol, _, _ = _sheet_and_streak(rng)
+    small = tuple(s // 2 for s in vol.shape)
+    masks = []
+    for image_chunks, grid_chunks in ((32, 24), (48, small), (40, (10, 48, 17))):
+        inside = da.ones(small, chunks=grid_chunks, dtype=bool)
+        mask, rep = membrane_mask(da.from_array(vol, chunks=image_chunks), 10.0, inside, 2, min_extent_A=400.0)
+        assert mask.chunks == inside.chunks
+        masks.append(mask.compute())
+        assert rep["membranes"] == 1
+    assert masks[0].any()
+    for m in masks[1:]:
+        np.testing.assert_array_equal(m, masks[0])

@@ -75,6 +75,13 @@ SEED_Z, GROW_Z = 6.0, 3.0     # hysteresis levels in robust SDs above the median
 FACING_SIGMA_VOX = 1.0        # derivative scale of a component's 0/1 response: its surface, one binned voxel
 FACING_MIN = 0.5              # a sheet's surface faces along its normal: >= 1/2 when wider than twice its
 # thickness (a disc of d_max in an 80 A band: ~0.7), 1/3 for a surface facing every way, ~0 for a streak
+# Blocks on the binned grid: as many voxels per block as the converted image's 128^3 chunks, so f^3
+# fewer blocks than the full-resolution grid, and f^3 fewer of the small tasks each halo exchange and
+# rechunk makes per block (at 10 A with 64-voxel blocks the context stage had ~8,600 tasks, which
+# under distributed cost more in scheduling than they computed). The filters that make several
+# float32 copies of a haloed block (gradient products, planarity) keep 64-voxel blocks.
+BINNED_CHUNK = 128
+FILTER_CHUNK = 64
 PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # upper triangle, hessian.symmetric_eigvals' order
 
 
@@ -136,7 +143,7 @@ def planarity_and_normal(image: da.Array, voxel_A: float, f: int) -> da.Array:
     d = int(np.ceil(4 * sg)) + 1
     shape = tuple(s // f * f for s in image.shape)
     x = image[tuple(slice(0, s) for s in shape)].astype(np.float32)
-    x = at_least(x.rechunk(tuple(min(s, 64 * f) for s in shape)), d + f)  # chunks: multiples of f, > halo
+    x = at_least(x.rechunk(tuple(min(s, FILTER_CHUNK * f) for s in shape)), d + f)  # chunks: multiples of f, > halo
     xo = da.overlap.overlap(x, depth={0: d, 1: d, 2: d}, boundary="reflect")
     out_chunks = ((6,),) + tuple(tuple(c // f for c in cs) for cs in x.chunks)
     prods = xo.map_blocks(gradient_products_block, sg, d, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
@@ -208,11 +215,11 @@ def _upsample(block: np.ndarray, f: int) -> np.ndarray:
 
 def binned(image: da.Array, f: int) -> da.Array:
     """The tomogram averaged over f^3 voxel cubes (float32, trailing remainders dropped), in chunks of
-    at most 64 binned voxels; the sample mask on that grid is ``Lamella.mask(..., binning=f)``."""
+    at most BINNED_CHUNK binned voxels; the sample mask on that grid is ``Lamella.mask(..., binning=f)``."""
     small = image.astype(np.float32)
     if f > 1:
         small = da.coarsen(np.mean, small, {0: f, 1: f, 2: f}, trim_excess=True)
-    return small.rechunk(tuple(min(s, 64) for s in small.shape))
+    return small.rechunk(tuple(min(s, BINNED_CHUNK) for s in small.shape))
 
 
 def upsample(mask: da.Array, f: int, shape, chunks) -> da.Array:
@@ -247,13 +254,15 @@ def membrane_mask(image: da.Array, voxel_A: float, inside: da.Array, f: int, min
     of a full-resolution tomogram ``image`` with voxels of ``voxel_A``; and a report. ``min_extent_A``:
     the largest particle diameter (size prior), ``min_diameter_A`` the smallest. ``scratch``: a folder
     where the planarity is stored once (the caller removes it) instead of recomputed by each pass."""
+    from ..chunking import RECHUNK
     from ..progress import compute
     from .centroids import instance_table
     from .components import connected_components_chunked
 
     vox = voxel_A * f
     pn = planarity_and_normal(image, voxel_A, f)
-    inside = inside[tuple(slice(0, s) for s in pn.shape[1:])].rechunk(pn.chunks[1:])
+    inside = inside[tuple(slice(0, s) for s in pn.shape[1:])]
+    pn = pn.rechunk(((4,),) + inside.chunks, method=RECHUNK)  # the filters' blocks merged into the grid's
     if scratch is not None:
         from ..chunking import stored
 
