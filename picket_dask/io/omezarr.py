@@ -1,7 +1,7 @@
 """OME-Zarr images and label images (NGFF 0.4 on zarr v2 by default, 0.5 on zarr v3 as an option).
 
 Written with zarr and dask directly rather than ``ome_zarr.writer``: we need a mean-downsampled
-pyramid written level by level with bounded memory, blosc-zstd + bitshuffle, a finiteness
+pyramid written level by level with bounded memory, blosc-lz4 + bitshuffle, a finiteness
 check in the level-0 pass, and a write-to-temporary-then-rename; the files are read back with
 ``ome_zarr.reader`` in the tests.
 """
@@ -31,9 +31,13 @@ ZARR3 = int(zarr.__version__.split(".")[0]) >= 3  # zarr 2 is supported for NGFF
 
 
 def _compressor(ngff: str):
+    """blosc-lz4 level 5 with bitshuffle. A tomogram's noisy floats hardly compress (zstd level 5: 0.88
+    of the bytes, lz4: 0.90), and every stage reads the image again: per 128^3 float32 chunk lz4
+    encodes in 8 ms instead of zstd's 50 and decodes in 5 ms instead of 7 (converting the tiled
+    200x512x512 dev tomogram: 3.9 -> 3.5 s, 199 -> 205 MB)."""
     if ngff == "0.4" or not ZARR3:
-        return numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
-    return zarr.codecs.BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+        return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    return zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")
 
 
 def _open_group(path, ngff: str, mode: str = "w") -> zarr.Group:
