@@ -176,3 +176,17 @@ def test_value_counts_equal_bincount(cz, cy, cx, seed):
     d = da.from_array(a, chunks=(cz, cy, cx))
     np.testing.assert_array_equal(value_counts(d, 256).compute(), np.bincount(a.ravel(), minlength=256))
     np.testing.assert_array_equal(value_counts(d, 2).compute(), np.bincount(a.ravel())[:2])
+
+
+def test_watershed_block_grid_takes_short_axes_whole():
+    """An axis no longer than a haloed chunk becomes one block (no larger than a haloed chunk along it);
+    longer axes keep their chunks."""
+    from picket_dask.localize.watershed import block_grid
+
+    m = da.zeros((200, 512, 512), dtype=bool, chunks=128)
+    g = block_grid(m, 40)
+    assert g.chunks == ((200,), (128,) * 4, (128,) * 4)
+    assert max(g.chunks[0]) <= 128 + 2 * 40
+    assert block_grid(m, 30).chunks == m.chunks  # 200 > 128 + 60: z keeps its chunks
+    small = da.zeros((48, 96, 96), dtype=bool, chunks=(24, 40, 40))
+    assert block_grid(small, 12).chunks == ((48,), (40, 40, 16), (40, 40, 16))
