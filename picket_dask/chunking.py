@@ -90,7 +90,7 @@ def scratch_array(path: str, shape, dtype, chunks, fast_codec: bool = False):
     back chunk + halo at a time: uncompressed (compression would cost more to read than it saves
     on densities), or with ``fast_codec`` blosc-lz4 at level 1 without shuffle, for label images,
     mostly zeros and runs (a 128^3 uint32 block: 2 ms to encode or decode, 1/29 of the bytes;
-    writing it uncompressed took 33 ms, the label images' zstd-5 + bitshuffle 36 ms)."""
+    writing it uncompressed took 33 ms, with zstd-5 + bitshuffle, the stored label images' codec until 2026-11-28, 36 ms)."""
     import numcodecs
     import zarr
 
