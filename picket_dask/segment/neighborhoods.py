@@ -119,18 +119,15 @@ def neighborhood_matrix(padded, xp=np, half: int = HALF):
     face, rows in C order of the voxels: ``sliding_windows(...).reshape(n, -1)``'s values, as the
     transpose (a Fortran-ordered view) of a C-ordered ((2h+1)^3, n) array.
 
-    Built offset by offset: row t of the transpose is one copy of the block shifted by offset t, read
-    and written along contiguous rows, where numpy's copy of the 6-D window view walks innermost runs
-    of 5 values; BLAS takes the transposed layout at the same speed. Gathering single voxels' rows
-    from it is slow (their values lie n apart): take those from the window view instead.
+    Built in one copy of the window view with the offsets moved first: numpy then walks contiguous
+    rows of the block, where a copy of the window view itself walks innermost runs of 5 values; BLAS
+    takes the transposed layout at the same speed. One call, not one per offset: under dask's threaded
+    scheduler each numpy call hands the GIL over twice, and 125 small copies per tile made the label
+    pass as slow on 2 threads as on 1 (benchmarks/README.md, 2026-11-28). Gathering single voxels'
+    rows from it is slow (their values lie n apart): take those from the window view instead.
     """
     size = 2 * half + 1
     Z, Y, X = (s - 2 * half for s in padded.shape)
-    out = xp.empty((size**3, Z, Y, X), dtype=padded.dtype)
-    t = 0
-    for dz in range(size):
-        for dy in range(size):
-            for dx in range(size):
-                out[t] = padded[dz:dz + Z, dy:dy + Y, dx:dx + X]
-                t += 1
+    out = xp.empty((size, size, size, Z, Y, X), dtype=padded.dtype)
+    out[...] = sliding_windows(padded, xp, half).transpose(3, 4, 5, 0, 1, 2)
     return out.reshape(size**3, -1).T
