@@ -29,6 +29,21 @@ def test_round_trip_exact_and_voxel_size(tmp_path, vol):
     np.testing.assert_array_equal(open_tomogram(tmp_path / "a.mrc", chunks=7).data.compute(), vol)
 
 
+@pytest.mark.parametrize("span_row_bytes", [0, 1 << 20])
+def test_mrc_boxes_by_row_and_by_span(tmp_path, vol, monkeypatch, span_row_bytes):
+    """A box narrower than the file reads the same voxels one row at a time and as one span per plane."""
+    from picket_dask.io import mrc
+
+    monkeypatch.setattr(mrc, "SPAN_ROW_BYTES", span_row_bytes)
+    reader, _ = mrc.read_header(_mrc(tmp_path, vol))
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        lo = [int(rng.integers(0, n)) for n in vol.shape]
+        hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, vol.shape)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        np.testing.assert_array_equal(reader[box], vol[box])
+
+
 def test_ome_zarr_reader_opens_it(tmp_path, vol):
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
