@@ -19,7 +19,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from ..chunking import RECHUNK
+from ..chunking import RECHUNK, WRITE_EMPTY_CHUNKS
 from ..errors import PicketError
 from .atomic import atomic_path, remove
 
@@ -53,8 +53,9 @@ def _open_group(path, ngff: str, mode: str = "w") -> zarr.Group:
 def _create(group: zarr.Group, name: str, shape, chunks, dtype, ngff: str) -> zarr.Array:
     if not ZARR3:
         return group.create_dataset(name, shape=shape, chunks=chunks, dtype=dtype, compressor=_compressor(ngff),
-                                    fill_value=0, dimension_separator="/", overwrite=True)
-    kwargs: dict[str, Any] = dict(shape=shape, chunks=chunks, dtype=dtype, compressors=_compressor(ngff), fill_value=0)
+                                    fill_value=0, dimension_separator="/", overwrite=True, **WRITE_EMPTY_CHUNKS)
+    kwargs: dict[str, Any] = dict(shape=shape, chunks=chunks, dtype=dtype, compressors=_compressor(ngff), fill_value=0,
+                                  config=WRITE_EMPTY_CHUNKS)
     if ngff == "0.4":
         kwargs["chunk_key_encoding"] = {"name": "v2", "separator": "/"}
     return group.create_array(name, **kwargs)

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
-import zarr
 
 from ..backend import fits_on_device, gpu_memory_error, gpu_problem, to_host
-from ..chunking import value_counts
+from ..chunking import open_for_writing, value_counts
 from ..config import DEFAULT_DIAMETER_A, SegmentParams
 from ..errors import PicketError
 from ..io.atomic import remove
@@ -216,7 +215,7 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
         with timings.stage("orientation"):
             for s, tmp, c in zip(segs, tmps, results[len(segs):]):
                 s.counts = {"cluster0": int(c[0]), "cluster1": int(c[1])}
-                target = zarr.open_array(str(tmp / "0"), mode="r+")
+                target = open_for_writing(tmp / "0")
                 s.orientation = choose_orientation(da.from_zarr(target), s.counts, params.orientation)
                 s.flipped = s.orientation["flip"]
                 if s.flipped:
