@@ -190,3 +190,33 @@ def test_watershed_block_grid_takes_short_axes_whole():
     assert block_grid(m, 30).chunks == m.chunks  # 200 > 128 + 60: z keeps its chunks
     small = da.zeros((48, 96, 96), dtype=bool, chunks=(24, 40, 40))
     assert block_grid(small, 12).chunks == ((48,), (40, 40, 16), (40, 40, 16))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_block_watershed_floods_only_components_reaching_the_chunk(seed):
+    """A haloed block's watershed inside its chunk equals skimage's on the whole haloed block, with
+    the components that never reach the chunk dropped and the arrays cut to the box of the rest.
+    One marker per component: no two basins tie, so the result is exact."""
+    from skimage.segmentation import watershed
+
+    from picket_dask.localize.morphology import distance_sq
+    from picket_dask.localize.watershed import _block_watershed, reaching
+
+    region = blobs((40, 48, 44), 60, 2, 5, seed=seed)
+    sq = distance_sq(region)
+    lab, n = ndi.label(region)
+    peaks = np.array([np.unravel_index(np.argmax(np.where(lab == i, sq, -1)), region.shape) for i in range(1, n + 1)])
+    lo, origin, shape = np.zeros(3, int), np.array([10, 12, 14]), np.array([20, 20, 16])
+    inner = tuple(slice(o, o + s) for o, s in zip(origin, shape))
+    kept, box = reaching(region, inner)
+    touching = set(np.unique(lab[inner])) - {0}
+    assert set(np.unique(lab[kept])) - {0} == touching and 0 < len(touching) < n  # some components dropped
+    assert all(b.start <= s.start and b.stop >= s.stop for b, s in zip(box, inner))
+    outside = np.ones(region.shape, bool)
+    outside[box] = False
+    assert not kept[outside].any()
+    markers = np.zeros(region.shape, np.uint32)
+    markers[tuple(peaks.T)] = np.arange(1, n + 1)
+    ref = watershed(-sq.astype(np.float64), markers, mask=region)[inner]
+    got = _block_watershed(region.copy(), lo, origin, shape, peaks)
+    np.testing.assert_array_equal(got, ref)
