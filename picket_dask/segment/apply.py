@@ -36,11 +36,11 @@ GPU_TILE_VOXELS = {"neighborhood": 1 << 19, "fft": 1 << 18}
 # than the product, and 6-9 % of the voxels went back to float64 (no measurable gain); not on GPUs
 # (untested there: a GPU's float64 is fast enough for the product).
 MIXED_PRECISION = {("neighborhood", False): True, ("fft", False): False, ("neighborhood", True): False, ("fft", True): False}
-# Tiles' neighborhood matrices are built offset by offset (neighborhood_matrix, a Fortran-ordered view)
-# when the float32 pass has at most this many columns: gabor-gmm (24-50) labels ~30 % faster; with
-# intensities-gmm's 126 the product and bounds on that layout cost more than the build saves (~30 % slower),
-# so wider passes copy the window view as before (benchmarks/README.md, 2026-11-28).
-OFFSET_BUILD_MAX_COLUMNS = 64
+# The float32 pass takes every tile's neighborhood matrix as built by neighborhood_matrix (offsets first,
+# a Fortran-ordered view) whatever its width: with the projections formed as rows (decision_precision),
+# intensities-gmm's 126 columns label faster on that layout too (one 128^3 block with intensities-gmm,
+# gabor-gmm and a k-means, 1 thread: 3.4-3.5 -> 2.3-2.8 s; the C-ordered copy of the window view was
+# kept for passes wider than 64 columns until 2026-11-28).
 RANK_SAMPLE_STEP = 8  # every 8th voxel per axis: 4,096 of a 128^3 block's 2 M voxels choose its rank truncation
 GPU_TILING = True  # False: cupy chunks take the CPU's tiles and no fused kernel (the path before; benchmarks/gpu.py)
 
@@ -134,8 +134,7 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
             if space == "neighborhood":
                 win = sliding_windows(sub, xp, half)
                 if mixed is not None and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
-                    x32 = neighborhood_matrix(sub, xp, half) if mixed.M32.shape[1] <= OFFSET_BUILD_MAX_COLUMNS \
-                        else win.reshape(-1, size**3).astype(xp.float32)  # float32 (n, 125)
+                    x32 = neighborhood_matrix(sub, xp, half)  # float32 (n, 125)
                     labels = certified_labels(mixed, x32, lambda rows, win=win: _window_rows(win, rows, xp))
                 else:
                     labels = scores_to_labels(win.reshape(-1, size**3).astype(xp.float64) @ mats[space], decs, xp)
