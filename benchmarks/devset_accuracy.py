@@ -66,9 +66,9 @@ def context_near(picks_zyx: np.ndarray, context_csv: Path, voxel_A: float, withi
 
 def true_positive(picks_zyx: np.ndarray, truth_csv: Path, within_vox: float) -> np.ndarray:
     """Per pick: is a truth centre within ``within_vox`` voxels (the F1's rule, evaluate's own test)?"""
-    from picket_dask.evaluate import _hits, zyx
+    from picket_dask.evaluate import within, zyx
 
-    return _hits(picks_zyx, zyx(pd.read_csv(truth_csv)), within_vox)
+    return within(picks_zyx, zyx(pd.read_csv(truth_csv)), within_vox)
 
 
 def main():

@@ -36,8 +36,9 @@ def threshold_vox(threshold_A: float, voxel_size) -> int:
     return int(round(threshold_A / float(np.max(voxel_size))))
 
 
-def _hits(a: np.ndarray, b: np.ndarray, thr: float) -> np.ndarray:
-    """For each row of a: is some row of b within thr (Euclidean, voxels)?"""
+def within(a: np.ndarray, b: np.ndarray, thr: float) -> np.ndarray:
+    """For each row of ``a`` (n, 3): is some row of ``b`` within ``thr`` (Euclidean, voxels)? The matching
+    rule of the F1 (a pick is a true positive when a truth centre lies within the threshold, and back)."""
     if len(a) == 0:
         return np.zeros(0, bool)
     if len(b) == 0:
@@ -56,12 +57,12 @@ def score(picks_zyx: np.ndarray, truth_zyx: np.ndarray, shape_zyx, thr_vox: int,
     the random baseline is averaged over ``n_random`` seeded draws)."""
     picks = np.asarray(picks_zyx, float).reshape(-1, 3)
     truth = np.asarray(truth_zyx, float).reshape(-1, 3)
-    tp_pred = _hits(picks, truth, thr_vox)
-    found = _hits(truth, picks, thr_vox)
+    tp_pred = within(picks, truth, thr_vox)
+    found = within(truth, picks, thr_vox)
     precision = float(tp_pred.mean()) if len(picks) else 0.0
     recall = float(found.mean()) if len(truth) else 0.0
     rng = np.random.default_rng(seed)
-    rand = [float(_hits(truth, rng.uniform(0, np.asarray(shape_zyx, float) - 1, size=(len(picks), 3)), thr_vox).mean())
+    rand = [float(within(truth, rng.uniform(0, np.asarray(shape_zyx, float) - 1, size=(len(picks), 3)), thr_vox).mean())
             if len(truth) else 0.0 for _ in range(n_random)]
     random_recall = float(np.mean(rand))
     by_type = {}
