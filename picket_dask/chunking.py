@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import dask.array as da
 import numpy as np
+import zarr
 
 # Every rechunk here merges or splits neighbouring blocks: the task-based method keeps that a few
 # blocks in memory at a time. distributed's default for such graphs (p2p shuffle) buffers shards in
@@ -91,13 +93,12 @@ def value_counts(arr: da.Array, minlength: int = 256) -> da.Array:
 # blosc-lz4 writes an all-zero label chunk in ~1 ms. It took ~4.6 s of CPU in a default run on the tiled
 # 200x512x512 tomogram (py-spy, 2026-11-28). zarr 2 writes every chunk by default.
 WRITE_EMPTY_CHUNKS = {"write_empty_chunks": True}
+ZARR3 = int(zarr.__version__.split(".")[0]) >= 3  # zarr 2 is supported for NGFF 0.4 (copick needs zarr<3)
 
 
-def open_for_writing(path: str):
+def open_for_writing(path: str | os.PathLike):
     """The existing zarr array at ``path``, opened to be written in place (every chunk written)."""
-    import zarr
-
-    if int(zarr.__version__.split(".")[0]) >= 3:
+    if ZARR3:
         arr = zarr.open_array(str(path), mode="r+")  # (zarr 3.1's open_array ignores a config for an existing array)
         return arr.with_config(WRITE_EMPTY_CHUNKS) if hasattr(arr, "with_config") else arr
     return zarr.open_array(str(path), mode="r+", **WRITE_EMPTY_CHUNKS)
@@ -110,10 +111,9 @@ def scratch_array(path: str, shape, dtype, chunks, fast_codec: bool = False):
     mostly zeros and runs (a 128^3 uint32 block: 2 ms to encode or decode, 1/29 of the bytes;
     writing it uncompressed took 33 ms, with zstd-5 + bitshuffle, the stored label images' codec until 2026-11-28, 36 ms)."""
     import numcodecs
-    import zarr
 
     codec = numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.NOSHUFFLE) if fast_codec else None
-    if int(zarr.__version__.split(".")[0]) >= 3:
+    if ZARR3:
         codecs = None if codec is None else zarr.codecs.BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")
         return zarr.create_array(str(path), shape=shape, dtype=dtype, chunks=chunks, compressors=codecs, overwrite=True,
                                  config=WRITE_EMPTY_CHUNKS)

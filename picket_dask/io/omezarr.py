@@ -19,15 +19,12 @@ import numcodecs
 import numpy as np
 import zarr
 
-from ..chunking import RECHUNK, WRITE_EMPTY_CHUNKS
+from ..chunking import RECHUNK, WRITE_EMPTY_CHUNKS, ZARR3
 from ..errors import PicketError
 from .atomic import atomic_path, remove
 
 AXES = [{"name": ax, "type": "space", "unit": "angstrom"} for ax in ("z", "y", "x")]
 NGFF_VERSIONS = ("0.4", "0.5")
-
-
-ZARR3 = int(zarr.__version__.split(".")[0]) >= 3  # zarr 2 is supported for NGFF 0.4 (copick needs zarr<3)
 
 
 def _compressor(ngff: str):

@@ -135,7 +135,7 @@ def _block_watershed(region: np.ndarray | None, lo: np.ndarray, origin: np.ndarr
                      peaks: np.ndarray, cache: tuple[str, int] | None = None, shape=None) -> np.ndarray:
     """One block's watershed. With ``cache`` the region is not read: it is where the stored squared
     distances are > 0 (edt is 0 exactly on the region's False voxels)."""
-    out_sl = tuple(slice(o - a, o - a + s) for o, a, s in zip(origin, lo, block_shape))
+    out_sl = _chunk_in_block(origin, lo, block_shape)
     if cache is not None:
         sq = _load_distance(cache, shape)
         if sq is None:  # no mask voxel in the haloed block
@@ -154,7 +154,12 @@ def _block_watershed(region: np.ndarray | None, lo: np.ndarray, origin: np.ndarr
     sel = np.all((peaks >= lo) & (peaks < hi), axis=1)
     ids = (np.nonzero(sel)[0] + 1).astype(np.uint32)
     ws = flood(sq, region, peaks[sel] - lo, ids)  # flooding order of -sq = of -distance
-    return ws[tuple(slice(o - a, o - a + s) for o, a, s in zip(origin, lo, block_shape))]
+    return ws[_chunk_in_block(origin, lo, block_shape)]
+
+
+def _chunk_in_block(origin, lo, block_shape) -> tuple[slice, ...]:
+    """The chunk at ``origin`` (``block_shape`` voxels) as slices of a block whose first voxel is ``lo``."""
+    return tuple(slice(o - a, o - a + s) for o, a, s in zip(origin, lo, block_shape))
 
 
 def reaching(region: np.ndarray, inner: tuple[slice, ...]) -> tuple[np.ndarray, tuple[slice, ...]]:
