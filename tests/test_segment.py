@@ -204,6 +204,27 @@ def test_streamed_gmm_equals_scikit_learn(n, d, rows):
 
 
 @pytest.mark.parametrize("k", [2, 3])
+def test_gmm_split_over_threads_equals_one_thread(k):
+    """The EM's passes split over threads (each range summed, ranges added in order) give one
+    thread's fit to rounding: same iterations, same parameters; from k-means labels and warm-started."""
+    from picket_dask.segment.gmm_em import fit_gaussian_mixture
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.normal(0, 1, (9000, 7)), rng.normal(0.9, 1.4, (6001, 7))]) @ rng.normal(size=(7, 7))
+    one = fit_gaussian_mixture(x.copy(), k, 42, rows=1000)
+    start = fit_gaussian_mixture(x[::5].copy(), k, 42, rows=1000)
+    one_warm = fit_gaussian_mixture(x.copy(), k, 42, rows=1000, init_params=start)
+    for threads in (2, 3):
+        split = fit_gaussian_mixture(x.copy(), k, 42, rows=1000, threads=threads)
+        warm = fit_gaussian_mixture(x.copy(), k, 42, rows=1000, threads=threads, init_params=start)
+        for a, b in ((split, one), (warm, one_warm)):
+            assert a["n_iter"] == b["n_iter"] and a["converged"] == b["converged"]
+            for key in ("weights", "means", "precisions_cholesky"):
+                np.testing.assert_allclose(a[key], b[key], rtol=1e-9, atol=1e-12)
+            assert a["lower_bound"] == pytest.approx(b["lower_bound"], rel=1e-12)
+
+
+@pytest.mark.parametrize("k", [2, 3])
 def test_one_feature_gmm_and_posterior_equal_scikit_learn(k):
     """One feature (gmm_em's (k, rows) path, the mixture cut's fit): scikit-learn's fit and predict_proba."""
     from sklearn.mixture import GaussianMixture

@@ -97,7 +97,7 @@ def fit_kmeans(features: np.ndarray, seed: int = 42, backend: str = "sklearn") -
 
 
 def fit_gmm(features: np.ndarray, seed: int = 42, device: str = "cpu", init_labels: np.ndarray | None = None,
-            schedule: str = "exact") -> dict:
+            schedule: str = "exact", threads: int = 1) -> dict:
     """GaussianMixture(n_components=2, covariance_type='full', random_state=seed) parameters.
 
     Fitted by gmm_em.fit_gaussian_mixture: scikit-learn's algorithm and numbers, streamed over
@@ -107,7 +107,8 @@ def fit_gmm(features: np.ndarray, seed: int = 42, device: str = "cpu", init_labe
     sample labels of fit_kmeans(features, seed) when it has run (it is the mixture's initialisation).
     ``schedule`` 'coarse-to-fine': the mixture is fitted on the coarse rows first (coarse_rows;
     there from its own k-means initialisation, or from ``init_labels`` on those rows) and that fit starts the EM on the whole sample;
-    the result then carries ``coarse`` (rows, iterations).
+    the result then carries ``coarse`` (rows, iterations). ``threads``: the EM's passes split over
+    that many threads (gmm_em._Parts).
     """
     from .gmm_em import GMM_ROWS, GPU_ROWS, fit_gaussian_mixture
 
@@ -118,10 +119,10 @@ def fit_gmm(features: np.ndarray, seed: int = 42, device: str = "cpu", init_labe
         features, rows = xp.asarray(features), GPU_ROWS
     coarse = coarse_rows(len(features)) if schedule == "coarse-to-fine" else None
     if coarse is None:
-        return fit_gaussian_mixture(features, 2, seed, rows=rows, xp=xp, init_labels=init_labels)
-    start = fit_gaussian_mixture(features[coarse], 2, seed, rows=rows, xp=xp,
+        return fit_gaussian_mixture(features, 2, seed, rows=rows, xp=xp, init_labels=init_labels, threads=threads)
+    start = fit_gaussian_mixture(features[coarse], 2, seed, rows=rows, xp=xp, threads=threads,
                                  init_labels=None if init_labels is None else np.asarray(init_labels)[coarse])
-    params = fit_gaussian_mixture(features, 2, seed, rows=rows, xp=xp, init_params=start)
+    params = fit_gaussian_mixture(features, 2, seed, rows=rows, xp=xp, init_params=start, threads=threads)
     params["coarse"] = {"rows": len(features[coarse]), "n_iter": start["n_iter"], "converged": start["converged"]}
     return params
 
@@ -193,11 +194,12 @@ def gmm_decision(params: dict, G: np.ndarray | None, space: str, rtol: float = 1
 
 def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, seed: int = 42,
         kmeans_backend: str = "sklearn", device: str = "cpu", init_labels: np.ndarray | None = None,
-        kmeans_cut: str = "midpoint", schedule: str = "exact") -> FittedModel:
+        kmeans_cut: str = "midpoint", schedule: str = "exact", threads: int = 1) -> FittedModel:
     """Fit ``method`` on the sample's features and return the model with its decision function
     (``device`` 'gpu': the Gaussian mixture's EM on the GPU; ``init_labels``: see fit_gmm;
     ``kmeans_cut`` 'mixture': see mixture_cut, 'midpoint': the k-means boundary, the reference;
-    ``schedule`` 'coarse-to-fine': the mixture's, see fit_gmm; 'exact': scikit-learn's fit on the whole sample)."""
+    ``schedule`` 'coarse-to-fine': the mixture's, see fit_gmm; 'exact': scikit-learn's fit on the whole sample;
+    ``threads``: the mixture's EM passes split over that many threads)."""
     import time
 
     t0 = time.perf_counter()
@@ -216,7 +218,7 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
         # kmeans_decision's constant with the offset: d.c - offset, the same float
         model.sample_counts = np.bincount((lin + (d.c - params["offset"]) > 0).astype(np.uint8), minlength=2).tolist()
     elif method == "gmm":
-        params = {**fit_gmm(features, seed, device, init_labels, schedule), "schedule": schedule}
+        params = {**fit_gmm(features, seed, device, init_labels, schedule, threads), "schedule": schedule}
         model = FittedModel("gmm", params, gmm_decision(params, G, space))
     else:
         raise ValueError(f"unknown clusterer {method!r}; use one of {CLUSTERERS}")

@@ -11,9 +11,14 @@ iteration counts). What differs is only how the sums are formed, for speed:
 - one pass over the sample per iteration: each slice's E-step (with the current parameters) is
   followed at once by its M-step sums (counts, first and second moments), so the responsibilities
   are never stored and the sample is read once per iteration instead of three times;
+- rows augmented with a column of ones ([x - mean, 1], _Slices): one weighted Gram
+  [x, 1]' r [x, 1] holds a component's second moments, first moments and count, and the E-step's
+  offsets ride in its product, so no extra (rows, d) passes form them;
 - second moments about the sample mean: sum_i r_ik x_i x_i' = S - sum_{j != k} ..., with
   S = X'X formed once, so one component's weighted Gram (a symmetric rank-k update) is skipped
   each iteration (the one with the most weight; rows' responsibilities sum to one);
+- a pass split over threads (``threads``, _Parts), each range with one BLAS thread: half of a
+  pass is elementwise numpy, which a single thread leaves on one core;
 - two components: one product gives both Mahalanobis distances. With y = (x - mu0) P0,
   |y|^2 is component 0's and (x - mu1) L1 (x - mu1)' = y M y' + 2 y g + c with M = B B',
   B = P0^-1 P1; writing M = U D U' (eigh) and t = y U, component 1's is sum D t^2 + 2 t.(U'g) + c
@@ -50,7 +55,7 @@ def _precision_cholesky(cov: np.ndarray) -> np.ndarray:
 
 
 class _Estep:
-    """Log-likelihood terms of each component for rows centred on the sample mean ``shift``."""
+    """Log-likelihood terms of each component for augmented rows [x - shift, 1] (Slices' buffers)."""
 
     def __init__(self, weights, means, prec_chol, shift, xp=np):
         k, d = means.shape
@@ -64,25 +69,27 @@ class _Estep:
             D, U = np.linalg.eigh(B @ B.T)
             delta = mc[0] - mc[1]
             T = p0 @ U
-            self.T = xp.asarray(T)
-            self.off = xp.asarray(mc[0] @ T)
-            self.D = xp.asarray(D)
+            off = mc[0] @ T
             self.g2 = xp.asarray(2 * (U.T @ (B @ (delta @ p1))))
-            self.c1 = float((delta @ p1) @ (delta @ p1))
+            self.W = xp.asarray(np.stack([np.ones(d), D], axis=1))       # t^2 @ W: sum t^2 and sum D t^2
+            self.const = self.const - 0.5 * np.array([0.0, float((delta @ p1) @ (delta @ p1))])
         else:  # every component's X @ P_k in one product
-            self.T = xp.asarray(prec_chol.transpose(1, 0, 2).reshape(d, k * d))
-            self.off = xp.asarray(np.concatenate([mc[j] @ prec_chol[j] for j in range(k)]))
+            T = prec_chol.transpose(1, 0, 2).reshape(d, k * d)
+            off = np.concatenate([mc[j] @ prec_chol[j] for j in range(k)])
+        # the ones column times the last row subtracts the offset inside the product
+        self.T = xp.asarray(np.vstack([T, -off[None, :]]))
 
-    def log_prob(self, xc):
-        """(rows, k) weighted log-probabilities of centred rows ``xc`` (rows, d)."""
+    def log_prob(self, xa):
+        """(rows, k) weighted log-probabilities of augmented rows ``xa`` (rows, d + 1)."""
         xp = self.xp
-        t = xc @ self.T
-        t -= self.off
+        t = xa @ self.T
         if self.k == 2:
-            t2 = t * t
-            maha = xp.stack([t2.sum(axis=1), t2 @ self.D + t @ self.g2 + self.c1], axis=1)
+            lin = t @ self.g2
+            xp.multiply(t, t, out=t)
+            maha = t @ self.W
+            maha[:, 1] += lin
         else:
-            d = xc.shape[1]
+            d = xa.shape[1] - 1
             maha = (t * t).reshape(len(t), self.k, d).sum(axis=2)
         return -0.5 * maha + xp.asarray(self.const)
 
@@ -102,39 +109,71 @@ def _lse(a, xp):
     return hi + xp.log(xp.exp(a - hi[:, None]).sum(axis=1))
 
 
+class _Slices:
+    """The sample's rows a slice at a time, centred on ``shift`` and augmented with a column of ones.
+
+    Why the ones column: with it one product gives a component's Gram, first moment and count
+    together ([x, 1]' r [x, 1]), and the E-step's offsets ride in its product (_Estep), so no
+    separate (rows, d) passes form them. One buffer is reused for every slice.
+    """
+
+    def __init__(self, x, shift, rows: int, xp=np):
+        self.x, self.xp, self.n = x, xp, x.shape[0]
+        self.shift = xp.asarray(shift)
+        self.parts = [(i, min(i + rows, self.n)) for i in range(0, self.n, rows)]
+        d = x.shape[1]
+        self.buf = xp.empty((min(rows, self.n), d + 1))
+        self.buf[:, d] = 1.0
+
+    def __iter__(self):
+        d = self.x.shape[1]
+        for a, b in self.parts:
+            xa = self.buf[:b - a]
+            self.xp.subtract(self.x[a:b], self.shift, out=xa[:, :d])
+            yield a, b, xa
+
+
 class _Moments:
-    """Running sums of one M-step: counts (k,), first moments (k, d), Grams (d, d) of all but one component."""
+    """Running sums of one M-step: augmented Grams [x, 1]' r_j [x, 1] (d + 1, d + 1) of every component
+    but ``skip`` (its own is the total's remainder: the rows' responsibilities sum to one)."""
 
     def __init__(self, k: int, d: int, skip: int, xp=np):
-        self.xp, self.skip = xp, skip
-        self.nk = xp.zeros(k)
-        self.s1 = xp.zeros((k, d))
-        self.grams = {j: xp.zeros((d, d)) for j in range(k) if j != skip}
+        self.xp, self.skip, self.k = xp, skip, k
+        self.grams = {j: xp.zeros((d + 1, d + 1)) for j in range(k) if j != skip}
 
-    def add(self, xc, resp) -> None:
+    def add(self, xa, resp) -> None:
+        """Add augmented rows ``xa`` (rows, d + 1) with responsibilities ``resp`` (rows, k)."""
         xp = self.xp
-        self.nk += resp.sum(axis=0)
-        self.s1 += resp.T @ xc
         for j, g in self.grams.items():
             r = resp[:, j]
-            w = xc * xp.sqrt(xp.where(r < _TINY, 0.0, r))[:, None]
+            w = xa * xp.sqrt(xp.where(r < _TINY, 0.0, r))[:, None]
             g += w.T @ w  # a.T @ a: the symmetric rank-k update
+
+    @staticmethod
+    def merged(parts: list) -> "_Moments | None":
+        """The sums of several ranges' _Moments (in list order) in the first of them."""
+        first = parts[0]
+        if first is None:
+            return None
+        for other in parts[1:]:
+            for j, g in first.grams.items():
+                g += other.grams[j]
+        return first
 
 
 def _m_step(m: _Moments, total_gram, shift: np.ndarray, reg_covar: float):
-    """Counts (k,), means (k, d), covariances (k, d, d) (host arrays) from one pass's sums.
+    """Counts (k,), means (k, d), covariances (k, d, d) (host arrays) from one pass's augmented Grams.
 
     Covariance k = (second moment about the shift)/nk - (mean - shift)(mean - shift)'; the skipped
-    component's Gram is the total Gram minus the others' (the rows' responsibilities sum to one).
+    component's Gram is the total augmented Gram minus the others'.
     """
     xp = m.xp
-    nk = _host(m.nk, xp) + 10 * np.finfo(np.float64).eps
-    s1 = _host(m.s1, xp)
-    k, d = s1.shape
     grams = {j: _host(g, xp) for j, g in m.grams.items()}
     grams[m.skip] = _host(total_gram, xp) - sum(grams.values())
-    mc = s1 / nk[:, None]
-    cov = np.stack([grams[j] / nk[j] - np.outer(mc[j], mc[j]) for j in range(k)])
+    d = len(shift)
+    nk = np.array([grams[j][d, d] for j in range(m.k)]) + 10 * np.finfo(np.float64).eps
+    mc = np.stack([grams[j][d, :d] for j in range(m.k)]) / nk[:, None]
+    cov = np.stack([grams[j][:d, :d] / nk[j] - np.outer(mc[j], mc[j]) for j in range(m.k)])
     cov = 0.5 * (cov + cov.transpose(0, 2, 1))
     cov[:, np.arange(d), np.arange(d)] += reg_covar
     return nk, mc + shift, cov
@@ -154,25 +193,61 @@ def _hard_labels(x, k, seed, init_labels, xp) -> np.ndarray:
     return StreamedTolKMeans(n_clusters=k, n_init=1, random_state=rng, copy_x=False).fit(_host(x, xp)).labels_
 
 
-def _first_pass(x, parts, shift, k, labels, xp):
-    """One pass over the sample: the total Gram about ``shift`` (formed once for every iteration)
-    and, given hard ``labels``, their M-step sums (else None)."""
-    shift_x = xp.asarray(shift)
-    d = x.shape[1]
-    init = None if labels is None else _Moments(k, d, int(np.argmax(np.bincount(labels, minlength=k))), xp)
+class _Parts:
+    """The sample split into contiguous row ranges, one per thread, each read as _Slices.
+
+    Why threads here: half of an EM pass is elementwise numpy on (rows, d) slices, which runs on
+    one core however many BLAS threads the products get. Two threads on two halves of the sample,
+    each with one BLAS thread, keep both cores busy through the whole pass (numpy releases the GIL
+    on arrays this large). Each range's sums are added in range order: the result does not depend
+    on the threads' timing.
+    """
+
+    def __init__(self, x, shift, rows: int, xp, threads: int):
+        n = x.shape[0]
+        per = -(-(-(-n // rows)) // max(1, threads)) * rows  # whole slices per range
+        self.ranges = [(lo, min(n, lo + per)) for lo in range(0, n, per)]
+        self.slices = [_Slices(x[lo:hi], shift, rows, xp) for lo, hi in self.ranges]
+        self.pool = None
+        if len(self.ranges) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(len(self.ranges), thread_name_prefix="picket-em")
+
+    def map(self, fn) -> list:
+        """[fn(slices, lo, hi)] over the ranges, in range order."""
+        if self.pool is None:
+            return [fn(self.slices[0], *self.ranges[0])]
+        return list(self.pool.map(fn, self.slices, *zip(*self.ranges)))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _first_pass(parts: _Parts, k: int, labels, xp):
+    """One pass over the sample: the total augmented Gram (formed once for every iteration) and,
+    given hard ``labels``, their M-step sums (else None)."""
+    d = parts.slices[0].x.shape[1]
+    skip = None if labels is None else int(np.argmax(np.bincount(labels, minlength=k)))
     labels = None if labels is None else xp.asarray(labels)
-    total = xp.zeros((d, d))
-    for a, b in parts:
-        xc = x[a:b] - shift_x
-        if init is not None:
-            init.add(xc, (labels[a:b, None] == xp.arange(k)[None, :]).astype(xp.float64))
-        total += xc.T @ xc
-    return total, init
+
+    def one(slices, lo, hi):
+        init = None if labels is None else _Moments(k, d, skip, xp)
+        total = xp.zeros((d + 1, d + 1))
+        for a, b, xa in slices:
+            if init is not None:
+                init.add(xa, (labels[lo + a:lo + b, None] == xp.arange(k)[None, :]).astype(xp.float64))
+            total += xa.T @ xa
+        return total, init
+    done = parts.map(one)
+    return sum(t for t, _ in done), _Moments.merged([m for _, m in done])
 
 
 def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 1e-3,
                          reg_covar: float = 1e-6, max_iter: int = 100, rows: int = GMM_ROWS, xp=None,
-                         init_labels: np.ndarray | None = None, init_params: dict | None = None) -> dict:
+                         init_labels: np.ndarray | None = None, init_params: dict | None = None,
+                         threads: int = 1) -> dict:
     """GaussianMixture(n_components, covariance_type='full', random_state=seed).fit(x), streamed.
 
     ``x`` (n, d) float64 features: numpy, or cupy (``xp``: its module), when the EM runs on the
@@ -183,7 +258,8 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     clusterer's own fit is that very model), used instead of fitting it again. ``init_params``:
     weights, means and precisions_cholesky to start the EM from instead of the k-means
     initialisation (a warm start, e.g. from a fit on a subsample; scikit-learn's ``_initialize``
-    with given parameters).
+    with given parameters). ``threads``: passes split over this many threads, each with one BLAS
+    thread (_Parts; numpy only); the sums differ from one thread's by rounding only.
     """
     xp = xp or np
     x = xp.ascontiguousarray(x, dtype=xp.float64)
@@ -191,17 +267,34 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     k = n_components
     if d == 1 and xp is np:  # one feature: the same EM on contiguous (k, rows) arrays, no matrix products
         return _fit_1d(x, k, seed, tol, reg_covar, max_iter, rows * ROWS_1D, init_labels, init_params)
-    parts = [(i, min(i + rows, n)) for i in range(0, n, rows)]
     shift = _host(x.mean(axis=0), xp)  # sums are taken about the sample mean (less cancellation)
-    shift_x = xp.asarray(shift)
+    threads = threads if xp is np else 1
+    # the k-means initialisation before the threads' BLAS limit: scikit-learn's k-means has its own threads
+    labels = None if init_params is not None else _hard_labels(x, k, seed, init_labels, xp)
+    parts = _Parts(x, shift, rows, xp, threads)
+    if threads > 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            try:
+                return _em(x, parts, shift, k, tol, reg_covar, max_iter, xp, labels, init_params)
+            finally:
+                parts.close()
+    return _em(x, parts, shift, k, tol, reg_covar, max_iter, xp, labels, init_params)
+
+
+def _em(x, parts: _Parts, shift: np.ndarray, k: int, tol: float, reg_covar: float, max_iter: int, xp,
+        labels, init_params) -> dict:
+    """fit_gaussian_mixture's EM over ``parts``, from ``init_params`` or the hard k-means ``labels``."""
+    n, d = x.shape
     if init_params is not None:  # warm start: only the total Gram is formed before the EM
-        total, _ = _first_pass(x, parts, shift, k, None, xp)
+        total, _ = _first_pass(parts, k, None, xp)
         weights = np.asarray(init_params["weights"], np.float64)
         means = np.asarray(init_params["means"], np.float64)
         prec = np.asarray(init_params["precisions_cholesky"], np.float64)
         nk = weights * n
     else:  # the M-step of the hard k-means labels
-        total, init = _first_pass(x, parts, shift, k, _hard_labels(x, k, seed, init_labels, xp), xp)
+        total, init = _first_pass(parts, k, labels, xp)
         nk, means, cov = _m_step(init, total, shift, reg_covar)
         weights = nk / n
         prec = _precision_cholesky(cov)
@@ -209,13 +302,17 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     for n_iter in range(1, max_iter + 1):
         prev = lower
         e = _Estep(weights, means, prec, shift, xp)
-        m = _Moments(k, d, int(np.argmax(nk)), xp)
-        ll = 0.0
-        for a, b in parts:  # E-step of a slice, then its M-step sums: one pass over the sample
-            xc = x[a:b] - shift_x
-            norm, log_resp = _log_normalise(e.log_prob(xc), xp)
-            ll = ll + norm.sum()  # stays on the device until the pass ends
-            m.add(xc, xp.exp(log_resp))
+        skip = int(np.argmax(nk))
+
+        def one(slices, lo, hi):  # E-step of a slice, then its M-step sums: one pass over the sample
+            m, ll = _Moments(k, d, skip, xp), 0.0
+            for _, _, xa in slices:
+                norm, log_resp = _log_normalise(e.log_prob(xa), xp)
+                ll = ll + norm.sum()  # stays on the device until the pass ends
+                m.add(xa, xp.exp(log_resp))
+            return m, ll
+        done = parts.map(one)
+        m, ll = _Moments.merged([m for m, _ in done]), sum(float(v) for _, v in done)
         nk, means, cov = _m_step(m, total, shift, reg_covar)
         weights = nk / nk.sum()
         prec = _precision_cholesky(cov)
@@ -224,7 +321,7 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
             converged = True
             break
     if not converged:  # as scikit-learn does; the flag is also kept in the labels' metadata
-        warnings.warn(f"Gaussian mixture fit did not converge in {max_iter} iterations (tol {tol})", stacklevel=2)
+        warnings.warn(f"Gaussian mixture fit did not converge in {max_iter} iterations (tol {tol})", stacklevel=3)
     return {"weights": weights, "means": means, "precisions_cholesky": prec, "converged": converged,
             "n_iter": n_iter, "lower_bound": float(lower)}
 
@@ -232,8 +329,10 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
 def posterior(params: dict, x, xp=np):
     """Responsibilities (n, k) of rows ``x`` (n, d) under fitted ``params`` (fit_gaussian_mixture's):
     scikit-learn's GaussianMixture.predict_proba with those parameters."""
+    x = xp.asarray(x, dtype=xp.float64)
     e = _Estep(params["weights"], params["means"], params["precisions_cholesky"], np.zeros(x.shape[1]), xp)
-    return xp.exp(_log_normalise(e.log_prob(xp.asarray(x, dtype=xp.float64)), xp)[1])
+    xa = xp.concatenate([x, xp.ones((len(x), 1))], axis=1)
+    return xp.exp(_log_normalise(e.log_prob(xa), xp)[1])
 
 
 def _fit_1d(x: np.ndarray, k: int, seed: int, tol: float, reg_covar: float, max_iter: int, rows: int,

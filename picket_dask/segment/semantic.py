@@ -102,7 +102,7 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
     # intensities (125 float64 features, the largest) last: the neighborhoods are gone by its fit
     modes = sorted(dict.fromkeys(mode for mode, _ in pairs), key=lambda m: m == "intensities")
     fitted: dict[tuple[str, str], Segmentation] = {}
-    with limited_threads():  # BLAS/OpenMP threads = the cores idle now: no oversubscription
+    with limited_threads() as threads:  # BLAS/OpenMP threads = the cores idle now: no oversubscription
         for k, mode in enumerate(modes):
             gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
             f = sample_features(mode, sample.neighborhoods, gidx, params.num_sinusoids)
@@ -114,7 +114,7 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
             for m, clusterer in sorted(pairs, key=lambda p: p[1] != "kmeans"):
                 if m == mode:
                     model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend,
-                                params.device, init, params.kmeans_cut, params.fit_schedule)
+                                params.device, init, params.kmeans_cut, params.fit_schedule, threads)
                     init, model.labels = (model.labels if clusterer == "kmeans" else init), None
                     fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
             del f, init
