@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from picket_dask.localize.context import extreme_density
-from picket_dask.localize.score import background_moments, instance_means, score_instances
+from picket_dask.localize.score import instance_means_and_background, score_instances
 from picket_dask.localize.size_prior import equivalent_diameter_A, min_distance_vox, size_keep
 
 
@@ -35,9 +35,8 @@ def test_scores_rank_dense_blobs_first(rng):
     img = da.from_array(image, chunks=16)
     ids = np.array([1, 2, 3])
     counts = np.bincount(labels.ravel())[1:]
-    means = instance_means(lab, img, ids, counts)
+    means, mu, sd = instance_means_and_background(lab, img, ids, counts, lab == 0)
     assert np.allclose(means, [image[labels == i].mean() for i in ids], atol=1e-5)
-    mu, sd = background_moments(img, lab == 0)
     assert mu == pytest.approx(image[labels == 0].mean(), abs=1e-5) and sd == pytest.approx(image[labels == 0].std(), rel=1e-4)
     sc = score_instances(means, counts, mu, sd)
     assert sc.polarity == -1 and sc.score[0] > sc.score[1] > sc.score[2] - 3 and sc.score[0] > 10

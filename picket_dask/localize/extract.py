@@ -22,7 +22,7 @@ from .centroids import InstanceTable, in_size_range, instance_table, relabel
 from .components import connected_components_chunked
 from .context import centres_near, context_mask
 from .mask import particle_mask
-from .score import background_moments, instance_means, score_instances
+from .score import instance_means_and_background, score_instances
 from .significance import significance
 from .size_prior import min_distance_vox, size_keep
 from .watershed import fill_unreached, watershed_chunked
@@ -208,6 +208,5 @@ def _scores(image_path, semantic: da.Array, instances: da.Array, table: Instance
     background = semantic == 0
     if lamella.found and params.z_extract is None:
         background = background & lamella.mask(semantic.chunks, extract=False)
-    mu, sd = background_moments(image, background)
-    means = instance_means(instances, image, table.ids, table.counts)
+    means, mu, sd = instance_means_and_background(instances, image, table.ids, table.counts, background)
     return score_instances(means, table.counts, mu, sd), image, background

@@ -8,8 +8,8 @@ ice, so it works for either contrast convention). It is the matched-filter stati
 uniform blob: specks of a few voxels and faint blobs score low, dense compact particles high.
 The per-voxel ``contrast`` (without sqrt(voxels)) is reported beside it.
 
-Sums per instance are reduced over chunks like the centroids (one pass over the labels and the
-image); the background moments are two more chunked reductions. Units: tomogram density units
+Sums per instance and the background's moments are reduced over chunks like the centroids, in
+one pass over the labels, the image and the background. Units: tomogram density units
 for means, noise SDs for contrast and score.
 """
 
@@ -25,13 +25,17 @@ from ..chunking import block_ids
 from ..progress import compute
 
 
-def _block_sums(labels: np.ndarray, image: np.ndarray):
+def _block_sums(labels: np.ndarray, image: np.ndarray, background: np.ndarray):
+    """One block's density sums per instance id ((ids, sums), or None without instances) and its
+    background's voxel count, density sum and sum of squares (float64)."""
+    image = np.asarray(image)
     nz = labels > 0
-    if not nz.any():
-        return None
-    ids = labels[nz].astype(np.int64)
-    uniq, inv = np.unique(ids, return_inverse=True)
-    return uniq, np.bincount(inv, weights=image[nz].astype(np.float64), minlength=len(uniq))
+    inst = None
+    if nz.any():
+        uniq, inv = np.unique(labels[nz].astype(np.int64), return_inverse=True)
+        inst = uniq, np.bincount(inv, weights=image[nz].astype(np.float64), minlength=len(uniq))
+    v = image[np.asarray(background, bool)].astype(np.float64)
+    return inst, (v.size, float(v.sum()), float(v @ v))
 
 
 @dataclass
@@ -50,28 +54,24 @@ class Scores:
                 "score": "(instance mean - background mean) / background SD x sqrt(voxels), particle polarity positive"}
 
 
-def instance_means(labels: da.Array, image: da.Array, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Mean of ``image`` over each instance ``ids`` (with voxel ``counts``) of chunked ``labels``."""
+def instance_means_and_background(labels: da.Array, image: da.Array, ids: np.ndarray, counts: np.ndarray,
+                                  background: da.Array) -> tuple[np.ndarray, float, float]:
+    """Mean of ``image`` over each instance ``ids`` (with voxel ``counts``) of chunked ``labels``, and the
+    mean and standard deviation of ``image`` where ``background`` is True: one task per block reads
+    the labels, the image and the background once for both."""
     image = image.rechunk(labels.chunks)
-    lb, ib = labels.to_delayed(), image.to_delayed()
-    parts = compute(*[dask.delayed(_block_sums)(lb[b], ib[b]) for b in block_ids(labels.chunks)],
-                    label="scores: per-instance sums")
-    size = int(max(ids.max() if len(ids) else 0, max((p[0].max() for p in parts if p is not None), default=0))) + 1
+    lb, ib, bb = labels.to_delayed(), image.to_delayed(), background.rechunk(labels.chunks).to_delayed()
+    parts = compute(*[dask.delayed(_block_sums)(lb[b], ib[b], bb[b]) for b in block_ids(labels.chunks)],
+                    label="scores: per-instance and background sums")
+    inst = [p for p, _ in parts if p is not None]
+    size = int(max(ids.max() if len(ids) else 0, max((p[0].max() for p in inst), default=0))) + 1
     sums = np.zeros(size)
-    for p in parts:
-        if p is not None:
-            np.add.at(sums, p[0], p[1])
-    return sums[ids] / np.maximum(counts, 1)
-
-
-def background_moments(image: da.Array, background: da.Array) -> tuple[float, float]:
-    """Mean and standard deviation of ``image`` where ``background`` is True (chunked sums)."""
-    x = image.astype(np.float64)
-    w = background.rechunk(image.chunks)
-    n, s, s2 = compute(w.sum(), da.where(w, x, 0).sum(), da.where(w, x * x, 0).sum(), label="scores: background moments")
+    for p in inst:
+        np.add.at(sums, p[0], p[1])
+    n, s, s2 = (sum(bg[i] for _, bg in parts) for i in range(3))
     n = max(int(n), 1)
     mean = float(s) / n
-    return mean, float(np.sqrt(max(float(s2) / n - mean * mean, 1e-30)))
+    return sums[ids] / np.maximum(counts, 1), mean, float(np.sqrt(max(float(s2) / n - mean * mean, 1e-30)))
 
 
 def score_instances(means: np.ndarray, counts: np.ndarray, bg_mean: float, bg_sd: float) -> Scores:
