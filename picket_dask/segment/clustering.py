@@ -224,22 +224,28 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
         raise ValueError(f"unknown clusterer {method!r}; use one of {CLUSTERERS}")
     model.fit_seconds = time.perf_counter() - t0
     if method == "gmm":
-        model.sample_counts = sample_counts(model, features, folded=G is not None).tolist()
+        model.sample_counts = sample_counts(model, features, folded=G is not None, threads=threads).tolist()
     return model
 
 
-def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: int = ROWS) -> np.ndarray:
+def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: int = ROWS, threads: int = 1) -> np.ndarray:
     """Cluster sizes (2,) of a Gaussian mixture on the fitting sample's features, a slice of rows at
     a time (k-means gets its counts in ``fit``, from the product that serves its mixture cut).
 
     ``folded``: the model's decision has G folded in (it takes neighborhoods); the same rule
-    on the features themselves is then built without G.
+    on the features themselves is then built without G. ``threads``: row ranges counted in that many threads.
     """
+    from .fit_threads import RowRanges
+
     d = gmm_decision(model.params, None, model.decision.space) if folded else model.decision
-    counts = np.zeros(2, np.int64)
-    for i in range(0, len(features), rows):
-        counts += np.bincount(predict(d, np.asarray(features[i:i + rows], dtype=np.float64)), minlength=2)
-    return counts
+
+    def count(lo: int, hi: int) -> np.ndarray:
+        c = np.zeros(2, np.int64)
+        for i in range(lo, hi, rows):
+            c += np.bincount(predict(d, np.asarray(features[i:min(i + rows, hi)], dtype=np.float64)), minlength=2)
+        return c
+    with RowRanges(len(features), rows, threads) as rr:
+        return np.sum(rr.map(count), axis=0)
 
 
 def stacked_matrix(decisions: list[Decision]) -> np.ndarray:

@@ -17,8 +17,8 @@ iteration counts). What differs is only how the sums are formed, for speed:
 - second moments about the sample mean: sum_i r_ik x_i x_i' = S - sum_{j != k} ..., with
   S = X'X formed once, so one component's weighted Gram (a symmetric rank-k update) is skipped
   each iteration (the one with the most weight; rows' responsibilities sum to one);
-- a pass split over threads (``threads``, _Parts), each range with one BLAS thread: half of a
-  pass is elementwise numpy, which a single thread leaves on one core;
+- a pass split over threads (``threads``, fit_threads.RowRanges), each range with one BLAS
+  thread: half of a pass is elementwise numpy, which a single thread leaves on one core;
 - two components: one product gives both Mahalanobis distances. With y = (x - mu0) P0,
   |y|^2 is component 0's and (x - mu1) L1 (x - mu1)' = y M y' + 2 y g + c with M = B B',
   B = P0^-1 P1; writing M = U D U' (eigh) and t = y U, component 1's is sum D t^2 + 2 t.(U'g) + c
@@ -33,6 +33,8 @@ import warnings
 import numpy as np
 from scipy import linalg
 from scipy.special import logsumexp
+
+from .fit_threads import RowRanges
 
 GMM_ROWS = 8192  # rows per slice: (rows, d) float64 temporaries stay in cache (8 MiB at d = 125)
 GPU_ROWS = 1 << 18  # rows per slice on a GPU: large products, few kernel launches (256 MiB at d = 125)
@@ -194,41 +196,21 @@ def _hard_labels(x, k, seed, init_labels, xp) -> np.ndarray:
 
 
 class _Parts:
-    """The sample split into contiguous row ranges, one per thread, each read as _Slices.
+    """The sample's row ranges (fit_threads.RowRanges: one per thread) and each range's _Slices."""
 
-    Why threads here: half of an EM pass is elementwise numpy on (rows, d) slices, which runs on
-    one core however many BLAS threads the products get. Two threads on two halves of the sample,
-    each with one BLAS thread, keep both cores busy through the whole pass (numpy releases the GIL
-    on arrays this large). Each range's sums are added in range order: the result does not depend
-    on the threads' timing.
-    """
-
-    def __init__(self, x, shift, rows: int, xp, threads: int):
-        n = x.shape[0]
-        per = -(-(-(-n // rows)) // max(1, threads)) * rows  # whole slices per range
-        self.ranges = [(lo, min(n, lo + per)) for lo in range(0, n, per)]
-        self.slices = [_Slices(x[lo:hi], shift, rows, xp) for lo, hi in self.ranges]
-        self.pool = None
-        if len(self.ranges) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(len(self.ranges), thread_name_prefix="picket-em")
+    def __init__(self, x, shift, rows: int, xp, ranges: RowRanges):
+        self.ranges = ranges
+        self.slices = {lo: _Slices(x[lo:hi], shift, rows, xp) for lo, hi in ranges.ranges}  # by first row
 
     def map(self, fn) -> list:
         """[fn(slices, lo, hi)] over the ranges, in range order."""
-        if self.pool is None:
-            return [fn(self.slices[0], *self.ranges[0])]
-        return list(self.pool.map(fn, self.slices, *zip(*self.ranges)))
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
+        return self.ranges.map(lambda lo, hi: fn(self.slices[lo], lo, hi))
 
 
 def _first_pass(parts: _Parts, k: int, labels, xp):
     """One pass over the sample: the total augmented Gram (formed once for every iteration) and,
     given hard ``labels``, their M-step sums (else None)."""
-    d = parts.slices[0].x.shape[1]
+    d = parts.slices[0].x.shape[1]  # the first range starts at row 0
     skip = None if labels is None else int(np.argmax(np.bincount(labels, minlength=k)))
     labels = None if labels is None else xp.asarray(labels)
 
@@ -259,7 +241,7 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     weights, means and precisions_cholesky to start the EM from instead of the k-means
     initialisation (a warm start, e.g. from a fit on a subsample; scikit-learn's ``_initialize``
     with given parameters). ``threads``: passes split over this many threads, each with one BLAS
-    thread (_Parts; numpy only); the sums differ from one thread's by rounding only.
+    thread (fit_threads.RowRanges; numpy only); the sums differ from one thread's by rounding only.
     """
     xp = xp or np
     x = xp.ascontiguousarray(x, dtype=xp.float64)
@@ -271,16 +253,8 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     threads = threads if xp is np else 1
     # the k-means initialisation before the threads' BLAS limit: scikit-learn's k-means has its own threads
     labels = None if init_params is not None else _hard_labels(x, k, seed, init_labels, xp)
-    parts = _Parts(x, shift, rows, xp, threads)
-    if threads > 1:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1):
-            try:
-                return _em(x, parts, shift, k, tol, reg_covar, max_iter, xp, labels, init_params)
-            finally:
-                parts.close()
-    return _em(x, parts, shift, k, tol, reg_covar, max_iter, xp, labels, init_params)
+    with RowRanges(n, rows, threads) as ranges:
+        return _em(x, _Parts(x, shift, rows, xp, ranges), shift, k, tol, reg_covar, max_iter, xp, labels, init_params)
 
 
 def _em(x, parts: _Parts, shift: np.ndarray, k: int, tol: float, reg_covar: float, max_iter: int, xp,

@@ -105,7 +105,7 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
     with limited_threads() as threads:  # BLAS/OpenMP threads = the cores idle now: no oversubscription
         for k, mode in enumerate(modes):
             gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
-            f = sample_features(mode, sample.neighborhoods, gidx, params.num_sinusoids)
+            f = sample_features(mode, sample.neighborhoods, gidx, params.num_sinusoids, threads)
             if release and k == len(modes) - 1:
                 sample.neighborhoods = None
             G = linear_operator(mode, gidx, num_sinusoids=params.num_sinusoids)
