@@ -168,8 +168,22 @@ def fft_features_sliding(padded, xp=np, size: int = 5):
     fx = sw(p, size, axis=2) @ _dft_matrix(size, h + 1, xp)                          # (Z+4, Y+4, X, kx)
     fy = sw(xp.ascontiguousarray(xp.moveaxis(fx, 1, -1)), size, axis=-1) @ _dft_matrix(size, size, xp)  # (Z+4, X, kx, Y, ky)
     fz = sw(xp.ascontiguousarray(xp.moveaxis(fy, 0, -1)), size, axis=-1) @ _dft_matrix(size, size, xp)  # (X, kx, Y, ky, Z, kz)
-    mag = xp.abs(fz).transpose(4, 2, 0, 5, 3, 1).reshape(Z, Y, X, -1)                # (Z, Y, X, kz*ky*kx)
-    return mag[..., xp.asarray(FFT_INDEX)] * xp.asarray(FFT_WEIGHTS)
+    # the 63 unique magnitudes gathered straight into (Z, Y, X, 63) from fz's own layout: one take
+    # with a cached flat index, not a transposed copy of all 75 and a second gather (~25 % of the time)
+    out = xp.take(xp.abs(fz).ravel(), xp.asarray(_sliding_gather(Z, Y, X, size)))
+    out *= xp.asarray(FFT_WEIGHTS)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _sliding_gather(Z: int, Y: int, X: int, size: int = 5) -> np.ndarray:
+    """(Z, Y, X, 63) flat indices into fft_features_sliding's (X, kx, Y, ky, Z, kz) magnitudes of the
+    unique DFT outputs FFT_INDEX (the tiles of a block share a few shapes)."""
+    h = size // 2
+    kz, ky, kx = np.unravel_index(FFT_INDEX, (size, size, h + 1))
+    z, y, x = np.ogrid[:Z, :Y, :X]
+    flat = np.ravel_multi_index((x[..., None], kx, y[..., None], ky, z[..., None], kz), (X, h + 1, Y, size, Z, size))
+    return flat.astype(np.intp)
 
 
 def linear_operator(mode: str, gabor_idx: np.ndarray | None = None, size: int = 5, num_sinusoids: int = 10) -> np.ndarray | None:
