@@ -214,7 +214,12 @@ def test_gmm_split_over_threads_equals_one_thread(k):
     one = fit_gaussian_mixture(x.copy(), k, 42, rows=1000)
     start = fit_gaussian_mixture(x[::5].copy(), k, 42, rows=1000)
     one_warm = fit_gaussian_mixture(x.copy(), k, 42, rows=1000, init_params=start)
+    one_1d = fit_gaussian_mixture(x[:, :1].copy(), k, 42, rows=100)  # one feature: 3,200-row slices
     for threads in (2, 3):
+        split_1d = fit_gaussian_mixture(x[:, :1].copy(), k, 42, rows=100, threads=threads)
+        assert split_1d["n_iter"] == one_1d["n_iter"]
+        for key in ("weights", "means", "precisions_cholesky"):
+            np.testing.assert_allclose(split_1d[key], one_1d[key], rtol=1e-9, atol=1e-12)
         split = fit_gaussian_mixture(x.copy(), k, 42, rows=1000, threads=threads)
         warm = fit_gaussian_mixture(x.copy(), k, 42, rows=1000, threads=threads, init_params=start)
         for a, b in ((split, one), (warm, one_warm)):

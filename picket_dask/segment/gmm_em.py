@@ -248,7 +248,7 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     n, d = x.shape
     k = n_components
     if d == 1 and xp is np:  # one feature: the same EM on contiguous (k, rows) arrays, no matrix products
-        return _fit_1d(x, k, seed, tol, reg_covar, max_iter, rows * ROWS_1D, init_labels, init_params)
+        return _fit_1d(x, k, seed, tol, reg_covar, max_iter, rows * ROWS_1D, init_labels, init_params, threads)
     shift = _host(x.mean(axis=0), xp)  # sums are taken about the sample mean (less cancellation)
     threads = threads if xp is np else 1
     # the k-means initialisation before the threads' BLAS limit: scikit-learn's k-means has its own threads
@@ -310,13 +310,13 @@ def posterior(params: dict, x, xp=np):
 
 
 def _fit_1d(x: np.ndarray, k: int, seed: int, tol: float, reg_covar: float, max_iter: int, rows: int,
-            init_labels: np.ndarray | None, init_params: dict | None) -> dict:
+            init_labels: np.ndarray | None, init_params: dict | None, threads: int = 1) -> dict:
     """fit_gaussian_mixture for one feature (``x`` (n, 1) float64, numpy): the same initialisation,
     EM steps and stop rule, with each slice's terms as contiguous (k, rows) arrays: (rows, k) arrays'
-    strided reductions and one-column products would dominate (the mixture cut's fit on 1M rows)."""
+    strided reductions and one-column products would dominate (the mixture cut's fit on 1M rows).
+    ``threads``: each pass's slices split into that many row ranges (RowRanges), summed in order."""
     v = x[:, 0]
     n = len(v)
-    parts = [(i, min(i + rows, n)) for i in range(0, n, rows)]
     shift = float(v.mean())  # sums about the sample mean, as in fit_gaussian_mixture
     if init_params is not None:
         weights = np.asarray(init_params["weights"], np.float64)
@@ -331,31 +331,37 @@ def _fit_1d(x: np.ndarray, k: int, seed: int, tol: float, reg_covar: float, max_
                                      shift, reg_covar)
         weights = nk / n
     lower, converged, n_iter = -np.inf, False, 0
-    for n_iter in range(1, max_iter + 1):
-        prev = lower
-        const = (-0.5 * np.log(2 * np.pi) + np.log(prec) + np.log(weights))[:, None]  # (k, 1)
-        mc, pc = (means - shift)[:, None], prec[:, None]
-        s0, s1, s2, ll = np.zeros(k), np.zeros(k), np.zeros(k), 0.0
-        for a, b in parts:
-            vc = v[a:b] - shift
-            z = (vc[None, :] - mc) * pc
-            w = -0.5 * (z * z) + const                                    # (k, rows) weighted log-probabilities
-            if k == 2:
-                norm = np.maximum(w[0], w[1]) + np.log1p(np.exp(-np.abs(w[0] - w[1])))
-            else:
-                norm = logsumexp(w, axis=0)
-            r = np.exp(w - norm)
-            r[r < _TINY] = 0.0
-            ll += norm.sum()
-            s0 += r.sum(axis=1)
-            s1 += r @ vc
-            s2 += r @ (vc * vc)
-        nk, means, prec = _m_step_1d(s0, s1, s2, shift, reg_covar)
-        weights = nk / nk.sum()
-        lower = ll / n
-        if abs(lower - prev) < tol:
-            converged = True
-            break
+    with RowRanges(n, rows, threads) as ranges:
+        for n_iter in range(1, max_iter + 1):
+            prev = lower
+            const = (-0.5 * np.log(2 * np.pi) + np.log(prec) + np.log(weights))[:, None]  # (k, 1)
+            mc, pc = (means - shift)[:, None], prec[:, None]
+
+            def one(lo: int, hi: int, const=const, mc=mc, pc=pc):
+                s0, s1, s2, ll = np.zeros(k), np.zeros(k), np.zeros(k), 0.0
+                for a in range(lo, hi, rows):
+                    vc = v[a:min(a + rows, hi)] - shift
+                    z = (vc[None, :] - mc) * pc
+                    w = -0.5 * (z * z) + const                                # (k, rows) weighted log-probabilities
+                    if k == 2:
+                        norm = np.maximum(w[0], w[1]) + np.log1p(np.exp(-np.abs(w[0] - w[1])))
+                    else:
+                        norm = logsumexp(w, axis=0)
+                    r = np.exp(w - norm)
+                    r[r < _TINY] = 0.0
+                    ll += norm.sum()
+                    s0 += r.sum(axis=1)
+                    s1 += r @ vc
+                    s2 += r @ (vc * vc)
+                return s0, s1, s2, ll
+            done = ranges.map(one)
+            s0, s1, s2, ll = (sum(p[i] for p in done) for i in range(4))
+            nk, means, prec = _m_step_1d(s0, s1, s2, shift, reg_covar)
+            weights = nk / nk.sum()
+            lower = ll / n
+            if abs(lower - prev) < tol:
+                converged = True
+                break
     if not converged:
         warnings.warn(f"Gaussian mixture fit did not converge in {max_iter} iterations (tol {tol})", stacklevel=3)
     return {"weights": weights, "means": means[:, None], "precisions_cholesky": prec[:, None, None],
