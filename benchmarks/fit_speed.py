@@ -35,7 +35,8 @@ def _old_em(rev: str):
     """The gmm_em module of commit ``rev``, imported from a temporary file."""
     src = subprocess.run(["git", "show", f"{rev}:picket_dask/segment/gmm_em.py"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
-    src = src.replace("from .features import", "from picket_dask.segment.features import")
+    # relative imports made absolute: the module is loaded from a temporary file, outside the package
+    src = src.replace("from ..", "from picket_dask.").replace("from .", "from picket_dask.segment.")
     path = Path(tempfile.mkdtemp()) / f"gmm_em_{rev}.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -71,7 +72,17 @@ def main() -> None:
     sample = draw_sample(scaled, params)
     new_em, old_mod = gmm_em.fit_gaussian_mixture, _old_em(a.before)
 
-    def old_em(x, k=2, seed=42, init_labels=None, **kw):  # the old EM ran its own k-means initialisation
+    import inspect
+
+    accepted = set(inspect.signature(old_mod.fit_gaussian_mixture).parameters)
+
+    def old_em(x, k=2, seed=42, init_labels=None, **kw):
+        # the old EM takes only the options it had: from e800752 no init_labels (its own k-means
+        # initialisation), no xp, no warm start (init_params: it fits the whole sample from scratch,
+        # as that commit did) and no threads
+        kw = {key: v for key, v in kw.items() if key in accepted}
+        if "init_labels" in accepted:
+            kw["init_labels"] = init_labels
         return old_mod.fit_gaussian_mixture(x, k, seed, **kw)
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if a.busy else None
     times: dict[str, list[float]] = {}
