@@ -5,7 +5,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from picket_dask.errors import PicketError
-from picket_dask.segment.fit_threads import ENV, fit_thread_count, free_cores, limited_threads, usable_cores
+from picket_dask.segment.fit_threads import ENV, RowRanges, fit_thread_count, free_cores, limited_threads, usable_cores
 
 
 def _blas_threads() -> set[int]:
@@ -38,4 +38,27 @@ def test_label_pass_runs_one_blas_thread_per_task_on_the_threaded_scheduler():
     before = _blas_threads()
     with one_blas_thread_per_task():
         assert _blas_threads() == {1}
+    assert _blas_threads() == before
+
+
+@pytest.mark.parametrize("n,rows,threads", [(0, 8, 2), (5, 8, 2), (17, 4, 2), (64, 8, 3), (64, 8, 100)])
+def test_row_ranges_cover_the_rows_in_whole_slices_and_restore_blas(n, rows, threads):
+    """Ranges are contiguous, start on slice boundaries and cover 0..n once; map keeps range order
+    however the threads finish; inside, each range runs with one BLAS thread; the old limit returns after."""
+    import time
+
+    before = _blas_threads()
+    rr = RowRanges(n, rows, threads)
+    assert rr.ranges[0][0] == 0 and rr.ranges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(rr.ranges, rr.ranges[1:]))
+    assert all(lo % rows == 0 for lo, _ in rr.ranges) and len(rr.ranges) <= max(1, threads)
+
+    def work(lo, hi):
+        time.sleep(0.01 * (len(rr.ranges) - rr.ranges.index((lo, hi))))  # the first range finishes last
+        return lo, hi, _blas_threads()
+    with rr:
+        done = rr.map(work)
+    assert [(lo, hi) for lo, hi, _ in done] == rr.ranges
+    if len(rr.ranges) > 1:
+        assert all(inside == {1} for _, _, inside in done)
     assert _blas_threads() == before

@@ -108,7 +108,7 @@ def fit_gmm(features: np.ndarray, seed: int = 42, device: str = "cpu", init_labe
     ``schedule`` 'coarse-to-fine': the mixture is fitted on the coarse rows first (coarse_rows;
     there from its own k-means initialisation, or from ``init_labels`` on those rows) and that fit starts the EM on the whole sample;
     the result then carries ``coarse`` (rows, iterations). ``threads``: the EM's passes split over
-    that many threads (gmm_em._Parts).
+    that many threads (fit_threads.RowRanges).
     """
     from .gmm_em import GMM_ROWS, GPU_ROWS, fit_gaussian_mixture
 

@@ -79,7 +79,8 @@ class RowRanges:
     """
 
     def __init__(self, n: int, rows: int, threads: int):
-        per = -(-(-(-n // rows)) // max(1, threads)) * rows  # whole slices per range
+        slices = -(-n // rows)
+        per = max(1, -(-slices // max(1, threads))) * rows  # whole slices per range
         self.ranges = [(lo, min(n, lo + per)) for lo in range(0, n, per)] or [(0, 0)]
         self._pool = self._limit = None
 
