@@ -52,6 +52,7 @@ def test_row_ranges_cover_the_rows_in_whole_slices_and_restore_blas(n, rows, thr
     assert rr.ranges[0][0] == 0 and rr.ranges[-1][1] == n
     assert all(a[1] == b[0] for a, b in zip(rr.ranges, rr.ranges[1:]))
     assert all(lo % rows == 0 for lo, _ in rr.ranges) and len(rr.ranges) <= max(1, threads)
+    assert [s for lo, hi in rr.ranges for s in rr.slices(lo, hi)] == [(a, min(a + rows, n)) for a in range(0, n, rows)]
 
     def work(lo, hi):
         time.sleep(0.01 * (len(rr.ranges) - rr.ranges.index((lo, hi))))  # the first range finishes last

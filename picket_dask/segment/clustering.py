@@ -240,12 +240,12 @@ def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: 
 
     d = gmm_decision(model.params, None, model.decision.space) if folded else model.decision
 
-    def count(lo: int, hi: int) -> np.ndarray:
-        c = np.zeros(2, np.int64)
-        for i in range(lo, hi, rows):
-            c += np.bincount(predict(d, np.asarray(features[i:min(i + rows, hi)], dtype=np.float64)), minlength=2)
-        return c
     with RowRanges(len(features), rows, threads) as rr:
+        def count(lo: int, hi: int) -> np.ndarray:
+            c = np.zeros(2, np.int64)
+            for a, b in rr.slices(lo, hi):
+                c += np.bincount(predict(d, np.asarray(features[a:b], dtype=np.float64)), minlength=2)
+            return c
         return np.sum(rr.map(count), axis=0)
 
 

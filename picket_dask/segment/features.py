@@ -123,26 +123,19 @@ def fft_features_from_neighborhoods(neigh: np.ndarray, xp=np, rows: int = FFT_RO
         ri = xp.asarray(nb, dtype=xp.float64) @ M  # (rows, 2m): real, imaginary parts
         re, im = ri[:, :m], ri[:, m:]
         return xp.sqrt(re * re + im * im) * w
-    if xp is not np:
-        out = xp.empty((len(neigh), m))
-        for i in range(0, len(neigh), rows):
-            out[i:i + rows] = magnitudes(neigh[i:i + rows])
-        return out
-    return _by_rows(magnitudes, neigh, m, rows, threads)
+    return _by_rows(magnitudes, neigh, m, rows, threads if xp is np else 1, xp)
 
 
-def _by_rows(fn, x: np.ndarray, d: int, rows: int, threads: int) -> np.ndarray:
-    """(n, d) float64 rows ``fn(x[i:i + rows])`` of ``x`` (n, ...), slice by slice, the slices split
-    into ``threads`` contiguous ranges run in threads (fit_threads.RowRanges)."""
+def _by_rows(fn, x, d: int, rows: int, threads: int, xp=np):
+    """(n, d) float64 rows ``fn(x[a:b])`` of ``x`` (n, ...), slice by slice, the slices split into
+    ``threads`` contiguous ranges run in threads (fit_threads.RowRanges); ``xp``: the output's module."""
     from .fit_threads import RowRanges
 
-    out = np.empty((len(x), d))
-
-    def fill(lo: int, hi: int) -> None:
-        for i in range(lo, hi, rows):
-            j = min(i + rows, hi)
-            out[i:j] = fn(x[i:j])
+    out = xp.empty((len(x), d))
     with RowRanges(len(x), rows, threads) as rr:
+        def fill(lo: int, hi: int) -> None:
+            for a, b in rr.slices(lo, hi):
+                out[a:b] = fn(x[a:b])
         rr.map(fill)
     return out
 

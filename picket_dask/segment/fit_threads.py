@@ -81,8 +81,13 @@ class RowRanges:
     def __init__(self, n: int, rows: int, threads: int):
         slices = -(-n // rows)
         per = max(1, -(-slices // max(1, threads))) * rows  # whole slices per range
+        self.rows = rows
         self.ranges = [(lo, min(n, lo + per)) for lo in range(0, n, per)] or [(0, 0)]
         self._pool = self._limit = None
+
+    def slices(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The ``rows``-row slices (first row, end) of the range [lo, hi)."""
+        return [(a, min(a + self.rows, hi)) for a in range(lo, hi, self.rows)]
 
     def __enter__(self) -> "RowRanges":
         if len(self.ranges) > 1:

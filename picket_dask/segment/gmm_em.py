@@ -112,19 +112,19 @@ def _lse(a, xp):
 
 
 class _Slices:
-    """The sample's rows a slice at a time, centred on ``shift`` and augmented with a column of ones.
+    """The sample's rows ``parts`` ((first row, end) slices) a slice at a time, centred on ``shift``
+    and augmented with a column of ones.
 
     Why the ones column: with it one product gives a component's Gram, first moment and count
     together ([x, 1]' r [x, 1]), and the E-step's offsets ride in its product (_Estep), so no
     separate (rows, d) passes form them. One buffer is reused for every slice.
     """
 
-    def __init__(self, x, shift, rows: int, xp=np):
-        self.x, self.xp, self.n = x, xp, x.shape[0]
+    def __init__(self, x, shift, parts: list[tuple[int, int]], xp=np):
+        self.x, self.xp, self.parts = x, xp, parts
         self.shift = xp.asarray(shift)
-        self.parts = [(i, min(i + rows, self.n)) for i in range(0, self.n, rows)]
         d = x.shape[1]
-        self.buf = xp.empty((min(rows, self.n), d + 1))
+        self.buf = xp.empty((max((b - a for a, b in parts), default=0), d + 1))
         self.buf[:, d] = 1.0
 
     def __iter__(self):
@@ -198,28 +198,28 @@ def _hard_labels(x, k, seed, init_labels, xp) -> np.ndarray:
 class _Parts:
     """The sample's row ranges (fit_threads.RowRanges: one per thread) and each range's _Slices."""
 
-    def __init__(self, x, shift, rows: int, xp, ranges: RowRanges):
-        self.ranges = ranges
-        self.slices = {lo: _Slices(x[lo:hi], shift, rows, xp) for lo, hi in ranges.ranges}  # by first row
+    def __init__(self, x, shift, xp, ranges: RowRanges):
+        self.ranges, self.d = ranges, x.shape[1]
+        self.slices = {lo: _Slices(x, shift, ranges.slices(lo, hi), xp) for lo, hi in ranges.ranges}  # by first row
 
     def map(self, fn) -> list:
-        """[fn(slices, lo, hi)] over the ranges, in range order."""
-        return self.ranges.map(lambda lo, hi: fn(self.slices[lo], lo, hi))
+        """[fn(slices)] over the ranges' _Slices, in range order."""
+        return self.ranges.map(lambda lo, hi: fn(self.slices[lo]))
 
 
 def _first_pass(parts: _Parts, k: int, labels, xp):
     """One pass over the sample: the total augmented Gram (formed once for every iteration) and,
     given hard ``labels``, their M-step sums (else None)."""
-    d = parts.slices[0].x.shape[1]  # the first range starts at row 0
+    d = parts.d
     skip = None if labels is None else int(np.argmax(np.bincount(labels, minlength=k)))
     labels = None if labels is None else xp.asarray(labels)
 
-    def one(slices, lo, hi):
+    def one(slices):
         init = None if labels is None else _Moments(k, d, skip, xp)
         total = xp.zeros((d + 1, d + 1))
         for a, b, xa in slices:
             if init is not None:
-                init.add(xa, (labels[lo + a:lo + b, None] == xp.arange(k)[None, :]).astype(xp.float64))
+                init.add(xa, (labels[a:b, None] == xp.arange(k)[None, :]).astype(xp.float64))
             total += xa.T @ xa
         return total, init
     done = parts.map(one)
@@ -254,7 +254,7 @@ def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = 
     # the k-means initialisation before the threads' BLAS limit: scikit-learn's k-means has its own threads
     labels = None if init_params is not None else _hard_labels(x, k, seed, init_labels, xp)
     with RowRanges(n, rows, threads) as ranges:
-        return _em(x, _Parts(x, shift, rows, xp, ranges), shift, k, tol, reg_covar, max_iter, xp, labels, init_params)
+        return _em(x, _Parts(x, shift, xp, ranges), shift, k, tol, reg_covar, max_iter, xp, labels, init_params)
 
 
 def _em(x, parts: _Parts, shift: np.ndarray, k: int, tol: float, reg_covar: float, max_iter: int, xp,
@@ -278,7 +278,7 @@ def _em(x, parts: _Parts, shift: np.ndarray, k: int, tol: float, reg_covar: floa
         e = _Estep(weights, means, prec, shift, xp)
         skip = int(np.argmax(nk))
 
-        def one(slices, lo, hi):  # E-step of a slice, then its M-step sums: one pass over the sample
+        def one(slices):  # E-step of a slice, then its M-step sums: one pass over the sample
             m, ll = _Moments(k, d, skip, xp), 0.0
             for _, _, xa in slices:
                 norm, log_resp = _log_normalise(e.log_prob(xa), xp)
@@ -339,8 +339,8 @@ def _fit_1d(x: np.ndarray, k: int, seed: int, tol: float, reg_covar: float, max_
 
             def one(lo: int, hi: int, const=const, mc=mc, pc=pc):
                 s0, s1, s2, ll = np.zeros(k), np.zeros(k), np.zeros(k), 0.0
-                for a in range(lo, hi, rows):
-                    vc = v[a:min(a + rows, hi)] - shift
+                for a, b in ranges.slices(lo, hi):
+                    vc = v[a:b] - shift
                     z = (vc[None, :] - mc) * pc
                     w = -0.5 * (z * z) + const                                # (k, rows) weighted log-probabilities
                     if k == 2:
