@@ -26,9 +26,13 @@ DEFAULT_WORKFLOWS = ("gabor-gmm-ws", "gabor-gmm-cc")
 # the largest common soluble assemblies (ribosomes ~250-300 A, 26S proteasomes ~450 A long are
 # reached through the 1.5x tolerance). Membranes, filaments and contamination exceed it.
 DEFAULT_DIAMETER_A = (60.0, 400.0)
+# The blur matched to the smallest particle (segment/preprocess.blur_sigma_vox) stays where it still smooths
+# (below ~1 voxel a Gaussian hardly averages neighbours) and where the 5x5x5 neighbourhood still sees structure
+# (a blur wider than its half-width x 2 flattens it); voxels too coarse for the lower end are resampled (io/grid.py)
+SIGMA_RANGE_VOX = (1.0, 4.0)
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
-REFERENCE_SEGMENT = {"sigma_vox": 2.0, "lamella": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
+REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
                      "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
@@ -47,6 +51,10 @@ class SegmentParams(_Strict):
         "the size prior, its radius / sqrt(3) over the voxel size, clipped to 1-4 voxels (segment/preprocess."
         "blur_sigma_vox; 1.73 for 60 A at 10 A voxels); 2 without a prior and in the reference)")
     neighborhood_size: int = Field(5, description="neighborhood edge, voxels (only 5 is supported)")
+    resample: Literal["auto", "off"] = Field(
+        "auto", description="auto: a tomogram whose voxels are too coarse for the smallest particle of the size prior "
+        "(coarser than where its matched blur is 1 voxel: 17.3 A for 60 A) is picked on a grid of 6 voxels per smallest "
+        "diameter (cubic spline; picks still in the tomogram's voxels; io/grid.py); off: the tomogram's own grid (the reference)")
     z_fit: Optional[tuple[Optional[int], Optional[int]]] = Field(None, description="fitting slab [lower, upper) slices")
     max_fit_voxels: Optional[int] = Field(
         500_000, gt=0, description="fitting sample size cap (None: whole slab). 500k: on the dev set its labels agree "

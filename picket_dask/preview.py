@@ -10,7 +10,8 @@ import numpy as np
 
 def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.ndarray | None, out_png: str | Path,
             title: str = "", slab_vox: int = 5) -> Path:
-    """Write a two-panel PNG (XY at the central z, XZ at the central y); picks within ``slab_vox`` shown."""
+    """Write a two-panel PNG (XY at the central z, XZ at the central y); picks within ``slab_vox`` shown.
+    ``picks_zyx``: (n, 3) in the source tomogram's voxels (the picks files' x, y, z), drawn on the image's grid."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -21,6 +22,10 @@ def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.nda
 
     out_png = ensure_parent(out_png)
     data, vs, _ = open_image(image_path)
+    if picks_zyx is not None and len(picks_zyx):
+        from .io.grid import image_grid
+
+        picks_zyx = image_grid(image_path, vs, data.shape).to_work(picks_zyx)
     lamella = None
     if semantic_name:
         from .segment.lamella import Lamella

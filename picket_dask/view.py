@@ -56,6 +56,7 @@ def pick_rings(picks: pd.DataFrame, voxel_size, shape) -> tuple[np.ndarray, np.n
 def layers(result_dir: str | Path, workflows: list[str] | None = None, level: int = 0) -> list[tuple]:
     """LayerDataTuples (data, kwargs, kind) for one tomogram's result folder (OUT/NAME); plain arrays
     and keyword arguments of napari's ``add_image`` / ``add_labels`` / ``add_points``, scale in Angstrom."""
+    from .io.grid import image_grid
     from .io.omezarr import open_image, open_labels
     from .io.picks import read_points
     from .io.results import read_run
@@ -63,7 +64,13 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
     doc = read_run(result_dir)  # paths resolved against the folder: it may have been moved
     image = Path(doc["image"])
     data, scale, _ = open_image(image, level)
-    common = {"scale": scale, "axis_labels": AXES, "units": UNITS}
+    full, full_scale, _ = open_image(image)
+    grid = image_grid(image, full_scale, full.shape)
+    # the image and labels on their (working) grid, placed where they lie in the tomogram's frame (io/grid.py);
+    # level L's mean voxels are centred (2^L - 1) / 2 voxels in
+    f = 2**level
+    translate = tuple(t + v * (f - 1) / (2 * f) for t, v in zip(grid.translation_A, scale))
+    common = {"scale": scale, "translate": translate, "axis_labels": AXES, "units": UNITS}
     lo, hi = np.percentile(np.asarray(data[data.shape[0] // 2].compute()), [1, 99])
     out: list[tuple] = [(data, {"name": doc["name"], "contrast_limits": (float(lo), float(hi)), **common}, "image")]
     wfs = workflows or list(doc["picks"])
@@ -74,14 +81,14 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
     for i, wf in enumerate(wfs):
         inst, _ = open_labels(image, f"instances-{wf}")
         out.append((inst, {"name": f"instances-{wf}", "opacity": 0.5, "visible": i == 0, **common}, "labels"))
-    shape = tuple(int(s) for s in data.shape)
-    vs = tuple(float(v) for v in doc.get("voxel_size_A", scale))
+    shape = tuple(grid.source_shape)  # picks: the source tomogram's voxels and voxel size
+    vs = tuple(float(v) for v in doc.get("voxel_size_A", grid.source_voxel_A))
     for i, wf in enumerate(wfs):
         rings, diam, ids = pick_rings(read_points(doc["picks"][wf]["csv"]), vs, shape)
         out.append((rings, {"name": f"picks-{wf}", "size": diam, "symbol": "disc", "face_color": "transparent",
                             "border_color": PICK_COLORS[i % len(PICK_COLORS)], "border_width": 0.12,
                             "border_width_is_relative": True, "features": {"pick": ids}, "visible": True,
-                            **common}, "points"))
+                            "scale": vs, "axis_labels": AXES, "units": UNITS}, "points"))
     return out
 
 

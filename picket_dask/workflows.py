@@ -24,6 +24,7 @@ from .io.omezarr import read_attrs
 from .io.picks import picks_frame, write_all
 from .io.results import RUN_JSON, read_run, write_run
 from .io.copick_io import is_copick
+from .io.grid import Grid, resample, work_params, working_grid
 from .io.tomogram import convert, is_zarr, open_tomogram, source_id, source_stamp, tomogram_name
 from .localize.extract import localize
 from .provenance import Timings, environment
@@ -84,10 +85,17 @@ def warn_unset_voxel_size(name: str, cfg: RunConfig, voxel_size, seg_params: Seg
              f"the blur ({seg_params.sigma_vox:g} voxels), size prior and distances use it: pass --voxel-size A if it is wrong")
 
 
-def segment_params(cfg: RunConfig, voxel_size) -> SegmentParams:
-    """Step 1's parameters for a tomogram of ``voxel_size`` (z, y, x, Angstrom): the blur, when not set,
-    matched to the run's particle-size prior (segment/preprocess.blur_sigma_vox)."""
-    return with_blur_scale(cfg.segment, cfg.localize.particle_diameter_A, voxel_size)
+def segment_params(cfg: RunConfig, grid: Grid) -> SegmentParams:
+    """Step 1's parameters on a tomogram's working ``grid``: options given in the tomogram's voxels
+    converted (io/grid.work_params), the blur, when not set, matched to the run's particle-size prior
+    (segment/preprocess.blur_sigma_vox) at the working voxel size."""
+    seg, _ = work_params(grid, cfg.segment, cfg.localize)
+    return with_blur_scale(seg, cfg.localize.particle_diameter_A, grid.voxel_A)
+
+
+def localize_params(cfg: RunConfig, grid: Grid) -> LocalizeParams:
+    """Step 2's parameters on a tomogram's working ``grid`` (options in voxels converted)."""
+    return work_params(grid, cfg.segment, cfg.localize)[1]
 
 
 def _semantic_done(image: Path, name: str, params: SegmentParams, shared_fit: str | None) -> bool:
@@ -96,17 +104,31 @@ def _semantic_done(image: Path, name: str, params: SegmentParams, shared_fit: st
 
 
 def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings):
-    """Validate the input and convert it into ``out/NAME/NAME.zarr`` (skipped when already done)."""
+    """Validate the input and convert it into ``out/NAME/NAME.zarr`` on its working grid (io/grid.py;
+    skipped when already done). Returns (name, folder, image, tomogram on the working grid, grid)."""
     name = tomogram_name(path)
     tdir = ensure_dir(out / name)
     image = tdir / f"{name}.zarr"
     with timings.stage("convert"):
-        open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
+        src = open_tomogram(path, cfg.chunks, cfg.voxel_size)  # validates before anything is written
+        grid = working_grid(src.voxel_size, src.shape, cfg.localize.particle_diameter_A, cfg.segment.resample)
         meta = read_attrs(image)
-        done = meta.get("input") == source_id(path) and meta.get("input_stamp") == source_stamp(path)
+        done = (meta.get("input") == source_id(path) and meta.get("input_stamp") == source_stamp(path)
+                and Grid.from_dict(meta.get("working_grid"), meta.get("voxel_size_A"), src.shape) == _same_reason(grid, meta))
         if not done:
-            convert(path, image, chunks=cfg.chunks, voxel_size=cfg.voxel_size, overwrite=True)
-    return name, tdir, image, open_tomogram(image, cfg.chunks)
+            if grid.resampled:
+                from .progress import note
+
+                note(f"{name}: {grid.reason}")
+            convert(path, image, chunks=cfg.chunks, voxel_size=cfg.voxel_size, overwrite=True, grid=grid)
+    return name, tdir, image, open_tomogram(image, cfg.chunks), grid
+
+
+def _same_reason(grid: Grid, meta: dict) -> Grid:
+    """``grid`` with the reason recorded in ``meta`` (only the geometry decides whether a conversion is current)."""
+    from dataclasses import replace
+
+    return replace(grid, reason=(meta.get("working_grid") or {}).get("reason", ""))
 
 
 def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:
@@ -114,21 +136,38 @@ def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(split_workflow(w)[:2] for w in workflows))
 
 
+def source_picks(inst, grid: Grid):
+    """Picks of ``inst`` (localize.extract.Instances, on the working grid) in the source tomogram's voxels:
+    centroids mapped through ``grid``, instance sizes in source voxels (fractional when resampled)."""
+    sizes = inst.table.counts
+    if grid.resampled:
+        sizes = np.round(np.asarray(sizes, float) * float(np.prod(grid.ratio)), 3)
+    return picks_frame(grid.to_source(inst.table.centroids), grid.source_voxel_A, sizes, inst.table.ids, inst.scores,
+                       inst.contrast)
+
+
 def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, seg_params: SegmentParams, tdir: Path, path,
-                     timings: Timings) -> tuple[dict, int]:
+                     timings: Timings, grid: Grid | None = None) -> tuple[dict, int]:
     """Step 2 of one workflow on an existing segmentation; picks in every format. Returns (paths, n).
-    ``seg_params``: step 1's parameters as used for this tomogram (segment_params), recorded with the picks."""
+    ``seg_params``: step 1's parameters as used for this tomogram (segment_params), recorded with the picks.
+    ``grid``: the tomogram's working grid (None: the image's own); picks are written in the source's voxels."""
+    from .io.grid import identity
+
+    grid = grid or identity(tomo.voxel_size, tomo.shape)
     f, c, e = split_workflow(wf)
-    inst = localize(image, f"semantic-{f}-{c}", e, cfg.localize, tomo.voxel_size, instance_name=f"instances-{wf}")
+    loc = localize_params(cfg, grid)
+    inst = localize(image, f"semantic-{f}-{c}", e, loc, tomo.voxel_size, instance_name=f"instances-{wf}")
     for k, v in inst.timings.items():
         timings[f"{wf}.{k}"] = v
-    df = picks_frame(inst.table.centroids, tomo.voxel_size, inst.table.counts, inst.table.ids, inst.scores, inst.contrast)
-    meta = {"workflow": wf, "tomogram_path": source_id(path), "tomogram_shape": list(tomo.shape),
-            "voxel_size": list(tomo.voxel_size), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
-            "segment_params": seg_params.model_dump(mode="json"), "localize_params": cfg.localize.model_dump(mode="json"),
+    df = source_picks(inst, grid)
+    meta = {"workflow": wf, "tomogram_path": source_id(path), "tomogram_shape": list(grid.source_shape),
+            "voxel_size": list(grid.source_voxel_A), "coordinates": "voxels (z, y, x) of the data array, origin at voxel 0's centre",
+            "segment_params": seg_params.model_dump(mode="json"), "localize_params": loc.model_dump(mode="json"),
             "instances_report": inst.report, **environment()}
+    if grid.resampled:
+        meta["working_grid"] = grid.as_dict()
     with timings.stage(f"{wf}.write_picks"):
-        paths = write_all(df, tdir / "picks", wf, tdir.name, tomo.shape, tomo.voxel_size, meta)
+        paths = write_all(df, tdir / "picks", wf, tdir.name, grid.source_shape, grid.source_voxel_A, meta)
     return paths, len(df)
 
 
@@ -139,10 +178,10 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     """
     timings = Timings()
     t_start = time.perf_counter()
-    name, tdir, image, tomo = prepare_image(path, cfg, out, timings)
+    name, tdir, image, tomo, grid = prepare_image(path, cfg, out, timings)
     pairs = workflow_pairs(cfg.workflows)
-    seg_params = segment_params(cfg, tomo.voxel_size)
-    warn_unset_voxel_size(name, cfg, tomo.voxel_size, seg_params)
+    seg_params = segment_params(cfg, grid)
+    warn_unset_voxel_size(name, cfg, grid.source_voxel_A, seg_params)
     todo = [p for p in pairs if not _semantic_done(image, f"{p[0]}-{p[1]}", seg_params, shared_fit)]
     seg_meta = {}
     if todo:
@@ -152,9 +191,9 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
         timings.update({f"segment.{k}": v for k, v in seg_t.items()})
         seg_meta = {s.name: {"orientation": s.orientation, "cluster_counts": s.counts} for s in segs}
     lamella, context = sample_context(image, tomo, cfg, pairs[0], seg_params.sigma_vox, timings)
-    res = TomogramResult(name, image, tomo.shape, tomo.voxel_size, timings=timings)
+    res = TomogramResult(name, image, grid.source_shape, grid.source_voxel_A, timings=timings)
     for wf in cfg.workflows:
-        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings)
+        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings, grid)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     if cfg.classify:
         res.classes = classify_stage(tdir, cfg.workflows, timings)
@@ -166,8 +205,9 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
         for wf, paths in old.get("picks", {}).items():
             if wf not in res.picks and all(Path(p).exists() for p in paths.values()):
                 res.picks[wf], res.counts[wf] = paths, old["n_picks"][wf]
-    doc = {"tomogram": source_id(path), "name": name, "image": str(image), "shape_zyx": list(tomo.shape),
-           "voxel_size_A": list(tomo.voxel_size), "config": cfg.model_dump(mode="json"), "blur_sigma_vox": seg_params.sigma_vox,
+    doc = {"tomogram": source_id(path), "name": name, "image": str(image), "shape_zyx": list(grid.source_shape),
+           "voxel_size_A": list(grid.source_voxel_A), "working_grid": grid.as_dict(), "config": cfg.model_dump(mode="json"),
+           "blur_sigma_vox": seg_params.sigma_vox,
            "shared_fit": shared_fit,
            "segmentations": seg_meta, "lamella": lamella, "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     res.run_json = write_run(tdir, doc)  # image and picks paths relative to tdir: the folder can be moved
@@ -221,8 +261,9 @@ def fit_shared(paths: list[Path], cfg: RunConfig):
     samples = []
     for p in paths:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
-        params = segment_params(cfg, t.voxel_size).model_copy(update={"max_fit_voxels": per})
-        scaled, _, _ = preprocess(t.data, params.sigma_vox, p, denoise=params.denoise)
+        grid = working_grid(t.voxel_size, t.shape, cfg.localize.particle_diameter_A, cfg.segment.resample)
+        params = segment_params(cfg, grid).model_copy(update={"max_fit_voxels": per})
+        scaled, _, _ = preprocess(resample(t.data, grid, cfg.chunks), params.sigma_vox, p, denoise=params.denoise)
         samples.append(draw_sample(scaled, params))
     pooled = FitSample(np.concatenate([s.coords for s in samples]), np.concatenate([s.neighborhoods for s in samples]))
     return fit_models(pooled, workflow_pairs(cfg.workflows), cfg.segment)
@@ -285,9 +326,9 @@ def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: 
     images = []
     for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
         timings = Timings()
-        name, _, image, tomo = prepare_image(p, cfg, Path(out), timings)
-        params = segment_params(cfg, tomo.voxel_size)
-        warn_unset_voxel_size(name, cfg, tomo.voxel_size, params)
+        name, _, image, tomo, grid = prepare_image(p, cfg, Path(out), timings)
+        params = segment_params(cfg, grid)
+        warn_unset_voxel_size(name, cfg, grid.source_voxel_A, params)
         segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, params, source=source_id(p))
         images.append(image)
     return images
@@ -301,15 +342,17 @@ def localize_only(image: str | Path, semantic_name: str, extractor: str, out: st
     cfg = cfg or RunConfig()
     data, vs, _ = open_image(image)
     ensure_dir(out)  # before the work, not after it
-    inst = localize(image, semantic_name, extractor, cfg.localize, vs, particle_id=particle_id,
+    grid = Grid.from_dict(read_attrs(image).get("working_grid"), vs, data.shape)  # picks in the source's voxels
+    loc = localize_params(cfg, grid)
+    inst = localize(image, semantic_name, extractor, loc, vs, particle_id=particle_id,
                     instance_name=f"{semantic_name.replace('semantic-', 'instances-')}-{extractor}")
-    df = picks_frame(inst.table.centroids, vs, inst.table.counts, inst.table.ids, inst.scores, inst.contrast)
+    df = source_picks(inst, grid)
     stem = f"{semantic_name.replace('semantic-', '')}-{extractor}"
     name = tomogram_name(image)
-    meta = {"workflow": stem, "tomogram_path": str(Path(image).resolve()), "tomogram_shape": list(data.shape),
-            "voxel_size": list(vs), "particle_id": particle_id, "localize_params": cfg.localize.model_dump(mode="json"),
+    meta = {"workflow": stem, "tomogram_path": str(Path(image).resolve()), "tomogram_shape": list(grid.source_shape),
+            "voxel_size": list(grid.source_voxel_A), "particle_id": particle_id, "localize_params": loc.model_dump(mode="json"),
             "instances_report": inst.report, **environment()}
-    return write_all(df, Path(out), stem, name, tuple(data.shape), vs, meta)
+    return write_all(df, Path(out), stem, name, grid.source_shape, grid.source_voxel_A, meta)
 
 
 def expand_inputs(items) -> list:

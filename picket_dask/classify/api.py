@@ -91,6 +91,7 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
     whose box crosses a face. Runs on the active Dask client (or the threaded scheduler).
     """
     from ..io.atomic import atomic_path
+    from ..io.grid import image_grid
     from ..io.omezarr import open_image
     from . import junk as jk
     from . import outputs as outp
@@ -109,8 +110,9 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
     chunks = tuple(int(c[0]) for c in data.chunks)
     vmax = float(np.max(vs))
     picks = read_picks(picks_path)
-    centres = picks[["z", "y", "x"]].to_numpy(float)
-    sizes = picks["size_vox"].to_numpy(float) if "size_vox" in picks.columns else None
+    grid = image_grid(image, vs, shape)  # picks are in the source tomogram's voxels, boxes on the image's grid
+    centres = grid.to_work(picks[["z", "y", "x"]].to_numpy(float))
+    sizes = picks["size_vox"].to_numpy(float) / float(np.prod(grid.ratio)) if "size_vox" in picks.columns else None
     if box_A is not None:
         if not box_A > 0:
             raise PicketError(f"--box-A {box_A}", "is not a positive length", "give the box edge in Angstrom, e.g. --box-A 400")
@@ -199,13 +201,14 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
         # 5: files
         with timings.stage("write"):
             name = Path(result_dir).name
-            paths = outp.write_picks_tables(tmp, picks_out, name, shape, vs, workflow, drop_junk)
+            paths = outp.write_picks_tables(tmp, picks_out, name, grid.source_shape, grid.source_voxel_A, workflow, drop_junk)
             table.to_csv(tmp / "classes.csv", index=False, float_format="%.4g")
             paths["classes"] = str(tmp / "classes.csv")
             paths["averages"] = outp.write_averages(tmp, averages, vs)
             paths["gallery"] = str(outp.gallery(tmp / "gallery.png", averages, table, vs, f"{name} / {workflow}"))
             if export_subvolumes:
-                star = outp.subvolume_star(picks_out.iloc[idx], "subvolumes.mrcs", name, shape, vs, box)
+                star = outp.subvolume_star(picks_out.iloc[idx], "subvolumes.mrcs", name, grid.source_shape,
+                                           grid.source_voxel_A, box, vs)
                 paths["subvolumes_star"] = str(outp.write_star(star, tmp / "subvolumes.star"))
                 paths["subvolumes"] = str(tmp / "subvolumes.mrcs")
         timings["total"] = round(time.perf_counter() - t0, 3)

@@ -133,10 +133,13 @@ class StackWriter:
         self.mrc.close()
 
 
-def subvolume_star(picks: pd.DataFrame, stack_name: str, tomo_name: str, shape, voxel_size, box: int) -> pd.DataFrame:
+def subvolume_star(picks: pd.DataFrame, stack_name: str, tomo_name: str, shape, voxel_size, box: int,
+                   box_voxel_size=None) -> pd.DataFrame:
+    """STAR rows of the exported boxes: the picks' coordinates in the tomogram (``shape``, ``voxel_size``)
+    and the boxes' own pixel size (``box_voxel_size``: the image they were cut from, when resampled)."""
     star = star_frame(picks, tomo_name, shape, voxel_size)
     star.insert(0, "rlnImageName", [f"{i + 1:06d}@{stack_name}" for i in range(len(picks))])
     star["rlnClassNumber"] = picks["class"].to_numpy()
     star["rlnImageSize"] = box
-    star["rlnImagePixelSize"] = float(np.max(voxel_size))
+    star["rlnImagePixelSize"] = float(np.max(voxel_size if box_voxel_size is None else box_voxel_size))
     return star

@@ -58,7 +58,11 @@ def _create(group: zarr.Group, name: str, shape, chunks, dtype, ngff: str) -> za
     return group.create_array(name, **kwargs)
 
 
-def _multiscales(voxel_size: tuple[float, float, float], n_levels: int, name: str, method: str) -> dict:
+def _multiscales(voxel_size: tuple[float, float, float], n_levels: int, name: str, method: str,
+                 origin_A=(0.0, 0.0, 0.0)) -> dict:
+    """NGFF multiscales: per level its scale and translation (Angstrom). ``origin_A``: where voxel 0's
+    centre lies in the source tomogram's frame (io/grid.py: non-zero on a resampled working grid)."""
+    origin_A = tuple(float(o) for o in (origin_A or (0.0, 0.0, 0.0)))
     datasets = []
     for level in range(n_levels):
         f = 2**level
@@ -67,7 +71,7 @@ def _multiscales(voxel_size: tuple[float, float, float], n_levels: int, name: st
             "path": str(level),
             "coordinateTransformations": [
                 {"type": "scale", "scale": [float(v * f) for v in voxel_size]},
-                {"type": "translation", "translation": [float(v * (f - 1) / 2) for v in voxel_size]},
+                {"type": "translation", "translation": [o + float(v * (f - 1) / 2) for o, v in zip(origin_A, voxel_size)]},
             ],
         })
     return {"name": name, "axes": AXES, "datasets": datasets, "type": method}
@@ -157,7 +161,8 @@ def write_image(
                 compute(stored, label=f"writing {path.name} level {level}")
             source = da.from_zarr(target)
             n_written += 1
-        _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, n_written, name or path.stem, "mean")], extra)
+        origin = ((extra or {}).get("working_grid") or {}).get("translation_A")
+        _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, n_written, name or path.stem, "mean", origin)], extra)
     return path
 
 
@@ -211,7 +216,8 @@ def commit_labels(image_path: str | Path, name: str, tmp: Path, voxel_size: tupl
     image_path = Path(image_path)
     ngff = ngff_version(image_path)
     group = _open_group(tmp, ngff, "a")
-    _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, 1, name, "nearest")], extra)
+    origin = (read_attrs(image_path).get("working_grid") or {}).get("translation_A")  # overlay the image's grid
+    _set_ome_attrs(group, ngff, "multiscales", [_multiscales(voxel_size, 1, name, "nearest", origin)], extra)
     image_label: dict[str, Any] = {"source": {"image": "../../"}}
     if colors:
         image_label["colors"] = colors

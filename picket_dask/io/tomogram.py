@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask.array as da
 import numpy as np
@@ -17,6 +18,9 @@ from ..errors import PicketError
 from .copick_io import is_copick, open_copick, parse
 from .mrc import MRC_SUFFIXES, open_mrc
 from .omezarr import open_image, write_image
+
+if TYPE_CHECKING:
+    from .grid import Grid
 
 
 @dataclass
@@ -100,17 +104,24 @@ def convert(
     overwrite: bool = False,
     ngff: str = "0.4",
     n_levels: int = 3,
+    grid: "Grid | None" = None,
 ) -> Path:
     """Stream an MRC (or OME-Zarr) tomogram into an OME-Zarr image with a 3-level mean pyramid.
 
-    Memory stays bounded by a few chunks per worker thread; NaN/inf values abort the conversion
-    and leave nothing at ``dst``.
+    ``grid`` (io/grid.py): the working grid to resample onto (None or the identity: the tomogram's own);
+    it is recorded as ``working_grid`` in the image's attributes. Memory stays bounded by a few chunks
+    per worker thread; NaN/inf values abort the conversion and leave nothing at ``dst``.
     """
     from ..provenance import environment
+    from .grid import resample
 
     tomo = open_tomogram(src, chunks, voxel_size)
     if tomo.data.dtype.kind not in "fiu":
         raise PicketError(src, f"unsupported data type {tomo.data.dtype}", "give a real-valued tomogram")
     extra = {"input": source_id(src), "input_stamp": source_stamp(src), "voxel_size_A": list(tomo.voxel_size), **environment()}
-    return write_image(tomo.data, dst, tomo.voxel_size, chunks=chunks, n_levels=n_levels, ngff=ngff,
+    data, vs = tomo.data, tomo.voxel_size
+    if grid is not None and grid.resampled:
+        data, vs = resample(data, grid, chunks), grid.voxel_A
+        extra.update(voxel_size_A=list(vs), working_grid=grid.as_dict())
+    return write_image(data, dst, vs, chunks=chunks, n_levels=n_levels, ngff=ngff,
                        overwrite=overwrite, name=tomo.name, extra=extra)

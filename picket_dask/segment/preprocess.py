@@ -8,15 +8,12 @@ import numpy as np
 from dask_image.ndfilters import gaussian_filter
 
 from ..chunking import RECHUNK, haloed_box, scratch_array
-from ..config import SegmentParams
+from ..config import SIGMA_RANGE_VOX, SegmentParams
 from ..errors import PicketError
 from ..progress import compute
 
 TRUNCATE = 4.0  # scipy's default: the kernel reaches 4 sigma
 REFERENCE_SIGMA_VOX = 2.0  # PickET's blur, whatever the voxel size
-# the derived blur stays where it still smooths (below ~1 voxel a Gaussian hardly averages neighbours)
-# and where the 5x5x5 neighbourhood still sees structure (a blur wider than its half-width x 2 flattens it)
-SIGMA_RANGE_VOX = (1.0, 4.0)
 
 
 def blur_sigma_vox(particle_diameter_A: tuple[float, float] | None, voxel_A: float) -> float:

@@ -1,0 +1,206 @@
+"""The working grid: when a tomogram is resampled before picking, how, and how coordinates map back.
+
+Why: PickET's features are defined in voxels (5x5x5 neighbourhoods, a blur of a few voxels), so
+their physical scale follows the voxel size. The default blur is matched to the smallest particle
+of the size prior (segment/preprocess.blur_sigma_vox: its radius / sqrt(3)) and is clipped at 1
+voxel; past that clip, at voxels coarser than d_min / (2 sqrt 3) (17.3 A for the 60 A default),
+the smallest particle spans under ~3.5 voxels, the 5-voxel neighbourhood is wider than it, and
+neighbouring particles blur into one blob. Such a tomogram is resampled to WORK_VOXELS_PER_DIAMETER
+voxels per smallest diameter (10 A for 60 A: the neighbourhood fits inside the particle and the
+matched blur is 1.73 voxels, near the 2 voxels PickET was designed with). Finer tomograms keep
+their grid: the matched blur widens with them (up to 4 voxels).
+
+How: cubic B-spline interpolation (scipy.ndimage.affine_transform, order 3, the boundary mirrored
+about the volume's faces), chunk by chunk: each output chunk is computed from the source region it maps to plus
+SPLINE_HALO source voxels per face. The spline prefilter is a recursive filter whose influence
+decays as 0.268^d with distance d, so with a 16-voxel halo every chunk equals the whole-volume
+interpolation to float32 rounding (tests/test_grid.py). Trilinear interpolation smooths as a
+function of the sample's phase; cubic splines keep the noise's texture far closer to the source's.
+
+Coordinates: the two grids share the volume's corner. Voxel j of a grid with voxel size w covers
+[j w, (j + 1) w) from the corner, so with ``r = work voxel / source voxel`` a work voxel j sits at
+source voxel (j + 0.5) r - 0.5. Picks are written in the *source* tomogram's voxels (what RELION,
+IMOD and copick expect); the OME-Zarr image and its labels are on the working grid, with its voxel
+size and a translation of 0.5 (w - v) A (OME-NGFF coordinateTransformations), so napari overlays them.
+Options given in voxels (z bounds, peak spacing, sizes, blur) refer to the source tomogram's voxels
+and are converted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+
+from ..chunking import block_boxes, from_block_tasks
+from ..config import SIGMA_RANGE_VOX
+
+WORK_VOXELS_PER_DIAMETER = 6.0  # the smallest particle's diameter in working voxels when resampled
+SPLINE_HALO = 16  # source voxels per face: the cubic spline prefilter's influence 0.268^16 ~ 7e-10
+RESAMPLE_MODES = ("auto", "off")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Source and working grids: voxel sizes (z, y, x) in Angstrom, shapes (z, y, x)."""
+
+    source_voxel_A: tuple[float, float, float]
+    source_shape: tuple[int, int, int]
+    voxel_A: tuple[float, float, float]
+    shape: tuple[int, int, int]
+    reason: str = ""
+
+    @property
+    def resampled(self) -> bool:
+        return tuple(self.voxel_A) != tuple(self.source_voxel_A) or tuple(self.shape) != tuple(self.source_shape)
+
+    @property
+    def ratio(self) -> np.ndarray:
+        """Working voxel / source voxel per axis (z, y, x): < 1 when the working grid is finer."""
+        return np.asarray(self.voxel_A, float) / np.asarray(self.source_voxel_A, float)
+
+    @property
+    def translation_A(self) -> tuple[float, float, float]:
+        """Where working voxel 0's centre lies from source voxel 0's centre, Angstrom (z, y, x)."""
+        return tuple(float(0.5 * (w - v)) for w, v in zip(self.voxel_A, self.source_voxel_A))
+
+    def to_source(self, zyx: np.ndarray) -> np.ndarray:
+        """Working-grid voxel coordinates (n, 3) -> source voxel coordinates."""
+        if not self.resampled:
+            return np.asarray(zyx, float)
+        return (np.asarray(zyx, float).reshape(-1, 3) + 0.5) * self.ratio - 0.5
+
+    def to_work(self, zyx: np.ndarray) -> np.ndarray:
+        """Source voxel coordinates (n, 3) -> working-grid voxel coordinates."""
+        if not self.resampled:
+            return np.asarray(zyx, float)
+        return (np.asarray(zyx, float).reshape(-1, 3) + 0.5) / self.ratio - 0.5
+
+    def as_dict(self) -> dict:
+        return {"resampled": self.resampled, "source_voxel_size_A": list(self.source_voxel_A),
+                "source_shape_zyx": list(self.source_shape), "voxel_size_A": list(self.voxel_A),
+                "shape_zyx": list(self.shape), "translation_A": list(self.translation_A), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, d: dict | None, voxel_A=None, shape=None) -> "Grid":
+        """The grid recorded in an image's attributes; without a record, the identity on (voxel_A, shape)."""
+        if not d:
+            return identity(voxel_A, shape)
+        return cls(tuple(map(float, d["source_voxel_size_A"])), tuple(map(int, d["source_shape_zyx"])),
+                   tuple(map(float, d["voxel_size_A"])), tuple(map(int, d["shape_zyx"])), d.get("reason", ""))
+
+
+def image_grid(image, voxel_A, shape) -> Grid:
+    """The working grid an OME-Zarr image was written on (its ``working_grid`` record; else the identity
+    on its own ``voxel_A`` and ``shape``): maps the picks' source voxels onto the image's."""
+    from .omezarr import read_attrs
+
+    return Grid.from_dict(read_attrs(image).get("working_grid"), voxel_A, shape)
+
+
+def identity(voxel_A, shape, reason: str = "") -> Grid:
+    v = tuple(float(x) for x in voxel_A)
+    s = tuple(int(x) for x in shape)
+    return Grid(v, s, v, s, reason)
+
+
+def working_grid(voxel_A, shape, diameter_A: tuple[float, float] | None, mode: str = "auto") -> Grid:
+    """The grid to pick on: the source's, or finer when its voxels are too coarse for the smallest
+    particle of the size prior (module docstring). ``voxel_A`` (z, y, x) Angstrom; ``shape`` (z, y, x)."""
+    if mode not in RESAMPLE_MODES:
+        raise ValueError(f"resample mode {mode!r}: use one of {RESAMPLE_MODES}")
+    v = float(np.max(voxel_A))
+    if mode == "off":
+        return identity(voxel_A, shape, "off")
+    if diameter_A is None:
+        return identity(voxel_A, shape, "no size prior: the source grid")
+    d_min = float(diameter_A[0])
+    coarsest = 0.5 * d_min / np.sqrt(3.0) / SIGMA_RANGE_VOX[0]  # where the matched blur reaches 1 voxel
+    if v <= coarsest * (1 + 1e-9):
+        return identity(voxel_A, shape, f"{v:g} A voxels resolve the smallest particle ({d_min:g} A; "
+                                        f"resampled only above {coarsest:.1f} A)")
+    w = d_min / WORK_VOXELS_PER_DIAMETER
+    work = tuple(float(w) for _ in range(3))
+    new_shape = tuple(max(1, int(round(n * float(s) / w))) for n, s in zip(shape, voxel_A))
+    reason = (f"{v:g} A voxels are coarser than {coarsest:.1f} A, where the blur matched to the smallest particle "
+              f"({d_min:g} A) is one voxel: resampled to {w:g} A ({d_min / w:g} voxels per smallest diameter), "
+              f"{np.prod(new_shape) / np.prod(shape):.1f}x the voxels")
+    return Grid(tuple(float(x) for x in voxel_A), tuple(int(x) for x in shape), work, new_shape, reason)
+
+
+def _resample_block(src: np.ndarray, ratio: np.ndarray, offset: np.ndarray, out_shape) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.affine_transform(np.asarray(src, np.float32), ratio, offset=offset, output_shape=tuple(out_shape),
+                                order=3, mode="reflect", prefilter=True).astype(np.float32)
+
+
+def _source_box(grid: Grid, origin, shape, halo: int) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) source voxels an output block (origin, shape in working voxels) needs, halo included."""
+    r = grid.ratio
+    first = (np.asarray(origin) + 0.5) * r - 0.5
+    last = (np.asarray(origin) + np.asarray(shape) - 0.5) * r - 0.5
+    lo = np.maximum(np.floor(first).astype(int) - 1 - halo, 0)
+    hi = np.minimum(np.ceil(last).astype(int) + 2 + halo, np.asarray(grid.source_shape))
+    return lo, hi
+
+
+def resample(data: da.Array, grid: Grid, chunks: int = 128, halo: int = SPLINE_HALO) -> da.Array:
+    """Lazy float32 (z, y, x) ``data`` (on ``grid``'s source grid) interpolated onto its working grid
+    (cubic B-spline, mirrored about the faces), one task per output chunk from its haloed source region."""
+    if not grid.resampled:
+        return data
+    out_chunks = da.core.normalize_chunks((chunks,) * 3, grid.shape)
+    r = grid.ratio
+    tasks = {}
+    for b, origin, shape in block_boxes(out_chunks):
+        lo, hi = _source_box(grid, origin, shape, halo)
+        # at a volume face the region ends where the volume does, so mirroring there is the whole volume's
+        region = data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        offset = (np.asarray(origin) + 0.5) * r - 0.5 - lo
+        tasks[b] = dask.delayed(_resample_block)(region, r, offset, shape)
+    return from_block_tasks(tasks, out_chunks, np.float32)
+
+
+def resample_whole(data: np.ndarray, grid: Grid) -> np.ndarray:
+    """The same interpolation on a whole in-memory volume (the reference the chunked one equals)."""
+    if not grid.resampled:
+        return np.asarray(data, np.float32)
+    return _resample_block(data, grid.ratio, 0.5 * grid.ratio - 0.5, grid.shape)
+
+
+def _length(v, scale: float):
+    return None if v is None else v * scale
+
+
+def _slices(bounds, grid: "Grid", inclusive: bool = False):
+    """z slice bounds of the source -> the working grid's, covering the same part of the volume
+    (slice k spans [k, k + 1) voxel edges from the corner: edges scale by 1 / ratio). ``inclusive``:
+    the upper bound is the last slice kept (z_extract, the reference's rule), else one past it (z_fit)."""
+    if bounds is None:
+        return None
+    r = float(grid.ratio[0])
+    lo, hi = bounds
+    lo = None if lo is None else max(0, int(np.floor(lo / r + 1e-9)))
+    if hi is not None:
+        hi = int(np.ceil((hi + 1) / r - 1e-9)) - 1 if inclusive else int(np.ceil(hi / r - 1e-9))
+    return lo, hi
+
+
+def work_params(grid: Grid, segment, localize):
+    """Step 1 and step 2 parameters with every option given in the source tomogram's voxels (z bounds,
+    blur, peak spacing, halo, instance sizes) converted to working voxels; unchanged when not resampled."""
+    if not grid.resampled:
+        return segment, localize
+    s = 1.0 / float(np.max(grid.ratio))  # working voxels per source voxel
+    seg = segment.model_copy(update={"z_fit": _slices(segment.z_fit, grid), "sigma_vox": _length(segment.sigma_vox, s)})
+    md = localize.min_distance_vox
+    loc = localize.model_copy(update={
+        "z_extract": _slices(localize.z_extract, grid, inclusive=True),
+        "min_distance_vox": None if md is None else max(1, int(round(md * s))),
+        "halo_vox": None if localize.halo_vox is None else int(np.ceil(localize.halo_vox * s)),
+        "min_size_vox": int(round(localize.min_size_vox * s**3)),
+        "max_size_vox": None if localize.max_size_vox is None else max(1, int(round(localize.max_size_vox * s**3)))})
+    return seg, loc
