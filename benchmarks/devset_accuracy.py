@@ -122,7 +122,8 @@ def main():
                          "near_visible_context": float(visible.mean()) if len(near) else float("nan"),
                          "near_context_false": float((near & ~true_pos).mean()) if len(near) else float("nan"),
                          "run_seconds_all_workflows": round(secs, 1), "preset": doc.get("preset", ""),
-                         "tag": a.tag, "options": " ".join(a.extra)})
+                         "tag": a.tag, "options": " ".join(a.extra), "data": data.name,
+                         "working_voxel_A": max((doc.get("working_grid") or {}).get("voxel_size_A") or doc["voxel_size_A"])})
     table = pd.DataFrame(rows)
     table["date"] = time.strftime("%Y-%m-%d %H:%M")
     table["commit"] = os.popen(f"git -C {HERE} rev-parse --short HEAD").read().strip()

@@ -56,9 +56,11 @@ class TomogramResult:
     classes: dict = field(default_factory=dict)  # workflow -> classes folder (or why not), with --classify
 
 
-def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "TomogramResult") -> dict:
+def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "TomogramResult", grid: Grid | None = None) -> dict:
     """Picks (one session per workflow) and binary segmentations (one session per features-clusterer),
-    both named after the pickable object, into copick."""
+    both named after the pickable object, into copick; segmentations on the tomogram's own voxels."""
+    from .io.grid import identity, labels_to_source
+
     import pandas as pd
 
     from .io import copick_io
@@ -70,8 +72,9 @@ def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "Tomogr
         out["picks"][wf] = copick_io.write_picks(spec, df, wf, cfg.copick_object, cfg.copick_user)
     for f, c in workflow_pairs(cfg.workflows):
         sem, _ = open_labels(image, f"semantic-{f}-{c}")
+        g = grid or identity(tomo.voxel_size, tomo.shape)
         out["segmentations"][f"{f}-{c}"] = copick_io.write_segmentation(
-            spec, sem == 1, tomo.voxel_size[0], cfg.copick_object, f"{f}-{c}", cfg.copick_user)
+            spec, labels_to_source(sem == 1, g, cfg.chunks), g.source_voxel_A[0], cfg.copick_object, f"{f}-{c}", cfg.copick_user)
     return out
 
 
@@ -199,7 +202,7 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
         res.classes = classify_stage(tdir, cfg.workflows, timings)
     if is_copick(path):
         with timings.stage("copick_write"):
-            res.copick = write_back_copick(path, image, tomo, cfg, res)
+            res.copick = write_back_copick(path, image, tomo, cfg, res, grid)
     if (tdir / RUN_JSON).exists():  # keep the earlier runs' workflows whose outputs are still there
         old = read_run(tdir)
         for wf, paths in old.get("picks", {}).items():

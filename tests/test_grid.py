@@ -118,3 +118,18 @@ def test_run_on_a_coarse_tomogram_picks_in_its_voxels(coarse, tmp_path):
     off = run(coarse / "coarse.mrc", tmp_path / "off", ["gabor-gmm-ws"], chunks=32, max_fit_voxels=50_000, resample="off")[0]
     assert not json.loads(off.run_json.read_text())["working_grid"]["resampled"]
     assert open_image(off.image)[0].shape == (24, 48, 48)
+
+
+def test_labels_back_on_the_source_grid(rng):
+    from picket_dask.io.grid import labels_to_source
+
+    g = working_grid((20.0,) * 3, (9, 14, 17), (60, 400))
+    src = (rng.random((9, 14, 17)) > 0.7).astype(np.uint8)
+    up = (resample(da.from_array(src.astype(np.float32), chunks=5), g, 8) > 0.5).astype(np.uint8)
+    back = labels_to_source(up.rechunk(7), g, 6).compute()
+    assert back.shape == src.shape and back.dtype == np.uint8
+    # every source voxel's centre lies between two working voxels of that voxel: nearest = one of them
+    whole = ndi.affine_transform(up.compute(), 1 / g.ratio, offset=0.5 / g.ratio - 0.5, output_shape=src.shape,
+                                 order=0, mode="nearest")
+    np.testing.assert_array_equal(back, whole)
+    assert (back == src).mean() > 0.9

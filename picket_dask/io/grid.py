@@ -204,3 +204,28 @@ def work_params(grid: Grid, segment, localize):
         "min_size_vox": int(round(localize.min_size_vox * s**3)),
         "max_size_vox": None if localize.max_size_vox is None else max(1, int(round(localize.max_size_vox * s**3)))})
     return seg, loc
+
+
+def _nearest_block(region: np.ndarray, inv_ratio: np.ndarray, offset: np.ndarray, out_shape) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.affine_transform(np.asarray(region), inv_ratio, offset=offset, output_shape=tuple(out_shape),
+                                order=0, mode="nearest", prefilter=False)
+
+
+def labels_to_source(labels: da.Array, grid: Grid, chunks: int = 128) -> da.Array:
+    """Lazy labels on the working grid sampled at the source voxels' centres (nearest working voxel):
+    a label image voxel-for-voxel with the tomogram, for tools that expect one (copick write-back)."""
+    if not grid.resampled:
+        return labels
+    out_chunks = da.core.normalize_chunks((chunks,) * 3, grid.source_shape)
+    inv = 1.0 / grid.ratio
+    tasks = {}
+    for b, origin, shape in block_boxes(out_chunks):
+        first = (np.asarray(origin) + 0.5) * inv - 0.5
+        last = (np.asarray(origin) + np.asarray(shape) - 0.5) * inv - 0.5
+        lo = np.maximum(np.floor(first).astype(int) - 1, 0)
+        hi = np.minimum(np.ceil(last).astype(int) + 2, np.asarray(grid.shape))
+        region = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        tasks[b] = dask.delayed(_nearest_block)(region, inv, first - lo, shape)
+    return from_block_tasks(tasks, out_chunks, labels.dtype)
