@@ -10,9 +10,9 @@ voxels per smallest diameter (10 A for 60 A: the neighbourhood fits inside the p
 matched blur is 1.73 voxels, near the 2 voxels PickET was designed with). Finer tomograms keep
 their grid: the matched blur widens with them (up to 4 voxels).
 
-How: cubic B-spline interpolation (scipy.ndimage.affine_transform, order 3, the boundary mirrored
-about the volume's faces), chunk by chunk: each output chunk is computed from the source region it maps to plus
-SPLINE_HALO source voxels per face. The spline prefilter is a recursive filter whose influence
+How: cubic B-spline interpolation (scipy.ndimage's, order 3, the boundary mirrored about the volume's
+faces), chunk by chunk: each output chunk is computed from the source region it maps to plus
+SPLINE_HALO source voxels per face, one interpolation matrix per axis (the spline is separable). The spline prefilter is a recursive filter whose influence
 decays as 0.268^d with distance d, so with a 16-voxel halo every chunk equals the whole-volume
 interpolation to float32 rounding (tests/test_grid.py). Trilinear interpolation smooths as a
 function of the sample's phase; cubic splines keep the noise's texture far closer to the source's.
@@ -130,11 +130,27 @@ def working_grid(voxel_A, shape, diameter_A: tuple[float, float] | None, mode: s
     return Grid(tuple(float(x) for x in voxel_A), tuple(int(x) for x in shape), work, new_shape, reason)
 
 
-def _resample_block(src: np.ndarray, ratio: np.ndarray, offset: np.ndarray, out_shape) -> np.ndarray:
+def _axis_matrix(n_in: int, n_out: int, ratio: float, offset: float) -> np.ndarray:
+    """(n_out, n_in) float32: output sample i = sum_j M[i, j] x[j] of scipy's cubic B-spline interpolation
+    (prefilter included, mirrored about the faces) of n_in samples at positions i x ratio + offset."""
     from scipy import ndimage as ndi
 
-    return ndi.affine_transform(np.asarray(src, np.float32), ratio, offset=offset, output_shape=tuple(out_shape),
+    eye = np.eye(n_in)  # the interpolation of each unit impulse (along axis 1 the knots are kept exactly)
+    return ndi.affine_transform(eye, [ratio, 1.0], offset=[offset, 0.0], output_shape=(n_out, n_in),
                                 order=3, mode="reflect", prefilter=True).astype(np.float32)
+
+
+def _resample_block(src: np.ndarray, ratio: np.ndarray, offset: np.ndarray, out_shape) -> np.ndarray:
+    """scipy.ndimage.affine_transform(src, ratio, offset, order=3, mode='reflect') of a block, axis by axis.
+
+    By hand: a tensor-product B-spline is separable (prefilter and weights per axis), so the 3-D
+    interpolation is one (out x in) matrix per axis applied in turn, three BLAS products; scipy's 3-D
+    routine evaluates 64 weights per output voxel (a 200x512x512 output: 13.6 -> ~1 s in the conversion)."""
+    x = np.asarray(src, np.float32)
+    m = [_axis_matrix(n, o, float(r), float(f)) for n, o, r, f in zip(x.shape, out_shape, ratio, offset)]
+    x = np.tensordot(m[0], x, axes=(1, 0))   # (o0, n1, n2)
+    x = np.matmul(m[1], x)                   # (o0, o1, n2)
+    return np.ascontiguousarray(np.matmul(x, m[2].T), dtype=np.float32)
 
 
 def _source_box(grid: Grid, origin, shape, halo: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,10 +181,14 @@ def resample(data: da.Array, grid: Grid, chunks: int = 128, halo: int = SPLINE_H
 
 
 def resample_whole(data: np.ndarray, grid: Grid) -> np.ndarray:
-    """The same interpolation on a whole in-memory volume (the reference the chunked one equals)."""
+    """The same interpolation by scipy's 3-D routine on a whole in-memory volume (the reference the
+    chunked one equals)."""
+    from scipy import ndimage as ndi
+
     if not grid.resampled:
         return np.asarray(data, np.float32)
-    return _resample_block(data, grid.ratio, 0.5 * grid.ratio - 0.5, grid.shape)
+    return ndi.affine_transform(np.asarray(data, np.float64), grid.ratio, offset=0.5 * grid.ratio - 0.5,
+                                output_shape=grid.shape, order=3, mode="reflect", prefilter=True).astype(np.float32)
 
 
 def _length(v, scale: float):
