@@ -115,6 +115,13 @@ def test_run_on_a_coarse_tomogram_picks_in_its_voxels(coarse, tmp_path):
     np.testing.assert_allclose(picks.x_A, picks.x * 20.0, atol=0.02)  # both written to 3 decimals
     s = evaluate_files(res.picks["gabor-gmm-ws"]["csv"], coarse / "coarse_truth.csv", res.shape, res.voxel_size, 100)
     assert s.f1 > 0.5, s
+    from picket_dask.view import layers  # napari: image and labels on the working grid, placed in the tomogram's frame
+
+    for data, kw, kind in layers(res.run_json.parent):
+        if kind == "points":
+            assert kw["scale"] == (20.0,) * 3 and (data[:, 0] <= 23.5).all()
+        else:
+            assert kw["scale"] == (10.0,) * 3 and kw["translate"] == (-5.0,) * 3 and data.shape == (48, 96, 96)
     off = run(coarse / "coarse.mrc", tmp_path / "off", ["gabor-gmm-ws"], chunks=32, max_fit_voxels=50_000, resample="off")[0]
     assert not json.loads(off.run_json.read_text())["working_grid"]["resampled"]
     assert open_image(off.image)[0].shape == (24, 48, 48)
