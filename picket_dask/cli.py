@@ -308,9 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=["default", "reference"], help="default: lamella, context masks, size prior, "
                    "scores (the most accurate measured); reference: PickET exactly as published")
     r.add_argument("--lamella", choices=["auto", "off"], help="auto (default): find the ice slab, fit and pick inside it")
-    r.add_argument("--resample", choices=["auto", "off"], help="auto (default): pick a tomogram whose voxels are too "
-                   "coarse for the smallest particle (above 17.3 A for 60 A) on a finer grid, 6 voxels per smallest "
-                   "diameter; picks stay in the tomogram's voxels. off: its own grid")
+    r.add_argument("--resample", choices=["auto", "off"], help="auto (default): pick a tomogram whose voxels are coarser "
+                   "than 6 per smallest particle diameter (10 A for 60 A) on that grid; picks stay in the tomogram's "
+                   "voxels. off: its own grid (faster on coarse tomograms)")
     r.add_argument("--denoise", metavar="{none,diffusion}", help="edge-preserving denoising before the blur: "
                    "diffusion (Perona-Malik, scale from the data) or none (default; see README)")
     r.add_argument("--context", choices=["auto", "off"], help="auto (default): mask gold and membranes before instances")

@@ -52,9 +52,9 @@ class SegmentParams(_Strict):
         "blur_sigma_vox; 1.73 for 60 A at 10 A voxels); 2 without a prior and in the reference)")
     neighborhood_size: int = Field(5, description="neighborhood edge, voxels (only 5 is supported)")
     resample: Literal["auto", "off"] = Field(
-        "auto", description="auto: a tomogram whose voxels are too coarse for the smallest particle of the size prior "
-        "(coarser than where its matched blur is 1 voxel: 17.3 A for 60 A) is picked on a grid of 6 voxels per smallest "
-        "diameter (cubic spline; picks still in the tomogram's voxels; io/grid.py); off: the tomogram's own grid (the reference)")
+        "auto", description="auto: a tomogram whose voxels are coarser than 6 per smallest particle diameter of the size "
+        "prior (10 A for 60 A; 5 % tolerance) is picked on that grid (cubic spline; picks still in the tomogram's voxels; "
+        "io/grid.py); off: the tomogram's own grid (the reference)")
     z_fit: Optional[tuple[Optional[int], Optional[int]]] = Field(None, description="fitting slab [lower, upper) slices")
     max_fit_voxels: Optional[int] = Field(
         500_000, gt=0, description="fitting sample size cap (None: whole slab). 500k: on the dev set its labels agree "

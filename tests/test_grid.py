@@ -15,13 +15,16 @@ from picket_dask.config import LocalizeParams, SegmentParams
 from picket_dask.io.grid import Grid, identity, resample, resample_whole, work_params, working_grid
 
 
-def test_grid_rule_follows_the_matched_blur():
-    # the blur matched to a 60 A particle is one voxel at 60 / (2 sqrt 3) = 17.32 A
+def test_grid_rule_six_voxels_per_smallest_diameter():
+    # 60 A -> a 10 A working grid; voxels within 5 % of it (header rounding) and finer ones keep theirs
     assert not working_grid((10.0,) * 3, (8, 8, 8), (60, 400)).resampled
-    assert not working_grid((17.3,) * 3, (8, 8, 8), (60, 400)).resampled
+    assert not working_grid((10.4,) * 3, (8, 8, 8), (60, 400)).resampled
+    assert not working_grid((4.0,) * 3, (8, 8, 8), (60, 400)).resampled
+    g14 = working_grid((14.0,) * 3, (10, 20, 30), (60, 400))
+    assert g14.resampled and g14.shape == (14, 28, 42) and "17.3" not in g14.reason
     g = working_grid((20.0,) * 3, (10, 20, 30), (60, 400))
     assert g.resampled and g.voxel_A == (10.0,) * 3 and g.shape == (20, 40, 60)
-    assert "resampled to 10 A" in g.reason
+    assert "resampled to 10 A" in g.reason and "17.3 A, where the blur matched to it is one voxel" in g.reason
     assert working_grid((28.0,) * 3, (10, 10, 10), (84, 400)).voxel_A == (14.0,) * 3  # 6 voxels per smallest diameter
     assert not working_grid((20.0,) * 3, (8, 8, 8), (60, 400), "off").resampled
     assert not working_grid((20.0,) * 3, (8, 8, 8), None).resampled  # no prior: no scale to match

@@ -1,14 +1,16 @@
 """The working grid: when a tomogram is resampled before picking, how, and how coordinates map back.
 
 Why: PickET's features are defined in voxels (5x5x5 neighbourhoods, a blur of a few voxels), so
-their physical scale follows the voxel size. The default blur is matched to the smallest particle
-of the size prior (segment/preprocess.blur_sigma_vox: its radius / sqrt(3)) and is clipped at 1
-voxel; past that clip, at voxels coarser than d_min / (2 sqrt 3) (17.3 A for the 60 A default),
-the smallest particle spans under ~3.5 voxels, the 5-voxel neighbourhood is wider than it, and
-neighbouring particles blur into one blob. Such a tomogram is resampled to WORK_VOXELS_PER_DIAMETER
-voxels per smallest diameter (10 A for 60 A: the neighbourhood fits inside the particle and the
-matched blur is 1.73 voxels, near the 2 voxels PickET was designed with). Finer tomograms keep
-their grid: the matched blur widens with them (up to 4 voxels).
+their physical scale follows the voxel size, and so does what they can tell apart. picket-dask
+picks on WORK_VOXELS_PER_DIAMETER voxels per smallest diameter of the size prior (10 A for the 60 A
+default): the 5-voxel neighbourhood fits inside the smallest particle and the blur matched to it
+(segment/preprocess.blur_sigma_vox, its radius / sqrt(3)) is 1.73 voxels, near the 2 voxels PickET
+was designed with. A coarser tomogram (beyond TOLERANCE: header rounding) is interpolated up to
+that grid. On coarse voxels the neighbourhood is wider than the smallest particles and neighbours
+segment as one blob; past d_min / (2 sqrt 3) (17.3 A) the matched blur is even clipped at 1 voxel.
+Measured (README "Working grid"): the dev set binned to 14 A and to 20 A regains its 10 A F1.
+Finer tomograms keep their grid: the matched blur widens with them (up to 4 voxels), and
+resampling them down was measured and not kept.
 
 How: cubic B-spline interpolation (scipy.ndimage's, order 3, the boundary mirrored about the volume's
 faces), chunk by chunk: each output chunk is computed from the source region it maps to plus
@@ -40,6 +42,7 @@ from ..config import SIGMA_RANGE_VOX
 WORK_VOXELS_PER_DIAMETER = 6.0  # the smallest particle's diameter in working voxels when resampled
 SPLINE_HALO = 16  # source voxels per face: the cubic spline prefilter's influence 0.268^16 ~ 7e-10
 RESAMPLE_MODES = ("auto", "off")
+TOLERANCE = 0.05  # voxels at most 5 % coarser than the working grid keep their own (headers round voxel sizes)
 
 
 @dataclass(frozen=True)
@@ -117,16 +120,16 @@ def working_grid(voxel_A, shape, diameter_A: tuple[float, float] | None, mode: s
     if diameter_A is None:
         return identity(voxel_A, shape, "no size prior: the source grid")
     d_min = float(diameter_A[0])
-    coarsest = 0.5 * d_min / np.sqrt(3.0) / SIGMA_RANGE_VOX[0]  # where the matched blur reaches 1 voxel
-    if v <= coarsest * (1 + 1e-9):
-        return identity(voxel_A, shape, f"{v:g} A voxels resolve the smallest particle ({d_min:g} A; "
-                                        f"resampled only above {coarsest:.1f} A)")
     w = d_min / WORK_VOXELS_PER_DIAMETER
+    if v <= w * (1 + TOLERANCE):
+        return identity(voxel_A, shape, f"{v:g} A voxels resolve the smallest particle ({d_min:g} A; "
+                                        f"resampled above {w * (1 + TOLERANCE):.1f} A)")
+    clip = 0.5 * d_min / np.sqrt(3.0) / SIGMA_RANGE_VOX[0]  # where the matched blur reaches 1 voxel
     work = tuple(float(w) for _ in range(3))
     new_shape = tuple(max(1, int(round(n * float(s) / w))) for n, s in zip(shape, voxel_A))
-    reason = (f"{v:g} A voxels are coarser than {coarsest:.1f} A, where the blur matched to the smallest particle "
-              f"({d_min:g} A) is one voxel: resampled to {w:g} A ({d_min / w:g} voxels per smallest diameter), "
-              f"{np.prod(new_shape) / np.prod(shape):.1f}x the voxels")
+    reason = (f"{v:g} A voxels are coarser than {w:g} A, 6 voxels per smallest particle diameter ({d_min:g} A)"
+              + (f", and than {clip:.1f} A, where the blur matched to it is one voxel" if v > clip else "")
+              + f": resampled to {w:g} A, {np.prod(new_shape) / np.prod(shape):.1f}x the voxels (--resample off keeps the grid)")
     return Grid(tuple(float(x) for x in voxel_A), tuple(int(x) for x in shape), work, new_shape, reason)
 
 
