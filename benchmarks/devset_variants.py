@@ -1,0 +1,92 @@
+"""The dev set changed the way users' tomograms differ, in its own layout, for devset_accuracy.py.
+
+    python benchmarks/devset_variants.py [--data ../shared/devset] [--out /tmp/picket-variants]
+                                         [--variants bin2,14A,inverted,swap,int8]
+    python benchmarks/devset_accuracy.py --data /tmp/picket-variants/bin2 --tag T --workflows ... [-- run options]
+
+Variants (one folder each; truth and context coordinates mapped with the voxels):
+- ``bin2``: 2x2x2 means, 20 A voxels (a bin-8-like tomogram of the same data);
+- ``14A``: 14 A voxels, scikit-image's anti-aliasing Gaussian ((ratio - 1) / 2 voxels) then scipy's cubic spline
+  (corner-aligned grids, as io/grid.py);
+- ``inverted``: contrast times -1 (protein bright);
+- ``swap``: y and x swapped (the tilt axis along x);
+- ``int8``: quantized to int8, MRC mode 0, 40 levels per standard deviation.
+Existing folders are kept (delete one to redraw it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+DEVSET = HERE.parent.parent / "shared" / "devset"
+VARIANTS = ("bin2", "14A", "inverted", "swap", "int8")
+
+
+def _map_csv(src: Path, dst: Path, ratio: float = 1.0, swap: bool = False) -> None:
+    """Copy a truth/context CSV, voxel coordinates onto a grid ``ratio`` x coarser (shared corner) or y/x swapped."""
+    t = pd.read_csv(src)
+    if swap:
+        t["x"], t["y"] = t["y"].copy(), t["x"].copy()
+    for c in "xyz":
+        t[c] = (t[c] + 0.5) / ratio - 0.5
+    t.to_csv(dst, index=False)
+
+
+def variant(data: np.ndarray, voxel_A: float, name: str) -> tuple[np.ndarray, float, float, bool]:
+    """(volume, its voxel size, coordinate ratio, y/x swapped) of one variant of a (z, y, x) tomogram."""
+    from scipy import ndimage as ndi
+
+    if name == "bin2":
+        z, y, x = (s // 2 for s in data.shape)
+        return data[:2 * z, :2 * y, :2 * x].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5)), 2 * voxel_A, 2.0, False
+    if name == "14A":
+        r = 14.0 / voxel_A
+        g = ndi.gaussian_filter(data.astype(np.float64), max(0.0, (r - 1) / 2))
+        shape = tuple(int(round(s / r)) for s in data.shape)
+        return ndi.affine_transform(g, [r] * 3, offset=0.5 * r - 0.5, output_shape=shape, order=3, mode="reflect"), 14.0, r, False
+    if name == "inverted":
+        return -data, voxel_A, 1.0, False
+    if name == "swap":
+        return np.ascontiguousarray(data.transpose(0, 2, 1)), voxel_A, 1.0, True
+    if name == "int8":
+        return np.clip(np.round((data - data.mean()) / data.std() * 40), -128, 127).astype(np.int8), voxel_A, 1.0, False
+    raise SystemExit(f"unknown variant {name!r}; use some of {', '.join(VARIANTS)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(DEVSET))
+    ap.add_argument("--out", default="/tmp/picket-variants")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    a = ap.parse_args()
+    import mrcfile
+
+    for name in a.variants.split(","):
+        out = Path(a.out) / name
+        if out.exists():
+            print(f"{out}: kept")
+            continue
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        for mrc in sorted(Path(a.data).glob("*.mrc")):
+            with mrcfile.open(mrc, permissive=True) as m:
+                vol, vs = m.data.astype(np.float32), float(m.voxel_size.x)
+            v, new_vs, ratio, swap = variant(vol, vs, name)
+            with mrcfile.new(tmp / mrc.name, overwrite=True) as m:
+                m.set_data(v if v.dtype == np.int8 else v.astype(np.float32))
+                m.voxel_size = new_vs
+            for suffix in ("truth", "context"):
+                src = mrc.with_name(f"{mrc.stem}_{suffix}.csv")
+                if src.exists():
+                    _map_csv(src, tmp / src.name, ratio, swap)
+        tmp.rename(out)
+        print(f"{out}: {name}")
+
+
+if __name__ == "__main__":
+    main()
