@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default picket-out)")
     r.add_argument("--workflows", help=f"comma-separated, or 'all' (default {','.join(DEFAULT_WORKFLOWS)})")
     r.add_argument("--config", help="run YAML: picket-dask keys or the reference PickET's s1/s2 keys")
-    r.add_argument("--preset", choices=["default", "reference"], help="default: lamella, context masks, size prior, "
+    r.add_argument("--preset", choices=["default", "reference"], help="default: working grid, lamella, context masks, size prior, "
                    "scores (the most accurate measured); reference: PickET exactly as published")
     r.add_argument("--lamella", choices=["auto", "off"], help="auto (default): find the ice slab, fit and pick inside it")
     r.add_argument("--resample", choices=["auto", "off"], help="auto (default): pick a tomogram whose voxels are coarser "

@@ -131,7 +131,7 @@ class RunConfig(_Strict):
     """A run: tomograms x workflows, and where the results go."""
 
     preset: Literal["default", "reference"] = Field(
-        "default", description="default: the most accurate settings measured (lamella, context masks, size prior); "
+        "default", description="default: the most accurate settings measured (working grid, lamella, context masks, size prior); "
         "reference: PickET exactly as published (explicit keys still win)")
     tomograms: list[str] = Field(default_factory=list)
     out: str = "picket-out"
