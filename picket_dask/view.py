@@ -64,12 +64,11 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
     doc = read_run(result_dir)  # paths resolved against the folder: it may have been moved
     image = Path(doc["image"])
     data, scale, _ = open_image(image, level)
-    full, full_scale, _ = open_image(image)
-    grid = image_grid(image, full_scale, full.shape)
-    # the image and labels on their (working) grid, placed where they lie in the tomogram's frame (io/grid.py);
-    # level L's mean voxels are centred (2^L - 1) / 2 voxels in
+    # the image and labels on their (working) grid, placed where they lie in the tomogram's frame (io/grid.py:
+    # only the recorded translation is read here); level L's mean voxels are centred (2^L - 1) / 2 voxels in
     f = 2**level
-    translate = tuple(t + v * (f - 1) / (2 * f) for t, v in zip(grid.translation_A, scale))
+    origin = image_grid(image, scale, data.shape).translation_A
+    translate = tuple(t + v * (f - 1) / (2 * f) for t, v in zip(origin, scale))
     common = {"scale": scale, "translate": translate, "axis_labels": AXES, "units": UNITS}
     lo, hi = np.percentile(np.asarray(data[data.shape[0] // 2].compute()), [1, 99])
     out: list[tuple] = [(data, {"name": doc["name"], "contrast_limits": (float(lo), float(hi)), **common}, "image")]
@@ -81,8 +80,8 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
     for i, wf in enumerate(wfs):
         inst, _ = open_labels(image, f"instances-{wf}")
         out.append((inst, {"name": f"instances-{wf}", "opacity": 0.5, "visible": i == 0, **common}, "labels"))
-    shape = tuple(grid.source_shape)  # picks: the source tomogram's voxels and voxel size
-    vs = tuple(float(v) for v in doc.get("voxel_size_A", grid.source_voxel_A))
+    shape = tuple(int(n) for n in doc["shape_zyx"])  # picks: the source tomogram's voxels and voxel size (run.json)
+    vs = tuple(float(v) for v in doc["voxel_size_A"])
     for i, wf in enumerate(wfs):
         rings, diam, ids = pick_rings(read_points(doc["picks"][wf]["csv"]), vs, shape)
         out.append((rings, {"name": f"picks-{wf}", "size": diam, "symbol": "disc", "face_color": "transparent",

@@ -56,14 +56,14 @@ class TomogramResult:
     classes: dict = field(default_factory=dict)  # workflow -> classes folder (or why not), with --classify
 
 
-def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "TomogramResult", grid: Grid | None = None) -> dict:
+def write_back_copick(spec: str, image: Path, cfg: RunConfig, res: "TomogramResult", grid: Grid) -> dict:
     """Picks (one session per workflow) and binary segmentations (one session per features-clusterer),
-    both named after the pickable object, into copick; segmentations on the tomogram's own voxels."""
-    from .io.grid import identity, labels_to_source
-
+    both named after the pickable object, into copick; segmentations on the tomogram's own voxels
+    (``grid``: the tomogram's working grid)."""
     import pandas as pd
 
     from .io import copick_io
+    from .io.grid import labels_to_source
     from .io.omezarr import open_labels
 
     out = {"picks": {}, "segmentations": {}}
@@ -72,9 +72,9 @@ def write_back_copick(spec: str, image: Path, tomo, cfg: RunConfig, res: "Tomogr
         out["picks"][wf] = copick_io.write_picks(spec, df, wf, cfg.copick_object, cfg.copick_user)
     for f, c in workflow_pairs(cfg.workflows):
         sem, _ = open_labels(image, f"semantic-{f}-{c}")
-        g = grid or identity(tomo.voxel_size, tomo.shape)
         out["segmentations"][f"{f}-{c}"] = copick_io.write_segmentation(
-            spec, labels_to_source(sem == 1, g, cfg.chunks), g.source_voxel_A[0], cfg.copick_object, f"{f}-{c}", cfg.copick_user)
+            spec, labels_to_source(sem == 1, grid, cfg.chunks), grid.source_voxel_A[0], cfg.copick_object, f"{f}-{c}",
+            cfg.copick_user)
     return out
 
 
@@ -117,7 +117,7 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
         grid = working_grid(src.voxel_size, src.shape, cfg.localize.particle_diameter_A, cfg.segment.resample)
         meta = read_attrs(image)
         done = (meta.get("input") == source_id(path) and meta.get("input_stamp") == source_stamp(path)
-                and Grid.from_dict(meta.get("working_grid"), meta.get("voxel_size_A"), src.shape) == _same_reason(grid, meta))
+                and Grid.from_dict(meta.get("working_grid"), meta.get("voxel_size_A"), src.shape) == grid)
         if not done:
             if grid.resampled:
                 from .progress import note
@@ -125,13 +125,6 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
                 note(f"{name}: {grid.reason}")
             convert(path, image, chunks=cfg.chunks, voxel_size=cfg.voxel_size, overwrite=True, grid=grid)
     return name, tdir, image, open_tomogram(image, cfg.chunks), grid
-
-
-def _same_reason(grid: Grid, meta: dict) -> Grid:
-    """``grid`` with the reason recorded in ``meta`` (only the geometry decides whether a conversion is current)."""
-    from dataclasses import replace
-
-    return replace(grid, reason=(meta.get("working_grid") or {}).get("reason", ""))
 
 
 def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:
@@ -150,13 +143,10 @@ def source_picks(inst, grid: Grid):
 
 
 def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, seg_params: SegmentParams, tdir: Path, path,
-                     timings: Timings, grid: Grid | None = None) -> tuple[dict, int]:
+                     timings: Timings, grid: Grid) -> tuple[dict, int]:
     """Step 2 of one workflow on an existing segmentation; picks in every format. Returns (paths, n).
     ``seg_params``: step 1's parameters as used for this tomogram (segment_params), recorded with the picks.
-    ``grid``: the tomogram's working grid (None: the image's own); picks are written in the source's voxels."""
-    from .io.grid import identity
-
-    grid = grid or identity(tomo.voxel_size, tomo.shape)
+    ``grid``: the tomogram's working grid (prepare_image); picks are written in the source's voxels."""
     f, c, e = split_workflow(wf)
     loc = localize_params(cfg, grid)
     inst = localize(image, f"semantic-{f}-{c}", e, loc, tomo.voxel_size, instance_name=f"instances-{wf}")
@@ -202,7 +192,7 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
         res.classes = classify_stage(tdir, cfg.workflows, timings)
     if is_copick(path):
         with timings.stage("copick_write"):
-            res.copick = write_back_copick(path, image, tomo, cfg, res, grid)
+            res.copick = write_back_copick(path, image, cfg, res, grid)
     if (tdir / RUN_JSON).exists():  # keep the earlier runs' workflows whose outputs are still there
         old = read_run(tdir)
         for wf, paths in old.get("picks", {}).items():

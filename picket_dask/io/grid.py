@@ -30,13 +30,13 @@ and are converted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask
 import dask.array as da
 import numpy as np
 
-from ..chunking import block_boxes, from_block_tasks
+from ..chunking import block_boxes, from_block_tasks, haloed_box
 from ..config import SIGMA_RANGE_VOX
 
 WORK_VOXELS_PER_DIAMETER = 6.0  # the smallest particle's diameter in working voxels when resampled
@@ -53,7 +53,7 @@ class Grid:
     source_shape: tuple[int, int, int]
     voxel_A: tuple[float, float, float]
     shape: tuple[int, int, int]
-    reason: str = ""
+    reason: str = field(default="", compare=False)  # why; two grids are equal when their geometry is
 
     @property
     def resampled(self) -> bool:
@@ -156,14 +156,21 @@ def _resample_block(src: np.ndarray, ratio: np.ndarray, offset: np.ndarray, out_
     return np.ascontiguousarray(np.matmul(x, m[2].T), dtype=np.float32)
 
 
-def _source_box(grid: Grid, origin, shape, halo: int) -> tuple[np.ndarray, np.ndarray]:
-    """[lo, hi) source voxels an output block (origin, shape in working voxels) needs, halo included."""
-    r = grid.ratio
-    first = (np.asarray(origin) + 0.5) * r - 0.5
-    last = (np.asarray(origin) + np.asarray(shape) - 0.5) * r - 0.5
-    lo = np.maximum(np.floor(first).astype(int) - 1 - halo, 0)
-    hi = np.minimum(np.ceil(last).astype(int) + 2 + halo, np.asarray(grid.source_shape))
-    return lo, hi
+def _regrid(data: da.Array, out_shape, ratio: np.ndarray, halo: int, block_fn, dtype, chunks: int) -> da.Array:
+    """Lazy ``block_fn(region, ratio, offset, out_chunk_shape)`` per output chunk of ``out_shape``, output
+    voxel j sampling ``data`` at (j + 0.5) ratio - 0.5; ``region``: the input voxels the chunk's samples
+    reach (one either side, for the interpolation's support) plus ``halo``, clipped to the volume."""
+    out_chunks = da.core.normalize_chunks((chunks,) * 3, tuple(out_shape))
+    tasks = {}
+    for b, origin, shape in block_boxes(out_chunks):
+        first = (np.asarray(origin) + 0.5) * ratio - 0.5
+        last = (np.asarray(origin) + np.asarray(shape) - 0.5) * ratio - 0.5
+        start = np.floor(first).astype(int) - 1
+        lo, hi = haloed_box(data.shape, start, np.ceil(last).astype(int) + 2 - start, halo)
+        # at a volume face the region ends where the volume does, so mirroring there is the whole volume's
+        region = data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        tasks[b] = dask.delayed(block_fn)(region, ratio, first - lo, shape)
+    return from_block_tasks(tasks, out_chunks, dtype)
 
 
 def resample(data: da.Array, grid: Grid, chunks: int = 128, halo: int = SPLINE_HALO) -> da.Array:
@@ -171,16 +178,7 @@ def resample(data: da.Array, grid: Grid, chunks: int = 128, halo: int = SPLINE_H
     (cubic B-spline, mirrored about the faces), one task per output chunk from its haloed source region."""
     if not grid.resampled:
         return data
-    out_chunks = da.core.normalize_chunks((chunks,) * 3, grid.shape)
-    r = grid.ratio
-    tasks = {}
-    for b, origin, shape in block_boxes(out_chunks):
-        lo, hi = _source_box(grid, origin, shape, halo)
-        # at a volume face the region ends where the volume does, so mirroring there is the whole volume's
-        region = data[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        offset = (np.asarray(origin) + 0.5) * r - 0.5 - lo
-        tasks[b] = dask.delayed(_resample_block)(region, r, offset, shape)
-    return from_block_tasks(tasks, out_chunks, np.float32)
+    return _regrid(data, grid.shape, grid.ratio, halo, _resample_block, np.float32, chunks)
 
 
 def resample_whole(data: np.ndarray, grid: Grid) -> np.ndarray:
@@ -241,14 +239,4 @@ def labels_to_source(labels: da.Array, grid: Grid, chunks: int = 128) -> da.Arra
     a label image voxel-for-voxel with the tomogram, for tools that expect one (copick write-back)."""
     if not grid.resampled:
         return labels
-    out_chunks = da.core.normalize_chunks((chunks,) * 3, grid.source_shape)
-    inv = 1.0 / grid.ratio
-    tasks = {}
-    for b, origin, shape in block_boxes(out_chunks):
-        first = (np.asarray(origin) + 0.5) * inv - 0.5
-        last = (np.asarray(origin) + np.asarray(shape) - 0.5) * inv - 0.5
-        lo = np.maximum(np.floor(first).astype(int) - 1, 0)
-        hi = np.minimum(np.ceil(last).astype(int) + 2, np.asarray(grid.shape))
-        region = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        tasks[b] = dask.delayed(_nearest_block)(region, inv, first - lo, shape)
-    return from_block_tasks(tasks, out_chunks, labels.dtype)
+    return _regrid(labels, grid.source_shape, 1.0 / grid.ratio, 0, _nearest_block, labels.dtype, chunks)
