@@ -50,7 +50,7 @@ class FittedModel:
     method: str
     params: dict
     decision: Decision
-    sample_counts: list[int] = field(default_factory=list)
+    sample_counts: list[int] = field(default_factory=list)  # k-means: its hard counts on the sample (free); gmm: []
     fit_seconds: float = 0.0
     labels: np.ndarray | None = field(default=None, repr=False)  # k-means (sklearn): its sample labels, not kept in metadata
 
@@ -224,29 +224,10 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
     else:
         raise ValueError(f"unknown clusterer {method!r}; use one of {CLUSTERERS}")
     model.fit_seconds = time.perf_counter() - t0
-    if method == "gmm":
-        model.sample_counts = sample_counts(model, features, folded=G is not None, threads=threads).tolist()
+    # a mixture's sample counts would take one more pass over the sample (1.1 s of an all-twelve fit at 500k rows,
+    # benchmarks/stages.py) for metadata only: its weights are its share of the sample, and the labels' metadata
+    # has the cluster counts over the whole tomogram
     return model
-
-
-def sample_counts(model: FittedModel, features: np.ndarray, folded: bool, rows: int = ROWS, threads: int = 1) -> np.ndarray:
-    """Cluster sizes (2,) of a Gaussian mixture on the fitting sample's features, a slice of rows at
-    a time (k-means gets its counts in ``fit``, from the product that serves its mixture cut).
-
-    ``folded``: the model's decision has G folded in (it takes neighborhoods); the same rule
-    on the features themselves is then built without G. ``threads``: row ranges counted in that many threads.
-    """
-    from .fit_threads import RowRanges
-
-    d = gmm_decision(model.params, None, model.decision.space) if folded else model.decision
-
-    with RowRanges(len(features), rows, threads) as rr:
-        def count(lo: int, hi: int) -> np.ndarray:
-            c = np.zeros(2, np.int64)
-            for a, b in rr.slices(lo, hi):
-                c += np.bincount(predict(d, np.asarray(features[a:b], dtype=np.float64)), minlength=2)
-            return c
-        return np.sum(rr.map(count), axis=0)
 
 
 def stacked_matrix(decisions: list[Decision]) -> np.ndarray:

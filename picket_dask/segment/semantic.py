@@ -123,8 +123,9 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
 
 def _model_meta(seg: Segmentation) -> dict:
     p = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in seg.model.params.items()}
-    return {"method": seg.model.method, "fit_seconds": round(seg.model.fit_seconds, 3), "params": p,
-            "sample_cluster_counts": seg.model.sample_counts, "gabor_filter_indices": seg.gabor_idx}
+    counts = {"sample_cluster_counts": seg.model.sample_counts} if seg.model.sample_counts else {}
+    return {"method": seg.model.method, "fit_seconds": round(seg.model.fit_seconds, 3), "params": p, **counts,
+            "gabor_filter_indices": seg.gabor_idx}
 
 
 def on_device(data: da.Array, device: str) -> da.Array:
