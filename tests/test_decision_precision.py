@@ -7,6 +7,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from picket_dask.segment import apply
 from picket_dask.segment import decision_precision as dp
@@ -95,8 +96,9 @@ def test_labels_equal_float64_path_with_adversarial_voxels(seed):
     adversarial = rng.choice(n, 9, replace=False)
     _centre(decs, x64, adversarial)
     before = dict(dp.STATS)
-    got = dp.certified_labels(dp.MixedDecisions(decs, stacked_matrix(decs)), x64.astype(np.float32), lambda rows: x64[rows])
-    want = _float64_labels(x64, decs)
+    with threadpool_limits(limits=1):  # as the label pass runs (fit_threads.one_blas_thread_per_task)
+        got = dp.certified_labels(dp.MixedDecisions(decs, stacked_matrix(decs)), x64.astype(np.float32), lambda rows: x64[rows])
+        want = _float64_labels(x64, decs)
     for g, w in zip(got, want):
         assert g.dtype == np.uint8 and np.array_equal(g, w)
     assert dp.STATS["recomputed"] - before["recomputed"] >= 1  # the boundary voxels went to float64
@@ -193,3 +195,34 @@ def test_neighborhood_matrix_equals_window_view():
     padded = np.random.default_rng(0).random((7, 9, 11)).astype(np.float32)
     want = np.lib.stride_tricks.sliding_window_view(padded, (5, 5, 5)).reshape(-1, 125)
     assert np.array_equal(neighborhood_matrix(padded), want)
+
+
+@pytest.mark.parametrize("n, k", [(3000, 1), (3000, 17), (3000, 400), (100, 3), (40, 40)])
+def test_recompute_rows_reach_the_main_kernel(n, k):
+    """Recomputed rows: the unsure rows first, then repeats of the last, a multiple of ROW_BLOCK and more
+    than SMALL_GEMM multiply-adds; the whole tile when that many rows are not fewer than it has."""
+    rows = np.sort(np.random.default_rng(k).choice(n, k, replace=False))
+    per_row = 125 * 60
+    got = dp._recompute_rows(rows, n, per_row)
+    if len(got) == n:
+        np.testing.assert_array_equal(got, np.arange(n))
+        assert -(-(dp.SMALL_GEMM + 1) // per_row) > n - dp.ROW_BLOCK or k > n - dp.ROW_BLOCK
+    else:
+        np.testing.assert_array_equal(got[:k], rows)
+        assert np.all(got[k:] == rows[-1]) and len(got) % dp.ROW_BLOCK == 0
+        assert len(got) * per_row > dp.SMALL_GEMM and len(got) - dp.ROW_BLOCK < max(k, -(-(dp.SMALL_GEMM + 1) // per_row))
+
+
+def test_rows_of_a_product_do_not_depend_on_how_many_are_multiplied():
+    """The property the recompute rests on, with one BLAS thread: the rows _recompute_rows picks give
+    bit-equal products to the whole tile's (this machine's BLAS)."""
+    rng = np.random.default_rng(5)
+    for p, cols in ((125, 60), (63, 100), (125, 1)):
+        x, m = rng.gamma(1.0, 3.0, (3000, p)), rng.standard_normal((p, cols))
+        with threadpool_limits(limits=1):
+            full = x @ m
+            for k in (1, 5, 16, 100):
+                rows = np.sort(rng.choice(len(x), k, replace=False))
+                idx = dp._recompute_rows(rows, len(x), p * cols)
+                got = x[idx] @ m
+                np.testing.assert_array_equal(got[rows] if len(idx) == len(x) else got[:k], full[rows])

@@ -10,9 +10,12 @@ call that computed value s64 and its label ``s64 > 0``. Here the same expression
 for the exact s of the same inputs. Where |S| > B, s has the sign of S and |s| > B64, so s64 has
 that sign too: the label ``S > 0`` is the float64 path's label. The voxels with |S| <= B (or a
 non-finite S) are recomputed by the float64 path itself (``scores_to_labels(x @ M64)``, the same
-operations) on just their rows, padded to a multiple of ROW_BLOCK rows: OpenBLAS's dgemm then runs
-its main kernel on every row, as on the full tile (measured: bit-equal rows; an odd row count ends in
-a remainder kernel whose last bits differ). Should a BLAS still round such a row differently, its
+operations) on just their rows, padded to a multiple of ROW_BLOCK rows and to more than SMALL_GEMM
+multiply-adds: OpenBLAS's dgemm then runs its main kernel on every row, as on the full tile (measured:
+bit-equal rows with one BLAS thread, as the label pass runs; an odd row count ends in a remainder kernel,
+and its AVX-512 builds send products of at most 100^3 multiply-adds to small-matrix kernels, both
+summing in another order, whose last bits differ). A tile too small for that is recomputed whole,
+the very product the float64 path forms. Should a BLAS still round such a row differently, its
 label could differ only where |s| <= B64, where the float64 path's own label is not determined by
 the data either (it already depends on the tile shape and on CPU vs GPU).
 
@@ -74,6 +77,8 @@ SAFETY = 1.0 + 2.0**-10
 ETA = 2.0**-96
 COEFFS = ("K_T", "K_xT", "K_xD", "K_xx", "K_x", "K_0", "K_c", "eta")
 ROW_BLOCK = 16  # the float64 recompute runs on a multiple of this many rows (see above)
+SMALL_GEMM = 100**3  # OpenBLAS (SkylakeX / Cooper Lake / Zen 4 kernels) computes dgemm of M*N*K <= this with
+# small-matrix kernels, in another summation order: the recompute stays above it (measured, 0.3.31)
 RECOMPUTE_COST = 4.0  # one float64 recomputed row vs one float32 row, per projection column: the GEMM in
 # float64 (~2x), plus gathering, converting and padding the rows (~2x; measured on 2 cores, numpy + OpenBLAS)
 
@@ -241,6 +246,19 @@ class MixedDecisions:
         return out
 
 
+def _recompute_rows(rows, n: int, flops_per_row: int, xp=np):
+    """The rows (indices into a tile of ``n`` rows) the float64 recompute multiplies: ``rows`` repeated at
+    the end up to a multiple of ROW_BLOCK that is also more than SMALL_GEMM multiply-adds
+    (``flops_per_row``: p x the matrix's columns), so that OpenBLAS uses the kernel the whole tile's
+    product used; every row of the tile when that is not fewer."""
+    k = int(rows.shape[0])
+    need = -(-(SMALL_GEMM + 1) // max(1, flops_per_row))
+    target = -(-max(k, need) // ROW_BLOCK) * ROW_BLOCK
+    if target >= n:
+        return xp.arange(n)
+    return xp.concatenate([rows, xp.repeat(rows[-1:], target - k)]) if target > k else rows
+
+
 def certified_labels(mixed: MixedDecisions, x32, x64_rows) -> list:
     """Cluster ids (n,) uint8 per decision, equal to ``scores_to_labels(x64 @ M64)``'s.
 
@@ -254,10 +272,9 @@ def certified_labels(mixed: MixedDecisions, x32, x64_rows) -> list:
     rows = xp.unique(xp.concatenate(unsure)) if len(unsure) > 1 else unsure[0]
     k = int(rows.shape[0])
     if k:
-        pad = (-k) % ROW_BLOCK
-        padded = xp.concatenate([rows, xp.repeat(rows[-1:], pad)]) if pad else rows
+        padded = _recompute_rows(rows, int(x32.shape[0]), int(x32.shape[1]) * int(mixed.M64.shape[1]), xp)
         for lab, lab64 in zip(labels, scores_to_labels(x64_rows(padded) @ mixed.M64, mixed.decisions, xp)):
-            lab[rows] = lab64[:k]
+            lab[rows] = lab64[rows] if padded.shape[0] == x32.shape[0] else lab64[:k]  # the whole tile, or rows first
     with _STATS_LOCK:
         STATS["voxels"] += int(x32.shape[0])
         STATS["recomputed"] += k
