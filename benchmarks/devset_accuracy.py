@@ -8,7 +8,8 @@ NAME_context.csv (membranes, gold, ice: object, x, y, z, radius_nm). Every workf
 tomogram; per workflow x tomogram the script writes precision, recall, F1, relative recall, the
 pick count beside them, and the fraction of picks within 5 nm of a gold bead or a membrane
 (``near_context``; ``near_visible_context``: of a bead or a membrane patch outside the missing wedge,
-see context_near; ``near_context_false``: near and not a true positive), to
+see context_near; ``near_context_false``: near and not a true positive; ``recall_by_type``: JSON of the
+recall per truth particle type), to
 benchmarks/results/devset_accuracy.csv, and prints the table with the run time. ``--rescore``:
 score the outputs already in the work folder instead of running again.
 """
@@ -118,6 +119,8 @@ def main():
             rows.append({"tomogram": t.stem, "workflow": wf, "n_picks": s.n_picks, "n_truth": s.n_truth,
                          "precision": s.precision, "recall": s.recall, "f1": s.f1,
                          "relative_recall": s.relative_recall,
+                         # recall per particle type (truth's particle_type): which kinds of particle are missed
+                         "recall_by_type": json.dumps({k: round(v, 3) for k, v in s.recall_by_type.items()}, sort_keys=True),
                          "near_context": float(near.mean()) if len(near) else float("nan"),
                          "near_visible_context": float(visible.mean()) if len(near) else float("nan"),
                          "near_context_false": float((near & ~true_pos).mean()) if len(near) else float("nan"),
