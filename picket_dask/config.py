@@ -32,7 +32,7 @@ DEFAULT_DIAMETER_A = (60.0, 400.0)
 SIGMA_RANGE_VOX = (1.0, 4.0)
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
-REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
+REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
                      "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
@@ -76,6 +76,10 @@ class SegmentParams(_Strict):
     lamella: Literal["auto", "off"] = Field(
         "auto", description="auto: find the ice slab (two fitted surfaces) and fit, orient and extract inside it "
         "(z_fit / z_extract override it); off: the whole box (the reference)")
+    nodata: Literal["auto", "off"] = Field(
+        "auto", description="auto: voxels where the tomogram is a constant fill (constant over the 5x5x5 cube: zero "
+        "padding, NaNs replaced by the mean), grown by 2 + 3 blur sigmas, are left unassigned (label 255): not "
+        "sampled, counted or picked (segment/nodata.py); off: every voxel is labelled (the reference)")
     lamella_margin: float = Field(0.1, ge=0, le=1, description="extraction reaches this share of the ice thickness beyond each found surface")
     denoise: Literal["none", "diffusion"] = Field(
         "none", description="edge-preserving denoising before the blur: diffusion (regularized Perona-Malik, "

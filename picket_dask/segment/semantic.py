@@ -28,6 +28,7 @@ from .features import linear_operator, sample_features, select_gabor
 from .fit_threads import limited_threads, one_blas_thread_per_task
 from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
+from .nodata import find_no_data
 from .orientation import choose_orientation
 from .preprocess import preprocess, with_blur_scale
 
@@ -64,16 +65,20 @@ class FitSample:
 
 
 def draw_sample(scaled: da.Array, params: SegmentParams, stored: tuple[str, float, float] | None = None,
-                lamella: Lamella | None = None) -> FitSample:
+                lamella: Lamella | None = None, no_data: da.Array | None = None) -> FitSample:
     """Random interior voxels of the fitting slab and their (n, 125) float32 neighborhoods
     (``stored``: the blurred volume's store, min and max, read directly by each task).
 
-    With a found ``lamella`` (and no user z_fit) the voxels are drawn inside the ice slab only.
+    With a found ``lamella`` (and no user z_fit) the voxels are drawn inside the ice slab only;
+    the voxels of ``no_data`` (boolean, z, y, x: segment/nodata.py) are dropped from the draw.
     """
     if lamella is None or not lamella.found or params.z_fit is not None:
         coords = sample_voxels(scaled.shape, params.z_fit, params.max_fit_voxels, params.seed)
     else:
         coords = sample_in_lamella(scaled.shape, lamella, params.max_fit_voxels, params.seed)
+    if no_data is not None and len(coords):
+        drop = compute(no_data.vindex[coords[:, 0], coords[:, 1], coords[:, 2]], label="fit sample: voxels with data")[0]
+        coords = coords[~np.asarray(drop, bool)]
     return FitSample(coords, gather_neighborhoods(scaled, coords, stored=stored))
 
 
@@ -153,10 +158,12 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
     # a blur left to the size prior (sigma_vox None) follows the default prior here; runs pass their own
     params = with_blur_scale(params or SegmentParams(), DEFAULT_DIAMETER_A, voxel_size)
     timings = Timings()
+    host = data  # the no-data rule reads the tomogram on the host (scipy's filters)
     data = on_device(data, params.device)
     scratch = Path(image_path) / f".preprocessed-{uuid.uuid4().hex[:8]}"
     try:
-        return _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings, scratch)
+        return _segment(image_path, data, host, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings,
+                        scratch)
     except Exception as exc:  # cupy out of memory on a chunk: one line naming the chunk size to lower
         oom = gpu_memory_error(exc, data.chunksize)
         if oom is None:
@@ -166,7 +173,7 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
         remove(scratch)
 
 
-def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings, scratch):
+def _segment(image_path, data, host, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings, scratch):
     from ..io.omezarr import commit_labels, create_labels
 
     with timings.stage("preprocess"):
@@ -185,9 +192,13 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
             from ..progress import note
 
             note(f"lamella: {lamella.reason}")
+    no_data, no_data_report = None, {"mode": params.nodata}
+    if params.nodata == "auto":
+        with timings.stage("no_data"):
+            no_data, no_data_report = find_no_data(host, params.sigma_vox, str(scratch / "no-data"))
     if models is None:
         with timings.stage("sample"):
-            sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella)
+            sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella, no_data)
         with timings.stage("fit"):
             segs = fit_models(sample, pairs, params, release=True)
         del sample  # the sample (~0.5 GB at 1M voxels) is not needed by the label pass
@@ -201,6 +212,8 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
         raw = semantic_labels(scaled, decisions)
     if params.device == "gpu":
         raw = raw.map_blocks(to_host, dtype=np.uint8, meta=np.empty((0, 0, 0, 0), np.uint8))
+    if no_data is not None:  # unassigned like the faces' border: not counted, never a particle
+        raw = da.where(no_data.rechunk(raw.chunks[1:])[None], np.uint8(BORDER), raw)
     tmps, stores, counts = [], [], []
     try:
         for i, s in enumerate(segs):
@@ -225,8 +238,9 @@ def _segment(image_path, data, voxel_size, pairs, params, source, label_prefix, 
         for s, tmp in zip(segs, tmps):
             meta = {"step": "semantic_segmentation", "input": source, "features": s.features, "clusterer": s.clusterer,
                     "params": params.model_dump(mode="json"), "scaling": {"min": lo, "max": hi},
-                    "model": _model_meta(s), "cluster_counts": s.counts, "lamella": lamella.as_dict(), "orientation": s.orientation,
-                    "particle_cluster_id": 1, "labels": {"0": "background", "1": "particle", str(BORDER): "border (no neighborhood)"},
+                    "model": _model_meta(s), "cluster_counts": s.counts, "lamella": lamella.as_dict(), "no_data": no_data_report,
+                    "orientation": s.orientation,
+                    "particle_cluster_id": 1, "labels": {"0": "background", "1": "particle", str(BORDER): "border (no neighborhood) or no data"},
                     "timings_s": dict(timings), **(extra_meta or {}), **environment()}
             s.labels_path = commit_labels(image_path, f"{label_prefix}{s.name}", tmp, voxel_size, meta)
     except BaseException:
