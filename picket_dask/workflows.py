@@ -202,7 +202,8 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
            "voxel_size_A": list(grid.source_voxel_A), "working_grid": grid.as_dict(), "config": cfg.model_dump(mode="json"),
            "blur_sigma_vox": seg_params.sigma_vox,
            "shared_fit": shared_fit,
-           "segmentations": seg_meta, "lamella": lamella, "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+           "segmentations": seg_meta, "lamella": lamella,
+           "no_data": read_attrs(image / "labels" / f"semantic-{pairs[0][0]}-{pairs[0][1]}").get("no_data"), "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     res.run_json = write_run(tdir, doc)  # image and picks paths relative to tdir: the folder can be moved
     return res
 

@@ -69,6 +69,7 @@ def test_run_leaves_the_fill_unassigned(padded, tmp_path):
     last = 24 - 1 - CUBE // 2 + reach  # the last unassigned column: cube centres up to 21, grown by the reach
     assert (labels[:, :, :last + 1] == 255).all() and (labels[2:-2, 2:-2, last + 1:-2] != 255).all()
     assert meta["no_data"]["voxels"] == labels[:, :, :last + 1].size and meta["no_data"]["mode"] == "auto"
+    assert json.loads(res.run_json.read_text())["no_data"] == meta["no_data"]
     picks = pd.read_csv(res.picks["gabor-gmm-ws"]["csv"], comment="#")
     assert len(picks) and (picks.x > last).all()
     off = run(padded, tmp_path / "off", ["gabor-gmm-ws"], chunks=32, max_fit_voxels=50_000, nodata="off")[0]
