@@ -226,3 +226,22 @@ def test_rows_of_a_product_do_not_depend_on_how_many_are_multiplied():
                 idx = dp._recompute_rows(rows, len(x), p * cols)
                 got = x[idx] @ m
                 np.testing.assert_array_equal(got[rows] if len(idx) == len(x) else got[:k], full[rows])
+
+
+def test_recompute_shared_by_tiles_equals_float64_path():
+    """Unsure voxels of several tiles queued in one Recompute (flushed mid-way and at the end) get the
+    float64 path's labels of their own tile's product."""
+    rng = np.random.default_rng(11)
+    decs = [_decision(rng, 125, 30), _decision(rng, 125, 0)]
+    tiles = [rng.random((700, 125)).astype(np.float32).astype(np.float64) for _ in range(5)]
+    for x in tiles:
+        _centre(decs, x, rng.choice(len(x), 6, replace=False))  # boundary voxels in every tile
+    mixed = dp.MixedDecisions(decs, stacked_matrix(decs))
+    with threadpool_limits(limits=1):
+        rec = dp.Recompute(mixed, flush_rows=20)  # flushes after a few tiles, and once more at the end
+        got = [dp.certified_labels(mixed, x.astype(np.float32), lambda rows, x=x: x[rows], rec) for x in tiles]
+        rec.flush()
+        want = [_float64_labels(x, decs) for x in tiles]
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            np.testing.assert_array_equal(a, b)

@@ -15,7 +15,7 @@ import numpy as np
 from ..backend import get_xp
 from ..chunking import at_least, block_boxes, from_block_tasks
 from .clustering import Decision, scores_to_labels, stacked_matrix
-from .decision_precision import MixedDecisions, certified_labels
+from .decision_precision import MixedDecisions, Recompute, certified_labels
 from .features import fft_features_sliding
 from .neighborhoods import HALF, neighborhood_matrix, sliding_windows
 from .preprocess import read_scaled_block
@@ -118,6 +118,8 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
         use_mixed = MIXED_PRECISION[(space, xp is not np)] and not linear
         sample = _rank_sample(padded, size) if use_mixed and space == "neighborhood" else None  # DFT inputs are not neighborhoods
         mixed = MixedDecisions(decs, mats[space], xp, sample) if use_mixed else None
+        # the unsure voxels of all tiles go to the float64 path together; tiles' labels are written after it
+        recompute, deferred = (Recompute(mixed), []) if mixed is not None else (None, None)
         for (z0, z1), (y0, y1) in _tiles(space, Z, Y, X, size, linear, gpu):
             sub = padded[z0:z1 + 2 * half, y0:y1 + 2 * half]
             if space == "neighborhood" and linear and gpu and padded.dtype == xp.float32:
@@ -135,17 +137,25 @@ def label_block(padded, decisions: list[Decision], volume_shape: tuple[int, int,
                 win = sliding_windows(sub, xp, half)
                 if mixed is not None and sub.dtype == xp.float32:  # float32 data: x32 holds the inputs exactly
                     x32 = neighborhood_matrix(sub, xp, half)  # float32 (n, 125)
-                    labels = certified_labels(mixed, x32, lambda rows, win=win: _window_rows(win, rows, xp))
+                    labels = certified_labels(mixed, x32, lambda rows, win=win: _window_rows(win, rows, xp), recompute)
                 else:
                     labels = scores_to_labels(win.reshape(-1, size**3).astype(xp.float64) @ mats[space], decs, xp)
             else:
                 x = fft_features_sliding(sub, xp, size).reshape((z1 - z0) * (y1 - y0) * X, -1)
                 if mixed is not None:
-                    labels = certified_labels(mixed, x.astype(xp.float32), lambda rows, x=x: x[rows])
+                    labels = certified_labels(mixed, x.astype(xp.float32), lambda rows, x=x: x[rows], recompute)
                 else:
                     labels = scores_to_labels(x @ mats[space], decs, xp)
+            if recompute is not None and recompute.parts:  # this tile waits for its unsure voxels
+                deferred.append(((z0, z1), (y0, y1), labels))
+                continue
             for i, lab in zip(idx, labels):
                 out[i, z0:z1, y0:y1] = lab.reshape(z1 - z0, y1 - y0, X)
+        if recompute is not None:
+            recompute.flush()
+            for (z0, z1), (y0, y1), labels in deferred:
+                for i, lab in zip(idx, labels):
+                    out[i, z0:z1, y0:y1] = lab.reshape(z1 - z0, y1 - y0, X)
     if block_info is not None:
         loc = block_info[None]["array-location"][1:]
         for axis, (lo, hi) in enumerate(loc):

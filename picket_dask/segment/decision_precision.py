@@ -252,18 +252,63 @@ def _recompute_rows(rows, n: int, flops_per_row: int, xp=np):
     (``flops_per_row``: p x the matrix's columns), so that OpenBLAS uses the kernel the whole tile's
     product used; every row of the tile when that is not fewer."""
     k = int(rows.shape[0])
-    need = -(-(SMALL_GEMM + 1) // max(1, flops_per_row))
-    target = -(-max(k, need) // ROW_BLOCK) * ROW_BLOCK
+    target = _padded_count(k, flops_per_row)
     if target >= n:
         return xp.arange(n)
     return xp.concatenate([rows, xp.repeat(rows[-1:], target - k)]) if target > k else rows
 
 
-def certified_labels(mixed: MixedDecisions, x32, x64_rows) -> list:
+def _padded_count(k: int, flops_per_row: int) -> int:
+    """Rows a recompute of ``k`` rows multiplies: a multiple of ROW_BLOCK, more than SMALL_GEMM multiply-adds."""
+    need = -(-(SMALL_GEMM + 1) // max(1, flops_per_row))
+    return -(-max(k, need) // ROW_BLOCK) * ROW_BLOCK
+
+
+class Recompute:
+    """The unsure voxels of a block's tiles, relabelled by the float64 path in shared products.
+
+    One product per tile would be small (a few unsure rows of gabor-gmm's 0.1-0.6 %) and, padded past
+    SMALL_GEMM, mostly padding; here the rows of successive tiles are gathered (their float64 inputs,
+    at most ``flush_rows`` at a time: 16 MiB at 125 inputs) and multiplied together, each row's result
+    the one the tile's own product gives (the main kernel; tests/test_decision_precision.py). The tiles'
+    label arrays are completed in place by ``flush``: the caller writes them out after the last flush."""
+
+    def __init__(self, mixed: "MixedDecisions", flush_rows: int = 1 << 14):
+        self.mixed, self.flush_rows = mixed, flush_rows
+        self.x64, self.parts, self.n = [], [], 0
+
+    def add(self, x64, labels: list, rows) -> None:
+        """Queue float64 inputs ``x64`` (k, p) of tile ``rows`` (k,) whose ``labels`` (one array per decision) they fix."""
+        self.x64.append(x64)
+        self.parts.append((labels, rows))
+        self.n += int(rows.shape[0])
+        if self.n >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.n:
+            return
+        xp, m = self.mixed.xp, self.mixed
+        x = xp.concatenate(self.x64) if len(self.x64) > 1 else self.x64[0]
+        pad = _padded_count(self.n, int(x.shape[1]) * int(m.M64.shape[1])) - self.n
+        if pad:
+            x = xp.concatenate([x, xp.repeat(x[-1:], pad, axis=0)])
+        labs = scores_to_labels(x @ m.M64, m.decisions, xp)
+        at = 0
+        for labels, rows in self.parts:
+            k = int(rows.shape[0])
+            for lab, lab64 in zip(labels, labs):
+                lab[rows] = lab64[at:at + k]
+            at += k
+        self.x64, self.parts, self.n = [], [], 0
+
+
+def certified_labels(mixed: MixedDecisions, x32, x64_rows, recompute: Recompute | None = None) -> list:
     """Cluster ids (n,) uint8 per decision, equal to ``scores_to_labels(x64 @ M64)``'s.
 
     ``x32`` (n, p) float32: the inputs rounded to float32; ``x64_rows(rows)``: the float64 inputs
-    (len(rows), p) of those rows (called only when some voxel needs the float64 path)."""
+    (len(rows), p) of those rows (called only when some voxel needs the float64 path). With
+    ``recompute`` those rows are queued there and the labels are final after its ``flush``."""
     xp = mixed.xp
     labels, unsure = [], []
     for S, _, rows in mixed.scores_and_bounds(x32):
@@ -271,7 +316,9 @@ def certified_labels(mixed: MixedDecisions, x32, x64_rows) -> list:
         unsure.append(rows)
     rows = xp.unique(xp.concatenate(unsure)) if len(unsure) > 1 else unsure[0]
     k = int(rows.shape[0])
-    if k:
+    if k and recompute is not None:
+        recompute.add(x64_rows(rows), labels, rows)
+    elif k:
         padded = _recompute_rows(rows, int(x32.shape[0]), int(x32.shape[1]) * int(mixed.M64.shape[1]), xp)
         for lab, lab64 in zip(labels, scores_to_labels(x64_rows(padded) @ mixed.M64, mixed.decisions, xp)):
             lab[rows] = lab64[rows] if padded.shape[0] == x32.shape[0] else lab64[:k]  # the whole tile, or rows first
