@@ -15,7 +15,8 @@ multiply-adds: OpenBLAS's dgemm then runs its main kernel on every row, as on th
 bit-equal rows with one BLAS thread, as the label pass runs; an odd row count ends in a remainder kernel,
 and its AVX-512 builds send products of at most 100^3 multiply-adds to small-matrix kernels, both
 summing in another order, whose last bits differ). A tile too small for that is recomputed whole,
-the very product the float64 path forms. Should a BLAS still round such a row differently, its
+the very product the float64 path forms. The label pass gathers the unsure rows of a block's tiles
+and multiplies them together (``Recompute``): fewer, larger products, little padding. Should a BLAS still round such a row differently, its
 label could differ only where |s| <= B64, where the float64 path's own label is not determined by
 the data either (it already depends on the tile shape and on CPU vs GPU).
 
