@@ -309,7 +309,8 @@ def certified_labels(mixed: MixedDecisions, x32, x64_rows, recompute: Recompute 
 
     ``x32`` (n, p) float32: the inputs rounded to float32; ``x64_rows(rows)``: the float64 inputs
     (len(rows), p) of those rows (called only when some voxel needs the float64 path). With
-    ``recompute`` those rows are queued there and the labels are final after its ``flush``."""
+    ``recompute``, rows too few for a product of more than SMALL_GEMM multiply-adds are queued there
+    and the labels are final after its ``flush``; more are recomputed at once."""
     xp = mixed.xp
     labels, unsure = [], []
     for S, _, rows in mixed.scores_and_bounds(x32):
@@ -317,10 +318,11 @@ def certified_labels(mixed: MixedDecisions, x32, x64_rows, recompute: Recompute 
         unsure.append(rows)
     rows = xp.unique(xp.concatenate(unsure)) if len(unsure) > 1 else unsure[0]
     k = int(rows.shape[0])
-    if k and recompute is not None:
+    per_row = int(x32.shape[1]) * int(mixed.M64.shape[1])
+    if k and recompute is not None and k * per_row <= SMALL_GEMM:  # too few for the main kernel alone: shared
         recompute.add(x64_rows(rows), labels, rows)
     elif k:
-        padded = _recompute_rows(rows, int(x32.shape[0]), int(x32.shape[1]) * int(mixed.M64.shape[1]), xp)
+        padded = _recompute_rows(rows, int(x32.shape[0]), per_row, xp)
         for lab, lab64 in zip(labels, scores_to_labels(x64_rows(padded) @ mixed.M64, mixed.decisions, xp)):
             lab[rows] = lab64[rows] if padded.shape[0] == x32.shape[0] else lab64[:k]  # the whole tile, or rows first
     with _STATS_LOCK:
