@@ -230,12 +230,18 @@ def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], sig
     from .localize.context import detect_context
     from .segment.lamella import Lamella
 
-    lam = Lamella.from_dict(read_attrs(image / "labels" / f"semantic-{pair[0]}-{pair[1]}").get("lamella"), tomo.shape)
+    attrs = read_attrs(image / "labels" / f"semantic-{pair[0]}-{pair[1]}")
+    lam = Lamella.from_dict(attrs.get("lamella"), tomo.shape)
     if cfg.localize.context != "auto":
         return lam.as_dict(), {"mode": "off"}
     with timings.stage("context"):
         diameter = tuple(cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)
-        report = detect_context(image, lam, tomo.voxel_size, sigma_vox, diameter)
+        no_data = None
+        if (attrs.get("no_data") or {}).get("voxels"):  # step 1's unassigned voxels (255): the fill and the faces
+            from .io.omezarr import open_labels
+
+            no_data = open_labels(image, f"semantic-{pair[0]}-{pair[1]}")[0] == np.uint8(255)
+        report = detect_context(image, lam, tomo.voxel_size, sigma_vox, diameter, no_data)
     if report.get("warning"):
         from .progress import note
 

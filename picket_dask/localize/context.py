@@ -81,10 +81,13 @@ def extreme_density(image: da.Array, voxel_size_A: float, inside: da.Array, sigm
 
 
 def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], sigma_vox: float = 2.0,
-                   diameter_A: tuple[float, float] = (60.0, 400.0)) -> dict:
+                   diameter_A: tuple[float, float] = (60.0, 400.0), no_data: da.Array | None = None) -> dict:
     """Find the context of a converted tomogram and write ``<image>/labels/context``; return the report
     (rules, levels, masked voxels and their share of the box, number of masked objects).
-    ``diameter_A``: the particle-size prior (min, max), which tells membranes from particles."""
+    ``diameter_A``: the particle-size prior (min, max), which tells membranes from particles.
+    ``no_data``: boolean (z, y, x) of the voxels step 1 left unassigned for want of data
+    (segment/nodata.py): left out of the sample the levels are measured in (a constant fill would
+    pull the median and spreads that the gold and membrane thresholds rest on)."""
     from ..io.atomic import remove
     from ..io.omezarr import open_image
     from .membranes import bin_factor, binned
@@ -97,6 +100,9 @@ def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], 
         # the binned tomogram is read by the gold levels and again when the mask is formed: stored once
         small = stored(binned(image, f), str(scratch / "binned"), label="context: binned tomogram")
         inside_small = lamella.mask(small.chunks, extract=True, binning=f)
+        if no_data is not None:  # a binned voxel with any no-data voxel in its cube is not sample
+            nd = da.coarsen(np.any, no_data, {0: f, 1: f, 2: f}, trim_excess=True) if f > 1 else no_data
+            inside_small = inside_small & ~nd[tuple(slice(0, s) for s in small.shape)].rechunk(small.chunks)
         return _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, scratch)
     finally:
         remove(scratch)
