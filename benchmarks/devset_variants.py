@@ -1,7 +1,7 @@
 """The dev set changed the way users' tomograms differ, in its own layout, for devset_accuracy.py.
 
     python benchmarks/devset_variants.py [--data ../shared/devset] [--out /tmp/picket-variants]
-                                         [--variants bin2,14A,inverted,swap,int8]
+                                         [--variants bin2,14A,inverted,swap,int8,padded]
     python benchmarks/devset_accuracy.py --data /tmp/picket-variants/bin2 --tag T --workflows ... [-- run options]
 
 Variants (one folder each; truth and context coordinates mapped with the voxels):
@@ -10,7 +10,10 @@ Variants (one folder each; truth and context coordinates mapped with the voxels)
   (corner-aligned grids, as io/grid.py);
 - ``inverted``: contrast times -1 (protein bright);
 - ``swap``: y and x swapped (the tilt axis along x);
-- ``int8``: quantized to int8, MRC mode 0, 40 levels per standard deviation.
+- ``int8``: quantized to int8, MRC mode 0, 40 levels per standard deviation;
+- ``padded``: the first 32 columns of x and 24 rows of y set to 0 (a zero-filled margin, as a rotated or
+  trimmed reconstruction has; segment/nodata.py's rows ``exp-zero-margins*``); truth kept whole, so
+  score the imaged part (x >= 32, y >= 24) apart when comparing with the unpadded tomogram.
 Existing folders are kept (delete one to redraw it).
 """
 
@@ -24,7 +27,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 DEVSET = HERE.parent.parent / "shared" / "devset"
-VARIANTS = ("bin2", "14A", "inverted", "swap", "int8")
+VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded")
 
 
 def _map_csv(src: Path, dst: Path, ratio: float = 1.0, swap: bool = False) -> None:
@@ -55,6 +58,11 @@ def variant(data: np.ndarray, voxel_A: float, name: str) -> tuple[np.ndarray, fl
         return np.ascontiguousarray(data.transpose(0, 2, 1)), voxel_A, 1.0, True
     if name == "int8":
         return np.clip(np.round((data - data.mean()) / data.std() * 40), -128, 127).astype(np.int8), voxel_A, 1.0, False
+    if name == "padded":
+        out = data.copy()
+        out[:, :, :32] = 0.0
+        out[:, :24, :] = 0.0
+        return out, voxel_A, 1.0, False
     raise SystemExit(f"unknown variant {name!r}; use some of {', '.join(VARIANTS)}")
 
 
