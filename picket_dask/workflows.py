@@ -183,7 +183,7 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
                                        models=use, extra_meta={"shared_fit": shared_fit})
         timings.update({f"segment.{k}": v for k, v in seg_t.items()})
         seg_meta = {s.name: {"orientation": s.orientation, "cluster_counts": s.counts} for s in segs}
-    lamella, context = sample_context(image, tomo, cfg, pairs[0], seg_params.sigma_vox, timings)
+    lamella, no_data, context = sample_context(image, tomo, cfg, pairs[0], seg_params.sigma_vox, timings)
     res = TomogramResult(name, image, grid.source_shape, grid.source_voxel_A, timings=timings)
     for wf in cfg.workflows:
         res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings, grid)
@@ -202,8 +202,7 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
            "voxel_size_A": list(grid.source_voxel_A), "working_grid": grid.as_dict(), "config": cfg.model_dump(mode="json"),
            "blur_sigma_vox": seg_params.sigma_vox,
            "shared_fit": shared_fit,
-           "segmentations": seg_meta, "lamella": lamella,
-           "no_data": read_attrs(image / "labels" / f"semantic-{pairs[0][0]}-{pairs[0][1]}").get("no_data"), "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+           "segmentations": seg_meta, "lamella": lamella, "no_data": no_data, "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     res.run_json = write_run(tdir, doc)  # image and picks paths relative to tdir: the folder can be moved
     return res
 
@@ -223,21 +222,22 @@ def classify_stage(tdir: Path, workflows: list[str], timings: Timings) -> dict[s
 
 
 def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], sigma_vox: float,
-                   timings: Timings) -> tuple[dict, dict]:
-    """The lamella found by step 1 (from the label metadata) and, with ``context: auto``, the
-    context mask written as ``labels/context`` before any instances (gold found at the blur ``sigma_vox``,
-    voxels, that step 1 used); both as run.json records."""
+                   timings: Timings) -> tuple[dict, dict | None, dict]:
+    """The lamella and the no-data record found by step 1 (from the label metadata) and, with
+    ``context: auto``, the context mask written as ``labels/context`` before any instances (gold found
+    at the blur ``sigma_vox``, voxels, that step 1 used); all three as run.json records."""
     from .localize.context import detect_context
     from .segment.lamella import Lamella
 
     attrs = read_attrs(image / "labels" / f"semantic-{pair[0]}-{pair[1]}")
     lam = Lamella.from_dict(attrs.get("lamella"), tomo.shape)
+    nd = attrs.get("no_data")
     if cfg.localize.context != "auto":
-        return lam.as_dict(), {"mode": "off"}
+        return lam.as_dict(), nd, {"mode": "off"}
     with timings.stage("context"):
         diameter = tuple(cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)
         no_data = None
-        if (attrs.get("no_data") or {}).get("voxels"):  # step 1's unassigned voxels (255): the fill and the faces
+        if (nd or {}).get("voxels"):  # step 1's unassigned voxels (255): the fill and the faces
             from .io.omezarr import open_labels
 
             no_data = open_labels(image, f"semantic-{pair[0]}-{pair[1]}")[0] == np.uint8(255)
@@ -246,7 +246,7 @@ def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], sig
         from .progress import note
 
         note(f"context: {report['warning']}")
-    return lam.as_dict(), {"mode": "auto", **report}
+    return lam.as_dict(), nd, {"mode": "auto", **report}
 
 
 def fit_shared(paths: list[Path], cfg: RunConfig):

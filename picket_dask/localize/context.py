@@ -102,7 +102,7 @@ def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], 
         inside_small = lamella.mask(small.chunks, extract=True, binning=f)
         if no_data is not None:  # a binned voxel with any no-data voxel in its cube is not sample
             nd = da.coarsen(np.any, no_data, {0: f, 1: f, 2: f}, trim_excess=True) if f > 1 else no_data
-            inside_small = inside_small & ~nd[tuple(slice(0, s) for s in small.shape)].rechunk(small.chunks)
+            inside_small = inside_small & ~nd.rechunk(small.chunks)  # both trimmed to whole f^3 cubes
         return _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, scratch)
     finally:
         remove(scratch)
