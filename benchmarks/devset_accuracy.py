@@ -92,6 +92,9 @@ def main():
     tomos = sorted(data.glob("*.mrc"))
     if a.only:
         tomos = [t for t in tomos if t.stem in a.only.split(",")]
+    if not tomos:
+        raise SystemExit(f"{data}: no NAME.mrc here{' named in --only' if a.only else ''}; "
+                         "give --data a folder in the dev set's layout (benchmarks/devset_variants.py makes variants)")
     rows = []
     for t in tomos:
         out = Path(a.workdir) / (a.tag or "run") / t.stem

@@ -1,7 +1,7 @@
 """The dev set changed the way users' tomograms differ, in its own layout, for devset_accuracy.py.
 
     python benchmarks/devset_variants.py [--data ../shared/devset] [--out /tmp/picket-variants]
-                                         [--variants bin2,14A,inverted,swap,int8,padded]
+                                         [--variants bin2,14A,inverted,swap,int8,padded,tilted]
     python benchmarks/devset_accuracy.py --data /tmp/picket-variants/bin2 --tag T --workflows ... [-- run options]
 
 Variants (one folder each; truth and context coordinates mapped with the voxels):
@@ -13,7 +13,10 @@ Variants (one folder each; truth and context coordinates mapped with the voxels)
 - ``int8``: quantized to int8, MRC mode 0, 40 levels per standard deviation;
 - ``padded``: the first 32 columns of x and 24 rows of y set to 0 (a zero-filled margin, as a rotated or
   trimmed reconstruction has; segment/nodata.py's rows ``exp-zero-margins*``); truth kept whole, so
-  score the imaged part (x >= 32, y >= 24) apart when comparing with the unpadded tomogram.
+  score the imaged part (x >= 32, y >= 24) apart when comparing with the unpadded tomogram;
+- ``tilted``: the volume turned 8 degrees about y around its centre (linear interpolation), as a lamella milled at
+  an angle to the tilt axis lies in its reconstruction: the slab's top and bottom rise across x by ~36 voxels;
+  the corners the turn brings in are filled with the tomogram's mean (as IMOD's rotatevol fills them).
 Existing folders are kept (delete one to redraw it).
 """
 
@@ -27,14 +30,28 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 DEVSET = HERE.parent.parent / "shared" / "devset"
-VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded")
+VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded", "tilted")
+TILT_DEG = 8.0  # the ``tilted`` variant's rotation about y
 
 
-def _map_csv(src: Path, dst: Path, ratio: float = 1.0, swap: bool = False) -> None:
-    """Copy a truth/context CSV, voxel coordinates onto a grid ``ratio`` x coarser (shared corner) or y/x swapped."""
+def _turn_zx(shape, deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation by ``deg`` in the (z, x) plane about a (z, y, x) volume's centre: (matrix R, centre c);
+    a point p (z, y, x voxels) of the input lands at R (p - c) + c."""
+    a = np.radians(deg)
+    rot = np.array([[np.cos(a), 0.0, -np.sin(a)], [0.0, 1.0, 0.0], [np.sin(a), 0.0, np.cos(a)]])
+    return rot, (np.asarray(shape, float) - 1) / 2
+
+
+def _map_csv(src: Path, dst: Path, ratio: float = 1.0, swap: bool = False, turn=None) -> None:
+    """Copy a truth/context CSV, voxel coordinates onto a grid ``ratio`` x coarser (shared corner), y/x swapped,
+    or turned (``turn``: _turn_zx's (R, c))."""
     t = pd.read_csv(src)
     if swap:
         t["x"], t["y"] = t["y"].copy(), t["x"].copy()
+    if turn is not None:
+        rot, c = turn
+        zyx = (t[["z", "y", "x"]].to_numpy(float) - c) @ rot.T + c
+        t["z"], t["y"], t["x"] = zyx[:, 0], zyx[:, 1], zyx[:, 2]
     for c in "xyz":
         t[c] = (t[c] + 0.5) / ratio - 0.5
     t.to_csv(dst, index=False)
@@ -62,6 +79,11 @@ def variant(data: np.ndarray, voxel_A: float, name: str) -> tuple[np.ndarray, fl
         out = data.copy()
         out[:, :, :32] = 0.0
         out[:, :24, :] = 0.0
+        return out, voxel_A, 1.0, False
+    if name == "tilted":
+        rot, c = _turn_zx(data.shape, TILT_DEG)  # output voxel o reads input R^T (o - c) + c
+        out = ndi.affine_transform(data.astype(np.float64), rot.T, offset=c - rot.T @ c, order=1, mode="constant",
+                                   cval=float(data.mean()))
         return out, voxel_A, 1.0, False
     raise SystemExit(f"unknown variant {name!r}; use some of {', '.join(VARIANTS)}")
 
@@ -91,7 +113,7 @@ def main() -> None:
             for suffix in ("truth", "context"):
                 src = mrc.with_name(f"{mrc.stem}_{suffix}.csv")
                 if src.exists():
-                    _map_csv(src, tmp / src.name, ratio, swap)
+                    _map_csv(src, tmp / src.name, ratio, swap, _turn_zx(vol.shape, TILT_DEG) if name == "tilted" else None)
         tmp.rename(out)
         print(f"{out}: {name}")
 

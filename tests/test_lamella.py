@@ -116,3 +116,30 @@ def test_binned_mask_equals_coarsened_full_mask():
         assert 0 < want.mean() < 1
     box = Lamella.whole_box((10, 12, 14), "test").mask(((5,), (6,), (7,)), binning=2).compute()
     assert box.shape == (5, 6, 7) and box.all()
+
+
+def test_constant_fill_is_neither_vacuum_nor_ice():
+    """A turned reconstruction's corners hold a constant fill (no data): its local std is 0, which would
+    pass for the deepest vacuum and throw the vacuum level off; tiles without data are left out."""
+    from picket_dask.segment.lamella import tile_log_std
+    from picket_dask.segment.nodata import no_data_mask
+
+    vol, inside = slab_volume(lower=(20.0, 0.0, -0.1), upper=(44.0, 0.0, -0.1), shape=(64, 128, 128))
+    z = np.arange(64)[:, None, None]
+    x = np.arange(128)[None, None, :]
+    fill = np.broadcast_to((z < 6 - 0.14 * (x - 64)) | (z > 57 - 0.14 * (x - 64)), vol.shape)  # two wedges
+    raw = np.where(fill, np.float32(vol.mean()), vol).astype(np.float32)
+    mask = no_data_mask(da.from_array(raw, chunks=32), 1.0)  # the pipeline's: from the raw tomogram, blur sigma 1
+    assert np.asarray(mask)[fill].mean() > 0.9  # all but the wedges' thin tips (under the 5^3 cube)
+    data = da.from_array(ndi.gaussian_filter(raw, 1.0), chunks=32)  # what the lamella finder sees: the blurred volume
+    grid = tile_log_std(data, 16, mask)
+    assert np.isnan(grid).any() and not np.isnan(tile_log_std(data, 16)).any()
+    blind = detect_lamella(data, tile=16)
+    lam = detect_lamella(data, tile=16, no_data=mask)
+    assert lam.found, lam.reason
+    assert lam.lower[2] == pytest.approx(-0.1, abs=0.03) and lam.upper[2] == pytest.approx(-0.1, abs=0.03), lam.reason
+    core = lam.inside_block((0, 0, 0), vol.shape)
+    assert (core & inside).sum() / inside.sum() > 0.8 and (core & ~inside & ~fill).sum() / core.sum() < 0.15
+    # without the mask the fill is taken for vacuum: the slab's bounds are not followed as well
+    blind_core = blind.inside_block((0, 0, 0), vol.shape)
+    assert (blind_core & ~inside & ~fill).sum() > (core & ~inside & ~fill).sum()

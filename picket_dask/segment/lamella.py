@@ -36,13 +36,14 @@ import dask.array as da
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..backend import to_host
+from ..backend import asarray_like, to_host
 
 TILE_VOX = 32  # tile edge in y and x, voxels: enough voxels per tile for a stable std, fine enough to follow a tilt
 MIN_STEP = 0.12  # ice must have >= 13 % more local std than vacuum (log units) ...
 MIN_STEP_NOISE = 2.0  # ... and the step must stand this many robust noise SDs above the profile's wiggles
 RISE_FRACTION = 0.25  # a surface is where the local std has risen this share of the way from vacuum to ice
 MARGIN_FRACTION = 0.1  # extraction reaches this share of the ice thickness beyond each found surface
+MIN_TILE_DATA = 0.5  # a tile needs this share of voxels with data (not a constant fill) to have a local std
 
 
 @dataclass
@@ -143,18 +144,56 @@ class Lamella:
         return float(thick.mean() / self.shape[0])
 
 
-def tile_log_std(volume: da.Array, tile: int = TILE_VOX) -> np.ndarray:
-    """(z, ny//tile, nx//tile) log standard deviation of ``volume`` over 1 x tile x tile tiles (chunked)."""
-    v = volume.astype(np.float32)
-    axes = {1: tile, 2: tile}
-    m = da.coarsen(np.mean, v, axes, trim_excess=True)
-    m2 = da.coarsen(np.mean, v * v, axes, trim_excess=True)
+def tile_log_std(volume: da.Array, tile: int = TILE_VOX, no_data: da.Array | None = None) -> np.ndarray:
+    """(z, ny//tile, nx//tile) log standard deviation of ``volume`` over 1 x tile x tile tiles (chunked).
+
+    With a ``no_data`` mask (boolean, same shape: segment/nodata.py), the moments are taken over the
+    voxels with data only, and a tile with less than MIN_TILE_DATA of them is NaN (unknown, neither
+    vacuum nor ice: a constant fill has no local std at all and would pass for the deepest vacuum).
+    """
     from ..progress import compute
 
-    m, m2 = compute(m, m2, label="lamella: tile statistics")
-    m, m2 = to_host(m).astype(np.float64), to_host(m2).astype(np.float64)  # cupy chunks give device arrays
+    v = volume.astype(np.float32)
+    axes = {1: tile, 2: tile}
+    if no_data is None:
+        m = da.coarsen(np.mean, v, axes, trim_excess=True)
+        m2 = da.coarsen(np.mean, v * v, axes, trim_excess=True)
+        m, m2 = compute(m, m2, label="lamella: tile statistics")
+        m, m2 = to_host(m).astype(np.float64), to_host(m2).astype(np.float64)  # cupy chunks give device arrays
+        share = None
+    else:
+        w = (~no_data.rechunk(v.chunks)).astype(np.float32)
+        w = w.map_blocks(asarray_like, v, dtype=np.float32)  # the mask is host data; on the GPU path v is cupy
+        s0, s1, s2 = (da.coarsen(np.sum, a, axes, trim_excess=True) for a in (w, v * w, v * v * w))
+        s0, s1, s2 = (to_host(a).astype(np.float64) for a in compute(s0, s1, s2, label="lamella: tile statistics"))
+        share = s0 / float(tile * tile)
+        n = np.maximum(s0, 1.0)
+        m, m2 = s1 / n, s2 / n
     var = np.maximum(m2 - m ** 2, 1e-30)
-    return 0.5 * np.log(var)
+    out = 0.5 * np.log(var)
+    if share is not None:
+        out[share < MIN_TILE_DATA] = np.nan
+    return out
+
+
+def _fill_no_data(log_std: np.ndarray) -> np.ndarray | None:
+    """Tiles without data (NaN) take the value of the nearest slice with data in their own column, as the
+    faces' slices do (_flatten_faces); None when fewer than half the tile columns keep any data."""
+    out = np.array(log_std, copy=True)
+    bad = np.isnan(out)
+    if not bad.any():
+        return out
+    cols = (~bad).any(axis=0)
+    if cols.mean() < 0.5:
+        return None
+    z = np.arange(out.shape[0])
+    for j, i in zip(*np.nonzero(cols & bad.any(axis=0))):
+        ok = ~bad[:, j, i]
+        idx = np.searchsorted(z[ok], z).clip(0, ok.sum() - 1)  # the next slice with data, or the last one
+        prev = np.clip(idx - 1, 0, None)
+        near = np.where(np.abs(z[ok][prev] - z) < np.abs(z[ok][idx] - z), prev, idx)
+        out[:, j, i] = out[:, j, i][ok][near]
+    return out
 
 
 def box_fit(profile: np.ndarray, min_width: int = 1) -> tuple[int, int, float, float]:
@@ -227,8 +266,12 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
     nz = shape[0]
     if log_std.size == 0 or nz < 8:
         return Lamella.whole_box(shape, "volume too small to look for a lamella")
+    has_data = ~np.isnan(log_std).all(axis=0)  # tile columns with some data (tile_log_std's no-data tiles are NaN)
+    log_std = _fill_no_data(log_std)
+    if log_std is None:
+        return Lamella.whole_box(shape, "too little of the volume holds data to look for a lamella")
     log_std = _flatten_faces(log_std, edge)
-    prof = ndi.gaussian_filter1d(log_std.mean(axis=(1, 2)), 1.0, mode="nearest")
+    prof = ndi.gaussian_filter1d(log_std[:, has_data].mean(axis=1), 1.0, mode="nearest")
     min_width = max(4, nz // 10)  # a slab thinner than a tenth of the box is not what is being looked for
     z0, z1, a, b = box_fit(prof, min_width)
     if z0 < 0:
@@ -262,6 +305,8 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
     cy, cx, lo, hi = [], [], [], []
     for j in range(ty):
         for i in range(tx):
+            if not has_data[j, i]:
+                continue
             t0, t1, _, _ = box_fit(s[:, j, i], min_width)
             if t0 >= 0:
                 cy.append((j + 0.5) * tile)
@@ -302,9 +347,11 @@ def find_lamella(log_std: np.ndarray, shape: tuple[int, int, int], tile: int = T
 
 
 def detect_lamella(scaled: da.Array, tile: int = TILE_VOX, margin: float = MARGIN_FRACTION,
-                   sigma_vox: float = 2.0, neighborhood_size: int = 5) -> Lamella:
+                   sigma_vox: float = 2.0, neighborhood_size: int = 5, no_data: da.Array | None = None) -> Lamella:
     """The ice slab of a blurred (z, y, x) tomogram (blur ``sigma_vox``, features on
-    ``neighborhood_size``^3 neighbourhoods; see module docstring)."""
+    ``neighborhood_size``^3 neighbourhoods; see module docstring); ``no_data``: the voxels without
+    data (segment/nodata.py), left out of the tile statistics."""
     t = min(tile, max(4, min(scaled.shape[1], scaled.shape[2]) // 4))
     reach = int(np.ceil(2 * sigma_vox))
-    return find_lamella(tile_log_std(scaled, t), tuple(scaled.shape), t, margin, reach, reach + neighborhood_size // 2)
+    return find_lamella(tile_log_std(scaled, t, no_data), tuple(scaled.shape), t, margin, reach,
+                        reach + neighborhood_size // 2)

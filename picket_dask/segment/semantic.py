@@ -183,19 +183,19 @@ def _segment(image_path, data, host, voxel_size, pairs, params, source, label_pr
         keep = params.device == "gpu" and fits_on_device(int(np.prod(data.shape)) * 4)
         scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store, keep=keep,
                                     denoise=params.denoise)
-    lamella = Lamella.whole_box(data.shape, "lamella detection off")
-    if params.lamella == "auto":
-        with timings.stage("lamella"):
-            lamella = detect_lamella(scaled, margin=params.lamella_margin, sigma_vox=params.sigma_vox,
-                                     neighborhood_size=params.neighborhood_size)
-        if not lamella.found:
-            from ..progress import note
-
-            note(f"lamella: {lamella.reason}")
     no_data, no_data_report = None, {"mode": params.nodata}
     if params.nodata == "auto":
         with timings.stage("no_data"):
             no_data, no_data_report = find_no_data(host, params.sigma_vox, str(scratch / "no-data"))
+    lamella = Lamella.whole_box(data.shape, "lamella detection off")
+    if params.lamella == "auto":
+        with timings.stage("lamella"):
+            lamella = detect_lamella(scaled, margin=params.lamella_margin, sigma_vox=params.sigma_vox,
+                                     neighborhood_size=params.neighborhood_size, no_data=no_data)
+        if not lamella.found:
+            from ..progress import note
+
+            note(f"lamella: {lamella.reason}")
     if models is None:
         with timings.stage("sample"):
             sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella, no_data)
