@@ -1,7 +1,7 @@
 """The dev set changed the way users' tomograms differ, in its own layout, for devset_accuracy.py.
 
     python benchmarks/devset_variants.py [--data ../shared/devset] [--out /tmp/picket-variants]
-                                         [--variants bin2,14A,inverted,swap,int8,padded,tilted]
+                                         [--variants bin2,14A,inverted,swap,int8,padded,tilted,...]
     python benchmarks/devset_accuracy.py --data /tmp/picket-variants/bin2 --tag T --workflows ... [-- run options]
 
 Variants (one folder each; truth and context coordinates mapped with the voxels):
@@ -16,7 +16,11 @@ Variants (one folder each; truth and context coordinates mapped with the voxels)
   score the imaged part (x >= 32, y >= 24) apart when comparing with the unpadded tomogram;
 - ``tilted``: the volume turned 8 degrees about y around its centre (linear interpolation), as a lamella milled at
   an angle to the tilt axis lies in its reconstruction: the slab's top and bottom rise across x by ~36 voxels;
-  the corners the turn brings in are filled with the tomogram's mean (as IMOD's rotatevol fills them).
+  the corners the turn brings in are filled with the tomogram's mean (as IMOD's rotatevol fills them);
+- ``one-side``: slices 24.. only (the ice reaches the box's first slice: vacuum on one side, as when a
+  reconstruction's z range was chosen tight); ``no-vacuum``: slices 28..99 (the slab fills the box: the
+  lamella finder must leave it whole). Truth and context outside the kept slices are dropped
+  (context objects are kept when their centre is within their radius of the box).
 Existing folders are kept (delete one to redraw it).
 """
 
@@ -30,7 +34,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 DEVSET = HERE.parent.parent / "shared" / "devset"
-VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded", "tilted")
+VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded", "tilted", "one-side", "no-vacuum")
+CROPS = {"one-side": (24, None), "no-vacuum": (28, 100)}  # z slices kept (start, stop) by the crop variants
 TILT_DEG = 8.0  # the ``tilted`` variant's rotation about y
 
 
@@ -42,10 +47,16 @@ def _turn_zx(shape, deg: float) -> tuple[np.ndarray, np.ndarray]:
     return rot, (np.asarray(shape, float) - 1) / 2
 
 
-def _map_csv(src: Path, dst: Path, ratio: float = 1.0, swap: bool = False, turn=None) -> None:
+def _map_csv(src: Path, dst: Path, ratio: float = 1.0, swap: bool = False, turn=None, crop=None,
+             voxel_A: float = 10.0) -> None:
     """Copy a truth/context CSV, voxel coordinates onto a grid ``ratio`` x coarser (shared corner), y/x swapped,
-    or turned (``turn``: _turn_zx's (R, c))."""
+    turned (``turn``: _turn_zx's (R, c)) or cropped to slices ``crop`` = (start, stop) (points outside dropped)."""
     t = pd.read_csv(src)
+    if crop is not None:
+        z0, z1 = crop
+        reach = t["radius_nm"] * 10.0 / voxel_A if "object" in t.columns else 0.0  # a context object reaching in
+        t = t[(t["z"] >= z0 - 0.5 - reach) & (t["z"] < z1 - 0.5 + reach)].copy()
+        t["z"] = t["z"] - z0
     if swap:
         t["x"], t["y"] = t["y"].copy(), t["x"].copy()
     if turn is not None:
@@ -80,6 +91,9 @@ def variant(data: np.ndarray, voxel_A: float, name: str) -> tuple[np.ndarray, fl
         out[:, :, :32] = 0.0
         out[:, :24, :] = 0.0
         return out, voxel_A, 1.0, False
+    if name in CROPS:
+        z0, z1 = CROPS[name]
+        return np.ascontiguousarray(data[z0:z1]), voxel_A, 1.0, False
     if name == "tilted":
         rot, c = _turn_zx(data.shape, TILT_DEG)  # output voxel o reads input R^T (o - c) + c
         out = ndi.affine_transform(data.astype(np.float64), rot.T, offset=c - rot.T @ c, order=1, mode="constant",
@@ -113,7 +127,8 @@ def main() -> None:
             for suffix in ("truth", "context"):
                 src = mrc.with_name(f"{mrc.stem}_{suffix}.csv")
                 if src.exists():
-                    _map_csv(src, tmp / src.name, ratio, swap, _turn_zx(vol.shape, TILT_DEG) if name == "tilted" else None)
+                    _map_csv(src, tmp / src.name, ratio, swap, _turn_zx(vol.shape, TILT_DEG) if name == "tilted" else None,
+                             (CROPS[name][0], CROPS[name][1] or vol.shape[0]) if name in CROPS else None, vs)
         tmp.rename(out)
         print(f"{out}: {name}")
 
