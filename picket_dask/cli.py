@@ -104,7 +104,7 @@ def _config(args) -> RunConfig:
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
     for key, target in (("sigma_vox", seg), ("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
-                        ("kmeans_cut", seg), ("fit_schedule", seg), ("lamella", seg), ("resample", seg), ("nodata", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
+                        ("kmeans_cut", seg), ("fit_schedule", seg), ("lamella", seg), ("resample", seg), ("nodata", seg), ("extreme_refit", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
                         ("context", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
         v = getattr(args, key, None)
         if v is not None:
@@ -310,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lamella", choices=["auto", "off"], help="auto (default): find the ice slab, fit and pick inside it")
     r.add_argument("--nodata", choices=["auto", "off"], help="auto (default): leave constant fill regions (zero padding, "
                    "NaNs replaced by the mean) and their blurred edge unassigned; off: label every voxel (the reference)")
+    r.add_argument("--extreme-refit", dest="extreme_refit", choices=["auto", "off"], help="auto (default): a model "
+                   "whose particle cluster is mostly gold on the fit sample is fitted again without it; off: kept (the reference)")
     r.add_argument("--resample", choices=["auto", "off"], help="auto (default): pick a tomogram whose voxels are coarser "
                    "than 6 per smallest particle diameter (10 A for 60 A) on that grid; picks stay in the tomogram's "
                    "voxels. off: its own grid (faster on coarse tomograms)")

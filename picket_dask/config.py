@@ -30,9 +30,13 @@ DEFAULT_DIAMETER_A = (60.0, 400.0)
 # (below ~1 voxel a Gaussian hardly averages neighbours) and where the 5x5x5 neighbourhood still sees structure
 # (a blur wider than its half-width x 2 flattens it); voxels too coarse for the lower end are resampled (io/grid.py)
 SIGMA_RANGE_VOX = (1.0, 4.0)
+# Extreme density (gold): further from the ice median than this x the 99th percentile of |density - median|
+# inside the sample; the densest proteins (ribosomes) stay below ~3x, gold beads reach 7-10x; the 99th
+# percentile is not moved by gold unless it fills 1 % of the sample (localize/context.py, segment/extreme_class.py)
+EXTREME_FACTOR = 4.0
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
-REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
+REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
                      "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
@@ -80,6 +84,9 @@ class SegmentParams(_Strict):
         "auto", description="auto: voxels where the tomogram is a constant fill (constant over the 5x5x5 cube: zero "
         "padding, NaNs replaced by the mean), grown by 2 + 3 blur sigmas, are left unassigned (label 255): not "
         "sampled, counted or picked (segment/nodata.py); off: every voxel is labelled (the reference)")
+    extreme_refit: Literal["auto", "off"] = Field(
+        "auto", description="auto: a model whose smaller (particle) cluster is mostly extreme density (gold) on the "
+        "fit sample is fitted again without those rows (segment/extreme_class.py); off: kept (the reference)")
     lamella_margin: float = Field(0.1, ge=0, le=1, description="extraction reaches this share of the ice thickness beyond each found surface")
     denoise: Literal["none", "diffusion"] = Field(
         "none", description="edge-preserving denoising before the blur: diffusion (regularized Perona-Malik, "

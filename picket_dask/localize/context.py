@@ -28,12 +28,11 @@ import dask.array as da
 import numpy as np
 
 from ..chunking import at_least, stored, value_counts
+from ..config import EXTREME_FACTOR
 from .morphology import grow
 
 EXTREME = 1
 MEMBRANE = 2
-EXTREME_FACTOR = 4.0  # x the 99th percentile of |density - median|: the densest proteins (ribosomes) stay
-# below ~3x, gold beads reach 7-10x; the 99th percentile is not moved by gold unless it fills 1 % of the sample
 MAX_FRACTION = 0.3  # a mask larger than this is not gold and membranes: it is not applied
 CONTEXT_COLORS = [{"label-value": 0, "rgba": [0, 0, 0, 0]}, {"label-value": EXTREME, "rgba": [0, 160, 255, 200]},
                   {"label-value": MEMBRANE, "rgba": [160, 80, 255, 160]}]

@@ -230,6 +230,16 @@ def fit(method: str, features: np.ndarray, G: np.ndarray | None, space: str, see
     return model
 
 
+def sample_labels(model: FittedModel, features: np.ndarray, space: str) -> np.ndarray:
+    """Cluster ids (n,) uint8 of the fit sample's ``features`` under ``model``'s decision (in feature space:
+    the same rule its neighbourhood-space decision applies to voxels)."""
+    if model.method == "kmeans":
+        d = kmeans_decision(model.params["cluster_centers"], None, space, model.params.get("offset", 0.0))
+    else:
+        d = gmm_decision(model.params, None, space)
+    return np.concatenate([predict(d, np.asarray(features[i:i + ROWS], np.float64)) for i in range(0, len(features), ROWS)])
+
+
 def stacked_matrix(decisions: list[Decision]) -> np.ndarray:
     """The decisions' [V | u] matrices side by side: one product serves all of them."""
     return np.concatenate([d.matrix for d in decisions], axis=1)

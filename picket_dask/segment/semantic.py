@@ -23,11 +23,12 @@ from ..io.atomic import remove
 from ..progress import compute
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
-from .clustering import FittedModel, fit
+from .clustering import FittedModel, fit, sample_labels
 from .features import linear_operator, sample_features, select_gabor
 from .fit_threads import limited_threads, one_blas_thread_per_task
 from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
+from .extreme_class import GOLD_MARGIN_A, gold_rows, needs_refit
 from .nodata import find_no_data
 from .orientation import choose_orientation
 from .preprocess import preprocess, with_blur_scale
@@ -96,17 +97,23 @@ def sample_in_lamella(shape, lamella: Lamella, max_voxels: int | None, seed: int
 
 
 def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentParams,
-               release: bool = False) -> list[Segmentation]:
+               release: bool = False, voxel_A: float | None = None) -> list[Segmentation]:
     """Fit each (features, clusterer) pair on the sample; features computed from the sample only.
 
     One feature mode at a time: its float64 features are formed, every clusterer of that mode is
     fitted on them, and they are dropped. ``release``: the caller hands the sample over, and its
     neighborhoods are dropped as soon as the last mode's features exist (~0.5 GB at 1M voxels
-    less during that fit).
+    less during that fit). ``voxel_A``: the sample grid's voxel size, for the gold rows' margin
+    (extreme_class.py; None: a pooled sample, the extreme rows alone).
     """
     # intensities (125 float64 features, the largest) last: the neighborhoods are gone by its fit
     modes = sorted(dict.fromkeys(mode for mode, _ in pairs), key=lambda m: m == "intensities")
     fitted: dict[tuple[str, str], Segmentation] = {}
+    extreme = None
+    if params.extreme_refit == "auto" and sample.neighborhoods is not None:
+        reach = 0.0 if voxel_A is None else GOLD_MARGIN_A / float(voxel_A)
+        extreme = gold_rows(sample.neighborhoods, sample.coords, reach)
+        extreme = extreme if extreme.any() else None
     with limited_threads() as threads:  # BLAS/OpenMP threads = the cores idle now: no oversubscription
         for k, mode in enumerate(modes):
             gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
@@ -118,9 +125,22 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
             init = None  # k-means first: its fit is the mixture's k-means initialisation, not run twice
             for m, clusterer in sorted(pairs, key=lambda p: p[1] != "kmeans"):
                 if m == mode:
-                    model = fit(clusterer, f, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend,
-                                params.device, init, params.kmeans_cut, params.fit_schedule, threads)
-                    init, model.labels = (model.labels if clusterer == "kmeans" else init), None
+                    def fit_on(rows, init_labels):
+                        x = f if rows is None else f[rows]
+                        return fit(clusterer, x, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend,
+                                   params.device, init_labels, params.kmeans_cut, params.fit_schedule, threads)
+
+                    model = fit_on(None, init)
+                    if extreme is not None:
+                        refit, report = needs_refit(sample_labels(model, f, space), extreme)
+                        if refit:  # the smaller cluster is the gold: fit again on the rest (extreme_class.py)
+                            model = fit_on(~extreme, None)
+                            report["refitted_without_gold_rows"] = True
+                            init = None  # the k-means labels below cover the kept rows only
+                        model.params["extreme_class"] = report
+                    if clusterer == "kmeans":
+                        init = None if model.params.get("extreme_class", {}).get("refitted_without_gold_rows") else model.labels
+                    model.labels = None
                     fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
             del f, init
     return [fitted[p] for p in pairs]
@@ -200,7 +220,7 @@ def _segment(image_path, data, host, voxel_size, pairs, params, source, label_pr
         with timings.stage("sample"):
             sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella, no_data)
         with timings.stage("fit"):
-            segs = fit_models(sample, pairs, params, release=True)
+            segs = fit_models(sample, pairs, params, release=True, voxel_A=float(np.max(voxel_size)))
         del sample  # the sample (~0.5 GB at 1M voxels) is not needed by the label pass
     else:
         segs = [Segmentation(s.features, s.clusterer, s.model, s.gabor_idx) for s in models]

@@ -1,0 +1,76 @@
+"""When a clusterer spends its particle class on extreme density (gold), fit it again without it.
+
+Gold fiducials are an order of magnitude denser than protein. At a realistic dose (the dev set's
+SNR, 0.05-0.1) the particles' features barely leave the noise cloud while a few beads stand far
+out of it, and a two-cluster fit may make the beads (and their back-projection streaks) one cluster
+and everything else the other: the "particles" are then the beads, which the context stage masks,
+and a run gives a handful of picks (held-out scenes at 7 A voxels and dose 10: gabor-gmm 7 picks of
+268 particles, gabor-kmeans 0 of 52; benchmarks/heldout_scenes.py --dose 10, rows held601-d10).
+
+The check, per fitted model, on the fit sample itself: the rows whose 5^3 neighbourhood reaches
+extreme density by the context stage's own rule (|density - median| > EXTREME_FACTOR x the 99th
+percentile of |centre density - median|, config.EXTREME_FACTOR), and the rows within the context
+stage's margin of them (GOLD_MARGIN_A: the bead's blurred rim and its back-projection streaks,
+which the context mask removes anyway) are marked; when at least MOSTLY of the smaller cluster's
+rows (the cluster the orientation rule calls particles) are marked, the model is fitted again on
+the unmarked rows, and the labels' metadata say so. A model whose
+smaller cluster is not mostly extreme is kept as it was: an earlier trial that always dropped those
+rows moved k-means cuts on ordinary samples (README, rows ``v10-extremes``).
+
+Why by hand: no library has this rule; the fits are the clustering module's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import EXTREME_FACTOR
+
+GOLD_MARGIN_A = 60.0  # localize/context.py's default margin around extreme density
+MOSTLY = 0.5  # share of the smaller cluster's sample rows that are extreme for a refit
+ROWS = 65_536  # rows per pass (bounded temporaries)
+
+
+def extreme_rows(neighborhoods: np.ndarray) -> np.ndarray:
+    """(n,) bool: rows of a (n, k^3) sample of blurred neighbourhoods (centre in the middle column) that
+    reach extreme density anywhere in their neighbourhood (the context rule, from the sample's centres)."""
+    nb = np.asarray(neighborhoods)
+    n = len(nb)
+    if n == 0:
+        return np.zeros(0, bool)
+    centre = nb[:, nb.shape[1] // 2].astype(np.float64)
+    med = float(np.median(centre))
+    limit = EXTREME_FACTOR * float(np.percentile(np.abs(centre - med), 99))
+    out = np.empty(n, bool)
+    for i in range(0, n, ROWS):
+        part = nb[i:i + ROWS]
+        out[i:i + ROWS] = (part.max(axis=1) - med > limit) | (med - part.min(axis=1) > limit)
+    return out
+
+
+def gold_rows(neighborhoods: np.ndarray, coords: np.ndarray | None = None, reach_vox: float = 0.0) -> np.ndarray:
+    """(n,) bool: extreme_rows, and the rows whose voxel (``coords``, (n, 3) z y x) lies within ``reach_vox``
+    of one of them (0 or no coords: the extreme rows alone)."""
+    extreme = extreme_rows(neighborhoods)
+    if reach_vox <= 0 or coords is None or not extreme.any():
+        return extreme
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(np.asarray(coords, float)[extreme]).query(np.asarray(coords, float), distance_upper_bound=reach_vox + 1e-9)
+    return np.isfinite(d)
+
+
+def smaller_cluster_share(labels: np.ndarray, extreme: np.ndarray) -> tuple[int, float]:
+    """(the smaller cluster's id, the share of its rows that are extreme) of sample ``labels`` (0/1)."""
+    labels = np.asarray(labels)
+    small = int(np.mean(labels == 1) < 0.5)
+    rows = labels == small
+    return small, float(extreme[rows].mean()) if rows.any() else 0.0
+
+
+def needs_refit(labels: np.ndarray, extreme: np.ndarray) -> tuple[bool, dict]:
+    """Whether a model's smaller cluster is mostly gold rows (``extreme``: gold_rows), and the record for its metadata."""
+    small, share = smaller_cluster_share(labels, extreme)
+    report = {"gold_rows": int(extreme.sum()), "smaller_cluster_rows": int((np.asarray(labels) == small).sum()),
+              "smaller_cluster_gold_share": round(share, 4)}
+    return share >= MOSTLY, report
