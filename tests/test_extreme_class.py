@@ -5,7 +5,7 @@ import pytest
 
 from picket_dask.config import REFERENCE_SEGMENT, SegmentParams
 from picket_dask.segment.clustering import sample_labels
-from picket_dask.segment.extreme_class import extreme_rows, gold_rows, needs_refit
+from picket_dask.segment.extreme_class import extreme_rows, gold_rows, needs_refit, smaller_cluster
 from picket_dask.segment.semantic import FitSample, fit_models
 
 
@@ -35,13 +35,11 @@ def test_gold_rows_are_the_extreme_ones_and_their_margin():
 
 
 def test_needs_refit_only_when_the_smaller_cluster_is_mostly_gold():
-    labels = np.r_[np.zeros(900, np.uint8), np.ones(100, np.uint8)]
-    gold = np.zeros(1000, bool)
-    gold[950:] = True  # half of the smaller cluster
-    refit, report = needs_refit(labels, gold)
+    gold_labels = np.r_[np.ones(50, np.uint8), np.zeros(10, np.uint8)]  # 50 gold rows in cluster 1
+    refit, report = needs_refit(gold_labels, small=1, small_rows=100)
     assert refit and report["smaller_cluster_gold_share"] == 0.5 and report["smaller_cluster_rows"] == 100
-    gold[950:980] = False
-    assert not needs_refit(labels, gold)[0]
+    assert not needs_refit(gold_labels, small=1, small_rows=101)[0]
+    assert not needs_refit(gold_labels, small=0, small_rows=100)[0]
 
 
 @pytest.mark.parametrize("clusterer", ["kmeans", "gmm"])
@@ -54,6 +52,8 @@ def test_a_gold_particle_class_is_fitted_again(clusterer):
     small = int(np.mean(lab == 1) < 0.5)
     assert np.mean(kind[lab == small] == 2) > 0.9  # without the check the "particles" are the gold
     on = fit_models(FitSample(sample.coords, sample.neighborhoods.copy()), pairs, SegmentParams(**base), voxel_A=10.0)[0]
+    small, rows = smaller_cluster(off.model, len(kind))
+    assert abs(rows - np.sum(lab == small)) <= 0.02 * len(kind)  # weights x rows ~ hard counts
     report = on.model.params["extreme_class"]
     assert report["refitted_without_gold_rows"] and report["smaller_cluster_gold_share"] > 0.9
     lab = sample_labels(on.model, sample.neighborhoods.astype(np.float64), "neighborhood")

@@ -28,7 +28,7 @@ from .features import linear_operator, sample_features, select_gabor
 from .fit_threads import limited_threads, one_blas_thread_per_task
 from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
-from .extreme_class import GOLD_MARGIN_A, gold_rows, needs_refit
+from .extreme_class import GOLD_MARGIN_A, gold_rows, needs_refit, smaller_cluster
 from .nodata import find_no_data
 from .orientation import choose_orientation
 from .preprocess import preprocess, with_blur_scale
@@ -132,7 +132,8 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
 
                     model = fit_on(None, init)
                     if extreme is not None:
-                        refit, report = needs_refit(sample_labels(model, f, space), extreme)
+                        small, rows = smaller_cluster(model, len(f))
+                        refit, report = needs_refit(sample_labels(model, f[extreme], space), small, rows)
                         if refit:  # the smaller cluster is the gold: fit again on the rest (extreme_class.py)
                             model = fit_on(~extreme, None)
                             report["refitted_without_gold_rows"] = True
