@@ -336,9 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--orientation", choices=["size", "invert", "auto"], help="which cluster is particles (default size)")
     r.add_argument("--seed", type=int)
     r.add_argument("--kmeans-backend", choices=["sklearn", "dask-ml"])
-    r.add_argument("--kmeans-cut", choices=["mixture", "midpoint"], help="k-means boundary: mixture (default: moved "
+    r.add_argument("--kmeans-cut", choices=["mixture", "mirror", "midpoint"], help="k-means boundary: mixture (default: moved "
                    "where a 1-D Gaussian mixture along the k-means axis cuts, when it calls part of the particle "
-                   "cluster noise) or midpoint (the reference)")
+                   "cluster noise), mirror (moved to where the particle side holds twice the noise mirrored about the "
+                   "mode) or midpoint (the reference)")
     r.add_argument("--fit-schedule", choices=["coarse-to-fine", "exact"], help="coarse-to-fine (default: fit each Gaussian "
                    "mixture on every 8th sample row, then finish on the whole sample: a few full passes) or exact (scikit-learn's fit on the "
                    "whole sample, the reference)")

@@ -67,10 +67,11 @@ class SegmentParams(_Strict):
     num_sinusoids: int = Field(10, ge=2, description="Gabor frequencies per axis")
     num_gabor_features: int = Field(64, ge=1, description="Gabor filters kept (largest response std)")
     kmeans_backend: Literal["sklearn", "dask-ml"] = "sklearn"
-    kmeans_cut: Literal["mixture", "midpoint"] = Field(
+    kmeans_cut: Literal["mixture", "mirror", "midpoint"] = Field(
         "mixture", description="k-means boundary: mixture (default): moved along the k-means axis to where a 1-D "
         "two-Gaussian mixture of the sample's projections cuts, when that point lies inside the smaller k-means "
-        "cluster (part of it is noise); midpoint: the k-means boundary (the reference)")
+        "cluster (part of it is noise); mirror: to where the particle side holds twice the noise mirrored about "
+        "the projections' mode (clustering.mirror_cut); midpoint: the k-means boundary (the reference)")
     fit_schedule: Literal["coarse-to-fine", "exact"] = Field(
         "coarse-to-fine", description="coarse-to-fine (default): each Gaussian mixture is fitted on every 8th sample "
         "row first and that fit starts the EM on the whole sample (same stop rule, 2-7 full passes instead of 6-17; "

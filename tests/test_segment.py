@@ -387,3 +387,35 @@ def test_kmeans_mixture_cut_stands_when_the_mixture_gives_more():
     proj = np.concatenate([rng.normal(-3, 0.5, 50000), rng.normal(2.0, 2.5, 20000)])
     t, report = mixture_cut(proj, 42)
     assert t == 0.0 and "k-means boundary" in report["cut"]
+
+
+def test_mirror_cut_keeps_a_one_sided_tail_and_nothing_of_symmetric_noise():
+    """The noise is symmetric about its mode, the particles a tail on one side: the mirror cut keeps the tail;
+    a cloud with wide shoulders and no tail (a 2-Gaussian mixture's second component there) keeps ~nothing."""
+    from picket_dask.segment.clustering import mirror_cut
+
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0.0, 1.0, 200000)
+    tail = rng.normal(4.0, 1.0, 6000)
+    proj = np.concatenate([noise, tail]) - 0.5  # the k-means boundary a little inside the cloud, on the tail's side
+    t, report = mirror_cut(proj)
+    kept = proj > t
+    assert "mirror boundary" in report["cut"] and 0.015 < kept.mean() < 0.04
+    assert kept[200000:].mean() > 0.7 and kept[:200000].mean() < 0.01
+    shoulders = np.concatenate([rng.normal(0.0, 1.0, 150000), rng.normal(0.0, 2.0, 50000)]) - 0.5
+    t, report = mirror_cut(shoulders)
+    assert np.mean(shoulders > t) < 0.005
+
+
+def test_mixture_cut_hands_a_shoulder_fit_to_the_mirror():
+    """A sparse, faint tail in a cloud with wide shoulders: the mixture's second component is the shoulders
+    (mean within one noise SD), so the mirror places the cut, and keeps the tail's order of size."""
+    from picket_dask.segment.clustering import MIN_SEPARATION, mixture_cut
+
+    rng = np.random.default_rng(4)
+    noise = np.concatenate([rng.normal(0.0, 1.0, 120000), rng.normal(0.0, 1.8, 60000)])
+    proj = np.concatenate([noise, rng.normal(4.5, 1.0, 2000)]) - 0.3
+    t, report = mixture_cut(proj, 42)
+    assert report["mixture_separation"] < MIN_SEPARATION and "mirror boundary" in report["cut"]
+    kept = proj > t
+    assert kept.mean() < 0.03 and kept[-2000:].mean() > 0.3
