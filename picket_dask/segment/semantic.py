@@ -109,11 +109,11 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
     # intensities (125 float64 features, the largest) last: the neighborhoods are gone by its fit
     modes = sorted(dict.fromkeys(mode for mode, _ in pairs), key=lambda m: m == "intensities")
     fitted: dict[tuple[str, str], Segmentation] = {}
-    extreme = None
+    gold = None
     if params.extreme_refit == "auto" and sample.neighborhoods is not None:
         reach = 0.0 if voxel_A is None else GOLD_MARGIN_A / float(voxel_A)
-        extreme = gold_rows(sample.neighborhoods, sample.coords, reach)
-        extreme = extreme if extreme.any() else None
+        gold = gold_rows(sample.neighborhoods, sample.coords, reach)
+        gold = gold if gold.any() else None
     with limited_threads() as threads:  # BLAS/OpenMP threads = the cores idle now: no oversubscription
         for k, mode in enumerate(modes):
             gidx = select_gabor(sample.neighborhoods, params.num_gabor_features, params.num_sinusoids) if mode == "gabor" else None
@@ -125,26 +125,37 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
             init = None  # k-means first: its fit is the mixture's k-means initialisation, not run twice
             for m, clusterer in sorted(pairs, key=lambda p: p[1] != "kmeans"):
                 if m == mode:
-                    def fit_on(rows, init_labels):
-                        x = f if rows is None else f[rows]
-                        return fit(clusterer, x, None if mode == "intensities" else G, space, params.seed, params.kmeans_backend,
-                                   params.device, init_labels, params.kmeans_cut, params.fit_schedule, threads)
-
-                    model = fit_on(None, init)
-                    if extreme is not None:
-                        small, rows = smaller_cluster(model, len(f))
-                        refit, report = needs_refit(sample_labels(model, f[extreme], space), small, rows)
-                        if refit:  # the smaller cluster is the gold: fit again on the rest (extreme_class.py)
-                            model = fit_on(~extreme, None)
-                            report["refitted_without_gold_rows"] = True
-                            init = None  # the k-means labels below cover the kept rows only
-                        model.params["extreme_class"] = report
-                    if clusterer == "kmeans":
-                        init = None if model.params.get("extreme_class", {}).get("refitted_without_gold_rows") else model.labels
-                    model.labels = None
+                    model, init = _fit_checked(clusterer, f, None if mode == "intensities" else G, space, params, init,
+                                               threads, gold)
                     fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
             del f, init
     return [fitted[p] for p in pairs]
+
+
+def _fit_checked(clusterer: str, f: np.ndarray, G, space: str, params: SegmentParams, init, threads: int,
+                 gold: np.ndarray | None):
+    """One clusterer fitted on the sample's features ``f``, fitted again without the ``gold`` rows when its
+    smaller cluster is mostly those (extreme_class.py); returns the model and the k-means labels that
+    initialise the mixture after it (``init`` passed on for a mixture; None when they cover fewer rows)."""
+    def fit_on(rows, init_labels):
+        return fit(clusterer, f if rows is None else f[rows], G, space, params.seed, params.kmeans_backend,
+                   params.device, init_labels, params.kmeans_cut, params.fit_schedule, threads)
+
+    model = fit_on(None, init)
+    refitted = False
+    if gold is not None:
+        small, rows = smaller_cluster(model, len(f))
+        refitted, report = needs_refit(sample_labels(model, f[gold], space), small, rows)
+        if refitted:  # the smaller cluster is the gold: fit again on the rest
+            model = fit_on(~gold, None)
+            report["refitted_without_gold_rows"] = True
+        model.params["extreme_class"] = report
+    if clusterer == "kmeans":
+        init = None if refitted else model.labels
+    elif refitted:
+        init = None
+    model.labels = None
+    return model, init
 
 
 def _model_meta(seg: Segmentation) -> dict:
