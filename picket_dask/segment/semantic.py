@@ -24,11 +24,11 @@ from ..progress import compute
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit, sample_labels
+from .extreme_class import GOLD_MARGIN_A, gold_rows, needs_refit, smaller_cluster
 from .features import linear_operator, sample_features, select_gabor
 from .fit_threads import limited_threads, one_blas_thread_per_task
 from .lamella import Lamella, detect_lamella
 from .neighborhoods import gather_neighborhoods, sample_voxels
-from .extreme_class import GOLD_MARGIN_A, gold_rows, needs_refit, smaller_cluster
 from .nodata import find_no_data
 from .orientation import choose_orientation
 from .preprocess import preprocess, with_blur_scale
