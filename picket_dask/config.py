@@ -34,6 +34,7 @@ SIGMA_RANGE_VOX = (1.0, 4.0)
 # inside the sample; the densest proteins (ribosomes) stay below ~3x, gold beads reach 7-10x; the 99th
 # percentile is not moved by gold unless it fills 1 % of the sample (localize/context.py, segment/extreme_class.py)
 EXTREME_FACTOR = 4.0
+EXTREME_MARGIN_A = 60.0  # extreme voxels grown by this much: a bead's blurred rim and its back-projection streaks
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
 REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",

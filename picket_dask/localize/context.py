@@ -28,7 +28,7 @@ import dask.array as da
 import numpy as np
 
 from ..chunking import at_least, stored, value_counts
-from ..config import EXTREME_FACTOR
+from ..config import EXTREME_FACTOR, EXTREME_MARGIN_A
 from .morphology import grow
 
 EXTREME = 1
@@ -61,7 +61,7 @@ def robust_levels(blurred: da.Array, inside: da.Array, stride: int = 4) -> tuple
 
 
 def extreme_density(image: da.Array, voxel_size_A: float, inside: da.Array, sigma_vox: float = 2.0,
-                    margin_A: float = 60.0) -> Context:
+                    margin_A: float = EXTREME_MARGIN_A) -> Context:
     """Mask of extreme-density objects (gold) grown by ``margin_A``; ``inside``: the sample (lamella)."""
     from dask_image.ndfilters import gaussian_filter
 
