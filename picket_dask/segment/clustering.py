@@ -141,6 +141,13 @@ def kmeans_decision(centres: np.ndarray, G: np.ndarray | None, space: str, offse
     return Decision(np.zeros((len(u), 0)), np.zeros(0), u, c, space)
 
 
+def towards_smaller(proj: np.ndarray) -> tuple[int, np.ndarray]:
+    """(the smaller k-means cluster's id, the decision values ``proj`` (> 0: cluster 1) signed so that > 0 is
+    that cluster): the side both cuts move the boundary towards."""
+    small = int(np.mean(proj > 0) < 0.5)
+    return small, (proj if small == 1 else -proj)
+
+
 def mixture_cut(proj: np.ndarray, seed: int = 42, threads: int = 1) -> tuple[float, dict]:
     """Where along a 2-means axis to cut: where a 1-D two-Gaussian mixture favours the smaller side.
 
@@ -164,8 +171,7 @@ def mixture_cut(proj: np.ndarray, seed: int = 42, threads: int = 1) -> tuple[flo
     from .gmm_em import fit_gaussian_mixture, posterior
 
     p = np.asarray(proj, np.float64)
-    small = int(np.mean(p > 0) < 0.5)
-    s = p if small == 1 else -p  # > 0: the smaller cluster
+    small, s = towards_smaller(p)
     # on every row: fitted on the coarse rows instead, the particle tail (3-4 % of a sparse sample)
     # moved the cut enough for 6-9 % more particle voxels and 12-21 % more picks (dev set, rows v7)
     # GaussianMixture(2, random_state=seed).fit(s[:, None]) to rounding (gmm_em's one-feature EM);
@@ -211,8 +217,7 @@ def mirror_cut(proj: np.ndarray) -> tuple[float, dict]:
     from scipy.ndimage import gaussian_filter1d
 
     p = np.asarray(proj, np.float64)
-    small = int(np.mean(p > 0) < 0.5)
-    s = p if small == 1 else -p  # > 0: the smaller cluster
+    small, s = towards_smaller(p)
     lo, hi = np.percentile(s, [0.05, 99.95])
     counts, edges = np.histogram(s, bins=MIRROR_BINS, range=(float(lo), float(hi)))
     centres = 0.5 * (edges[1:] + edges[:-1])

@@ -10,8 +10,8 @@ and a run gives a handful of picks (held-out scenes at 7 A voxels and dose 10: g
 The check, per fitted model, on the fit sample itself: the rows whose 5^3 neighbourhood reaches
 extreme density by the context stage's own rule (|density - median| > EXTREME_FACTOR x the 99th
 percentile of |centre density - median|) and the rows within the context stage's margin of them
-(GOLD_MARGIN_A: the bead's blurred rim and its back-projection streaks, which the context mask
-removes anyway) are the gold rows; when at least MOSTLY of the smaller cluster's rows (the cluster
+(config.EXTREME_MARGIN_A: the bead's blurred rim and its back-projection streaks, which the context
+mask removes anyway) are the gold rows; when at least MOSTLY of the smaller cluster's rows (the cluster
 the orientation rule calls particles) are gold rows, the model is fitted again without them, and
 the labels' metadata say so (``extreme_class``). Only the gold rows are predicted: the smaller
 cluster's size is k-means' hard count on the sample or the mixture's weight times the rows. A
@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import EXTREME_FACTOR, EXTREME_MARGIN_A
+from ..config import EXTREME_FACTOR
 
-GOLD_MARGIN_A = EXTREME_MARGIN_A  # the context stage's margin around extreme density
 MOSTLY = 0.5  # share of the smaller cluster's sample rows that are gold rows for a refit
 ROWS = 65_536  # rows per pass (bounded temporaries)
 

@@ -17,14 +17,14 @@ import numpy as np
 
 from ..backend import fits_on_device, gpu_memory_error, gpu_problem, to_host
 from ..chunking import open_for_writing, value_counts
-from ..config import DEFAULT_DIAMETER_A, SegmentParams
+from ..config import DEFAULT_DIAMETER_A, EXTREME_MARGIN_A, SegmentParams
 from ..errors import PicketError
 from ..io.atomic import remove
 from ..progress import compute
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit, sample_labels
-from .extreme_class import GOLD_MARGIN_A, gold_rows, needs_refit, smaller_cluster
+from .extreme_class import gold_rows, needs_refit, smaller_cluster
 from .features import linear_operator, sample_features, select_gabor
 from .fit_threads import limited_threads, one_blas_thread_per_task
 from .lamella import Lamella, detect_lamella
@@ -111,7 +111,7 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
     fitted: dict[tuple[str, str], Segmentation] = {}
     gold = None
     if params.extreme_refit == "auto" and sample.neighborhoods is not None:
-        reach = 0.0 if voxel_A is None else GOLD_MARGIN_A / float(voxel_A)
+        reach = 0.0 if voxel_A is None else EXTREME_MARGIN_A / float(voxel_A)
         gold = gold_rows(sample.neighborhoods, sample.coords, reach)
         gold = gold if gold.any() else None
     with limited_threads() as threads:  # BLAS/OpenMP threads = the cores idle now: no oversubscription
@@ -150,10 +150,8 @@ def _fit_checked(clusterer: str, f: np.ndarray, G, space: str, params: SegmentPa
             model = fit_on(~gold, None)
             report["refitted_without_gold_rows"] = True
         model.params["extreme_class"] = report
-    if clusterer == "kmeans":
-        init = None if refitted else model.labels
-    elif refitted:
-        init = None
+    # the next mixture starts from these k-means labels; a refit's cover fewer rows than the sample
+    init = None if refitted else (model.labels if clusterer == "kmeans" else init)
     model.labels = None
     return model, init
 
