@@ -104,7 +104,7 @@ def _config(args) -> RunConfig:
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
     for key, target in (("sigma_vox", seg), ("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
-                        ("kmeans_cut", seg), ("fit_schedule", seg), ("lamella", seg), ("resample", seg), ("nodata", seg), ("extreme_refit", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
+                        ("kmeans_cut", seg), ("gmm_starts", seg), ("fit_schedule", seg), ("lamella", seg), ("resample", seg), ("nodata", seg), ("extreme_refit", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
                         ("context", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
         v = getattr(args, key, None)
         if v is not None:
@@ -340,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "where a 1-D Gaussian mixture along the k-means axis cuts, when it calls part of the particle "
                    "cluster noise), mirror (moved to where the particle side holds twice the noise mirrored about the "
                    "mode) or midpoint (the reference)")
+    r.add_argument("--gmm-starts", choices=["kmeans+tail", "kmeans"], help="Gaussian-mixture starts: kmeans+tail (default: "
+                   "EM from k-means' labels and from the sample's outer 3 %%, the more likely fit kept) or kmeans (the reference)")
     r.add_argument("--fit-schedule", choices=["coarse-to-fine", "exact"], help="coarse-to-fine (default: fit each Gaussian "
                    "mixture on every 8th sample row, then finish on the whole sample: a few full passes) or exact (scikit-learn's fit on the "
                    "whole sample, the reference)")

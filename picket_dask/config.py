@@ -38,7 +38,7 @@ EXTREME_MARGIN_A = 60.0  # extreme voxels grown by this much: a bead's blurred r
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
 REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
-                     "fit_schedule": "exact"}
+                     "gmm_starts": "kmeans", "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
                       "max_picks": None, "fdr": None}
@@ -73,6 +73,10 @@ class SegmentParams(_Strict):
         "two-Gaussian mixture of the sample's projections cuts, when that point lies inside the smaller k-means "
         "cluster (part of it is noise); mirror: to where the particle side holds twice the noise mirrored about "
         "the projections' mode (clustering.mirror_cut); midpoint: the k-means boundary (the reference)")
+    gmm_starts: Literal["kmeans+tail", "kmeans"] = Field(
+        "kmeans+tail", description="where each Gaussian mixture's EM starts: kmeans+tail (default): from k-means' labels "
+        "and from the sample's outer 3 % (farthest from its mean, Mahalanobis); the fit with the higher likelihood is "
+        "kept (clustering.tail_labels); kmeans: k-means' labels only (the reference)")
     fit_schedule: Literal["coarse-to-fine", "exact"] = Field(
         "coarse-to-fine", description="coarse-to-fine (default): each Gaussian mixture is fitted on every 8th sample "
         "row first and that fit starts the EM on the whole sample (same stop rule, 2-7 full passes instead of 6-17; "

@@ -57,8 +57,8 @@ def fit_six(vol=None):
 
     vol = noisy_phantom() if vol is None else vol
     scaled, _, _ = preprocess(da.from_array(vol, chunks=vol.shape))
-    # the reference's k-means boundary: these models are compared with scikit-learn's own (the method)
-    params = SegmentParams(max_fit_voxels=3000, num_gabor_features=16, kmeans_cut="midpoint")
+    # the reference's k-means boundary and mixture start: these models are compared with scikit-learn's own (the method)
+    params = SegmentParams(max_fit_voxels=3000, num_gabor_features=16, kmeans_cut="midpoint", gmm_starts="kmeans")
     coords = sample_voxels(vol.shape, None, params.max_fit_voxels, params.seed)
     sample = FitSample(coords, gather_neighborhoods(scaled, coords))
     return vol, scaled.compute(), sample, fit_models(sample, SIX_PAIRS, params)

@@ -94,6 +94,7 @@ def test_reference_preset_turns_everything_off_but_explicit_keys_win():
     ref = RunConfig(preset="reference")
     assert ref.segment.lamella == "off" and ref.localize.context == "off" and ref.localize.particle_diameter_A is None
     assert ref.segment.kmeans_cut == "midpoint" and RunConfig().segment.kmeans_cut == "mixture"
+    assert ref.segment.gmm_starts == "kmeans" and RunConfig().segment.gmm_starts == "kmeans+tail"
     mixed = RunConfig(preset="reference", segment={"lamella": "auto"})
     assert mixed.segment.lamella == "auto" and mixed.localize.context == "off"
     default = RunConfig()

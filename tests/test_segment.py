@@ -419,3 +419,58 @@ def test_mixture_cut_hands_a_shoulder_fit_to_the_mirror():
     assert report["mixture_separation"] < MIN_SEPARATION and "mirror boundary" in report["cut"]
     kept = proj > t
     assert kept.mean() < 0.03 and kept[-2000:].mean() > 0.3
+
+
+def _flat_noise_with_tail(n=30000, seed=5):
+    """A flat-topped noise cloud (uneven about its middle, as a background's slow swings make it) that EM from
+    k-means' labels splits near its middle, and a thin tail of 'particles' (2 %) on one side."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4))
+    x[:, 0] = np.where(rng.random(n) < 0.6, rng.uniform(-2.0, 0.0, n), rng.uniform(0.0, 2.0, n))
+    tail = rng.random(n) < 0.02
+    x[tail, 0] += 6.0
+    return x, tail
+
+
+@pytest.mark.parametrize("n", [30000, 60000])  # 60k: the second start is tried on a probe of 15k rows first
+def test_gmm_tail_start_wins_when_more_likely(n):
+    """The mixture started from the outer rows reaches a more likely fit than from k-means' labels (which
+    halve the noise), and that fit's smaller cluster is the tail; the k-means start alone is the reference's."""
+    from picket_dask.segment.clustering import PROBE_MIN_ROWS, PROBE_STEP, fit, predict
+
+    x, tail = _flat_noise_with_tail(n)
+    ref = fit("gmm", x.copy(), None, "neighborhood", 42, gmm_starts="kmeans")
+    two = fit("gmm", x.copy(), None, "neighborhood", 42, gmm_starts="kmeans+tail")
+    small = lambda lab: (lab if lab.mean() < 0.5 else 1 - lab).astype(bool)  # noqa: E731
+    a, b = small(predict(ref.decision, x)), small(predict(two.decision, x))
+    assert a.mean() > 0.3 and tail[a].mean() < 0.1 and "starts" not in ref.params
+    report = two.params["starts"]
+    assert report["kept"] == "tail" and report["tail_lower_bound"] > report["kmeans_lower_bound"]
+    assert ("probe_rows" in report) == (n // PROBE_STEP >= PROBE_MIN_ROWS)
+    assert report["kmeans_lower_bound"] == round(ref.params["lower_bound"], 6)
+    assert 0.015 < b.mean() < 0.03 and tail[b].mean() > 0.95 and b[tail].mean() > 0.95
+
+
+def test_gmm_tail_start_loses_to_kmeans_on_two_real_clusters():
+    """Two comparable populations: both starts reach the same fit (within the EM's tolerance), k-means' is kept."""
+    from picket_dask.segment.clustering import fit, predict
+
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(0, 1, (9000, 4)), rng.normal(0, 2, (3000, 4)) + [7, 0, 0, 0]])
+    ref = fit("gmm", x.copy(), None, "neighborhood", 42, gmm_starts="kmeans")
+    two = fit("gmm", x.copy(), None, "neighborhood", 42, gmm_starts="kmeans+tail")
+    report = two.params["starts"]
+    assert abs(report["kmeans_lower_bound"] - report["tail_lower_bound"]) < 1e-3 and report["kept"] == "kmeans"
+    assert (predict(ref.decision, x) == predict(two.decision, x)).mean() > 0.999
+
+
+def test_tail_labels_mark_the_outer_share():
+    from picket_dask.segment.clustering import TAIL_START_SHARE, tail_labels
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(20000, 3)) * [1.0, 5.0, 0.2]  # unequal spreads: the distance is Mahalanobis, not Euclidean
+    lab = tail_labels(x)
+    assert lab.dtype == np.uint8 and abs(lab.mean() - TAIL_START_SHARE) < 1e-3
+    z = x / x.std(axis=0)
+    d2 = (z ** 2).sum(axis=1)
+    assert d2[lab == 1].min() >= np.quantile(d2, 1 - TAIL_START_SHARE) * 0.95

@@ -139,7 +139,7 @@ def _fit_checked(clusterer: str, f: np.ndarray, G, space: str, params: SegmentPa
     initialise the mixture after it (``init`` passed on for a mixture; None when they cover fewer rows)."""
     def fit_on(rows, init_labels):
         return fit(clusterer, f if rows is None else f[rows], G, space, params.seed, params.kmeans_backend,
-                   params.device, init_labels, params.kmeans_cut, params.fit_schedule, threads)
+                   params.device, init_labels, params.kmeans_cut, params.fit_schedule, threads, params.gmm_starts)
 
     model = fit_on(None, init)
     refitted = False
