@@ -72,7 +72,7 @@ class SegmentParams(_Strict):
         "mixture", description="k-means boundary: mixture (default): moved along the k-means axis to where a 1-D "
         "two-Gaussian mixture of the sample's projections cuts, when that point lies inside the smaller k-means "
         "cluster (part of it is noise); mirror: to where the particle side holds twice the noise mirrored about "
-        "the projections' mode (clustering.mirror_cut); midpoint: the k-means boundary (the reference)")
+        "the projections' mode (kmeans_cut.mirror_cut); midpoint: the k-means boundary (the reference)")
     gmm_starts: Literal["kmeans+tail", "kmeans"] = Field(
         "kmeans+tail", description="where each Gaussian mixture's EM starts: kmeans+tail (default): from k-means' labels "
         "and from the sample's outer 3 % (farthest from its mean, Mahalanobis); the fit with the higher likelihood is "

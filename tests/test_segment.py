@@ -253,7 +253,7 @@ def test_mixture_cut_equals_the_scikit_learn_cut():
     """mixture_cut's cut equals the one from scikit-learn's GaussianMixture and predict_proba."""
     from sklearn.mixture import GaussianMixture
 
-    from picket_dask.segment.clustering import mixture_cut
+    from picket_dask.segment.kmeans_cut import mixture_cut
 
     rng = np.random.default_rng(5)
     for tail in (0.04, 0.3):
@@ -381,7 +381,7 @@ def test_kmeans_mixture_cut_keeps_two_real_clusters():
 def test_kmeans_mixture_cut_stands_when_the_mixture_gives_more():
     """When the mixture's particle side reaches beyond the k-means boundary (a wide smaller population),
     the k-means boundary stands."""
-    from picket_dask.segment.clustering import mixture_cut
+    from picket_dask.segment.kmeans_cut import mixture_cut
 
     rng = np.random.default_rng(2)
     proj = np.concatenate([rng.normal(-3, 0.5, 50000), rng.normal(2.0, 2.5, 20000)])
@@ -392,7 +392,7 @@ def test_kmeans_mixture_cut_stands_when_the_mixture_gives_more():
 def test_mirror_cut_keeps_a_one_sided_tail_and_nothing_of_symmetric_noise():
     """The noise is symmetric about its mode, the particles a tail on one side: the mirror cut keeps the tail;
     a cloud with wide shoulders and no tail (a 2-Gaussian mixture's second component there) keeps ~nothing."""
-    from picket_dask.segment.clustering import mirror_cut
+    from picket_dask.segment.kmeans_cut import mirror_cut
 
     rng = np.random.default_rng(3)
     noise = rng.normal(0.0, 1.0, 200000)
@@ -410,7 +410,7 @@ def test_mirror_cut_keeps_a_one_sided_tail_and_nothing_of_symmetric_noise():
 def test_mixture_cut_hands_a_shoulder_fit_to_the_mirror():
     """A sparse, faint tail in a cloud with wide shoulders: the mixture's second component is the shoulders
     (mean within one noise SD), so the mirror places the cut, and keeps the tail's order of size."""
-    from picket_dask.segment.clustering import MIN_SEPARATION, mixture_cut
+    from picket_dask.segment.kmeans_cut import MIN_SEPARATION, mixture_cut
 
     rng = np.random.default_rng(4)
     noise = np.concatenate([rng.normal(0.0, 1.0, 120000), rng.normal(0.0, 1.8, 60000)])
