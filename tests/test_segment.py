@@ -474,3 +474,18 @@ def test_tail_labels_mark_the_outer_share():
     z = x / x.std(axis=0)
     d2 = (z ** 2).sum(axis=1)
     assert d2[lab == 1].min() >= np.quantile(d2, 1 - TAIL_START_SHARE) * 0.95
+
+
+def test_fit_turns_are_told_on_the_console(capsys, monkeypatch):
+    """A refit without the gold and a mixture kept from the outer start each get one line; a plain fit none."""
+    from picket_dask import progress
+    from picket_dask.segment.semantic import _note_fit
+
+    monkeypatch.setattr(progress, "_QUIET", [False])
+
+    _note_fit("gabor-gmm", {"extreme_class": {"smaller_cluster_gold_share": 0.93, "refitted_without_gold_rows": True},
+                            "starts": {"kept": "tail", "kmeans_lower_bound": 366.7227, "tail_lower_bound": 366.7360}})
+    _note_fit("gabor-kmeans", {"extreme_class": {"smaller_cluster_gold_share": 0.01}, "offset": 0.0})
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "gabor-gmm: fitted again without the gold rows (93% of its smaller cluster" in lines[0]
+    assert "outer rows" in lines[1] and "+0.013 per row" in lines[1]

@@ -127,6 +127,7 @@ def fit_models(sample: FitSample, pairs: list[tuple[str, str]], params: SegmentP
                 if m == mode:
                     model, init = _fit_checked(clusterer, f, None if mode == "intensities" else G, space, params, init,
                                                threads, gold)
+                    _note_fit(f"{mode}-{clusterer}", model.params)
                     fitted[(m, clusterer)] = Segmentation(mode, clusterer, model, None if gidx is None else [int(i) for i in gidx])
             del f, init
     return [fitted[p] for p in pairs]
@@ -154,6 +155,20 @@ def _fit_checked(clusterer: str, f: np.ndarray, G, space: str, params: SegmentPa
     init = None if refitted else (model.labels if clusterer == "kmeans" else init)
     model.labels = None
     return model, init
+
+
+def _note_fit(name: str, params: dict) -> None:
+    """One console line when the fit took a turn a user should know of (the label metadata has the numbers)."""
+    from ..progress import note
+
+    gold = params.get("extreme_class", {})
+    if gold.get("refitted_without_gold_rows"):
+        note(f"{name}: fitted again without the gold rows ({gold['smaller_cluster_gold_share']:.0%} of its smaller "
+             "cluster were gold)")
+    starts = params.get("starts", {})
+    if starts.get("kept") == "tail":
+        note(f"{name}: the mixture started from the sample's outer rows fits better than from k-means' labels "
+             f"(log-likelihood {starts['tail_lower_bound'] - starts['kmeans_lower_bound']:+.3f} per row): kept")
 
 
 def _model_meta(seg: Segmentation) -> dict:
