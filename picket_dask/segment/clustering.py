@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backend import to_host
 from .features import ROWS
 from .kmeans_cut import mirror_cut, mixture_cut
 
@@ -150,8 +151,8 @@ def _tail_start(x, first: dict, init_labels, seed: int, rows: int, xp, threads: 
     (both fitted there: a fair comparison), and continues on ``x`` only when it wins there; a sample too
     small for a probe (< PROBE_MIN_ROWS rows) compares on ``x`` directly. Why: the probe is a random subsample
     (the sample's rows are drawn at random) and its verdict agreed in sign with the whole comparison on the
-    dev set and the held-out scenes, at a quarter of the cost (the second start cost 2.6 s of an all-twelve fit,
-    benchmarks/HISTORY.md)."""
+    dev set and the held-out scenes, at about half the cost (the second start on all of ``x`` cost 2.6 s of an
+    all-twelve fit, benchmarks/HISTORY.md)."""
     from .gmm_em import GMM_TOL, fit_gaussian_mixture
 
     def em(rows_x, **start):
@@ -185,8 +186,7 @@ def tail_labels(features, xp=np) -> np.ndarray:
     x = xp.asarray(features, dtype=xp.float64)
     c = x - x.mean(axis=0)
     cov = (c.T @ c) / max(len(c) - 1, 1) + 1e-6 * xp.eye(c.shape[1])
-    d2 = xp.einsum("ij,ij->i", c @ xp.linalg.inv(cov), c)
-    d2 = np.asarray(d2.get() if hasattr(d2, "get") else d2)
+    d2 = to_host(xp.einsum("ij,ij->i", c @ xp.linalg.inv(cov), c))
     return (d2 > np.quantile(d2, 1.0 - TAIL_START_SHARE)).astype(np.uint8)
 
 
