@@ -20,7 +20,7 @@ from ..chunking import open_for_writing, value_counts
 from ..config import DEFAULT_DIAMETER_A, EXTREME_MARGIN_A, SegmentParams
 from ..errors import PicketError
 from ..io.atomic import remove
-from ..progress import compute
+from ..progress import compute, note
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit, sample_labels
@@ -159,8 +159,6 @@ def _fit_checked(clusterer: str, f: np.ndarray, G, space: str, params: SegmentPa
 
 def _note_fit(name: str, params: dict) -> None:
     """One console line when the fit took a turn a user should know of (the label metadata has the numbers)."""
-    from ..progress import note
-
     gold = params.get("extreme_class", {})
     if gold.get("refitted_without_gold_rows"):
         note(f"{name}: fitted again without the gold rows ({gold['smaller_cluster_gold_share']:.0%} of its smaller "
@@ -238,8 +236,6 @@ def _segment(image_path, data, host, voxel_size, pairs, params, source, label_pr
             lamella = detect_lamella(scaled, margin=params.lamella_margin, sigma_vox=params.sigma_vox,
                                      neighborhood_size=params.neighborhood_size, no_data=no_data)
         if not lamella.found:
-            from ..progress import note
-
             note(f"lamella: {lamella.reason}")
     if models is None:
         with timings.stage("sample"):
