@@ -40,7 +40,7 @@ PRESETS = ("default", "reference")
 REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
                      "gmm_starts": "kmeans", "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
-REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "min_score": None,
+REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "shells": "off", "min_score": None,
                       "max_picks": None, "fdr": None}
 
 
@@ -126,6 +126,9 @@ class LocalizeParams(_Strict):
         "diameter or longest extent falls outside [min/4, 1.5 max] are dropped (None: no prior, the reference)")
     context: Literal["auto", "off"] = Field(
         "auto", description="auto: mask gold/extreme density and membranes before instances; off: the reference")
+    shells: Literal["auto", "off"] = Field(
+        "auto", description="auto: a hollow particle's wall picks become one pick at its centre (localize/shells.py; "
+        "needs the size prior); off: the reference")
     drop_face_touching: bool = Field(False, description="drop instances touching the x/y faces (cut particles, "
                                      "reconstruction edge artefacts); False: keep them (the reference)")
     min_score: Optional[float] = Field(None, description="drop picks scoring below this (score: particle contrast in noise SDs)")

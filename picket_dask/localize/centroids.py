@@ -126,15 +126,20 @@ def in_size_range(counts: np.ndarray, min_size: int = 0, max_size: int | None = 
     return keep
 
 
-def relabel(table: InstanceTable, keep: np.ndarray) -> tuple[InstanceTable, np.ndarray | None]:
+def relabel(table: InstanceTable, keep: np.ndarray, merged_into: np.ndarray | None = None) -> tuple[InstanceTable, np.ndarray | None]:
     """Keep the instances where ``keep`` is True, renumbered 1..M in their order; the id lookup
-    (None if all are kept) maps old ids to the new ones and dropped ids to 0."""
+    (None if all are kept and none merged) maps old ids to the new ones and dropped ids to 0.
+    ``merged_into`` (per instance: the row of the kept instance it joins, or -1) maps a dropped
+    instance's id to that instance's new id instead (localize/shells.py)."""
     keep = np.asarray(keep, bool)
+    merged = np.zeros(len(keep), bool) if merged_into is None else np.asarray(merged_into) >= 0
     if keep.all():
         return table, None
     size = int(table.ids.max()) + 1 if len(table) else 1
     lut = np.zeros(size, np.uint32)
     lut[table.ids[keep]] = np.arange(1, keep.sum() + 1, dtype=np.uint32)
+    if merged.any():
+        lut[table.ids[merged]] = lut[table.ids[np.asarray(merged_into)[merged]]]
     kept = table.subset(keep)
     kept.ids = np.arange(1, len(kept) + 1)
     return kept, lut

@@ -23,6 +23,7 @@ from .components import connected_components_chunked
 from .context import centres_near, context_mask
 from .mask import particle_mask
 from .score import instance_means_and_background, score_instances
+from .shells import find_shells, merge_shells
 from .significance import significance
 from .size_prior import min_distance_vox, size_keep
 from .watershed import fill_unreached, watershed_chunked
@@ -154,12 +155,20 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                 if not keep.any():
                     report["warning"] = (f"the particle-size prior {tuple(params.particle_diameter_A)} A excludes all "
                                          f"{len(table)} instances: no picks (widen --particle-diameter-A or --no-size-prior)")
-        scores = contrast = None
+        scores = contrast = merged_into = None
         if len(table):
             with timings.stage("scores"):
                 sc, image, background = _scores(image_path, semantic, stored, table, lamella, params)
                 report["scores"] = sc.summary()
                 scores, contrast = sc.score, sc.contrast
+            if params.shells == "auto" and params.particle_diameter_A is not None and keep.sum():
+                with timings.stage("shells"):  # a hollow particle's wall picks -> one pick at its centre
+                    rows = np.flatnonzero(keep)
+                    found = find_shells(mask, image, table.centroids[rows], tuple(d / vs for d in params.particle_diameter_A),
+                                        sc.polarity, lamella if lamella.found else None)
+                    merged_into = merge_shells(table, keep, scores, contrast, rows, found)
+                    report["shells"] = found.report
+            with timings.stage("scores"):
                 if params.fdr is not None:  # the picks still in play are the family the FDR is controlled over
                     null_bg = background & ~ctx if ctx is not None else background
                     sig = significance(image, null_bg, scores[keep], table.counts[keep], sc.background_mean,
@@ -174,7 +183,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                     keep &= np.cumsum(keep) <= params.max_picks  # ties at the cut: the first ones
         with timings.stage("relabel"):  # and the one write of the label image
             report["size_filtered"] = int((~in_range).sum())
-            table, lut = relabel(table, keep)
+            table, lut = relabel(table, keep, merged_into)
             if scores is not None:
                 scores, contrast = scores[keep], contrast[keep]
             if lut is None:
