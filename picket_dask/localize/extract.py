@@ -15,7 +15,7 @@ from ..config import DEFAULT_DIAMETER_A, REFERENCE_MIN_DISTANCE_VOX, LocalizePar
 from ..errors import PicketError
 from ..io.atomic import remove
 from ..io.omezarr import open_labels, write_labels
-from ..progress import compute
+from ..progress import compute, note
 from ..provenance import Timings, environment
 from ..segment.lamella import Lamella
 from .centroids import InstanceTable, in_size_range, instance_table, relabel
@@ -168,6 +168,9 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                                         sc.polarity, lamella if lamella.found else None)
                     merged_into = merge_shells(table, keep, scores, contrast, rows, found)
                     report["shells"] = found.report
+                    if len(found):
+                        note(f"{instance_name}: {len(found)} hollow particle(s): {found.report['picks_merged']} picks on "
+                             f"their walls became {len(found)} at their centres (--shells off to keep them apart)")
             with timings.stage("scores"):
                 if params.fdr is not None:  # the picks still in play are the family the FDR is controlled over
                     null_bg = background & ~ctx if ctx is not None else background

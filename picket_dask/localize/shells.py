@@ -4,28 +4,29 @@ The particle class of a hollow particle is its wall, and the noise and the missi
 the wall into several instances, each a pick most of a radius away from the particle's centre:
 on the dev set's capsid-like shells (29 nm across) 6-14 picks per shell, none within 100 A of
 the centre. This step finds such shells and merges each one's wall picks into one pick at its
-centre. It works on the tomogram and the particle mask binned 2x (a shell is large; the binned
-voxel is small against its wall's radius, and the test is 8x cheaper); distances below are in
-binned voxels unless said.
+centre. It works on the tomogram and the particle mask binned 2x (a shell is large against a
+binned voxel, and the test is 8x cheaper); the rings stay one working-grid voxel wide.
 
 1. Cavities: centres of particle-free balls, the local maxima of the distance from each
    non-particle voxel to the nearest particle voxel (a binned voxel is particle if any of its 8
    is), whose radius ``e`` lies between the smallest particle's diameter and the largest
    particle's radius (the size prior). A cavity with fewer than ``MIN_WALL_PICKS`` picks on its
    rim is not looked at.
-2. The shell test, on the density around the cavity: the mean density on spherical rings about
-   the centre, in the band the missing wedge leaves visible (directions more than
-   ``WEDGE_HALF_ANGLE_DEG`` from z: a +-60 degree tilt series does not show a shell's top and
-   bottom), per azimuthal sector. The wall is the three rings, mid ring between e and e + 3, most
-   like particles (darker for dark protein); a shell's wall is more particle-like than the ball
-   inside it and than the rings outside it (kw + 2, kw + 3), each the median over ``N_SECTORS``
-   sectors, so that a wall dark all around counts, not a cavity touched by a few particles.
-   Both contrasts are set against their null: the same statistic at ``N_NULL`` random positions
-   inside the sample, per cavity radius, in robust z units (median, 1.4826 x MAD); the null is
-   measured, not assumed (tomographic noise is correlated, its level differs per tomogram).
-   A cavity reaching ``SCREEN_Z`` on both has its centre refined (one-voxel moves to where the
-   weaker contrast is strongest) and is a shell when both reach ``SHELL_Z`` corrected for the
-   positions the search looked at (Bonferroni), and the wall lies inside the largest particle.
+2. The shell test, on the density around the cavity: mean densities on spherical rings one
+   working-grid voxel wide about the centre, in the band the missing wedge leaves visible
+   (directions more than ``WEDGE_HALF_ANGLE_DEG`` from z: a +-60 degree tilt series does not show
+   a shell's top and bottom), in 16 patches (8 azimuthal sectors, above and below the equator).
+   The wall is the three rings, mid ring between e and e + 5 voxels, most like particles (darker
+   for dark protein); a shell's wall is more particle-like than the ball inside it and than the
+   rings 3-5 voxels outside it, each contrast the median over the patches: a wall dark all
+   around counts, a void that a few particles touch does not (its patches without a particle
+   show no contrast). Both contrasts are set against their null: the same statistic at
+   ``N_NULL`` random positions inside the sample, per cavity radius, in robust z units (median,
+   1.4826 x MAD); the null is measured, not assumed (tomographic noise is correlated, its level
+   differs per tomogram). A cavity reaching ``SCREEN_Z`` on both has its centre refined
+   (one-voxel moves to where the weaker contrast is strongest) and is a shell when both reach
+   ``SHELL_Z`` corrected for the positions the search looked at (Bonferroni) and its wall lies
+   inside the largest particle.
 3. Merge (localize/extract.py): the picks whose centre lies within the wall's radius plus the
    smallest particle's radius of a shell's centre become one instance at the shell's centre;
    cavities are taken largest first, and one inside an accepted shell is not another shell.
