@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from picket_dask.io.omezarr import downsample2
 from picket_dask.config import REFERENCE_LOCALIZE, LocalizeParams
 from picket_dask.localize import shells as S
 from picket_dask.localize.centroids import InstanceTable, relabel
@@ -45,8 +46,12 @@ def _scene(seed: int, shell_centre=(32, 64, 64), compact=()):
     return image, mask, picks
 
 
+def _binned(image, chunks):
+    return downsample2(da.from_array(image, chunks=chunks), chunks if isinstance(chunks, tuple) else (chunks,) * 3)
+
+
 def _find(image, mask, picks, chunks=64):
-    return S.find_shells(da.from_array(mask, chunks=chunks), da.from_array(image, chunks=chunks), picks, DIAM, -1)
+    return S.find_shells(da.from_array(mask, chunks=chunks), _binned(image, chunks), picks, DIAM, -1)
 
 
 def test_shell_wall_picks_merge_at_its_centre():
@@ -131,7 +136,7 @@ def test_reference_preset_turns_shells_off():
 
 def test_no_room_for_a_cavity_says_so():
     image, mask, picks = _scene(0)
-    found = S.find_shells(da.from_array(mask, chunks=64), da.from_array(image, chunks=64), picks, (30.0, 40.0), -1)
+    found = S.find_shells(da.from_array(mask, chunks=64), _binned(image, 64), picks, (30.0, 40.0), -1)
     assert len(found) == 0 and "no cavity radius" in found.report["note"]
-    found = S.find_shells(da.from_array(mask, chunks=64), da.from_array(image, chunks=64), picks[:2], DIAM, -1)
+    found = S.find_shells(da.from_array(mask, chunks=64), _binned(image, 64), picks[:2], DIAM, -1)
     assert len(found) == 0 and "fewer picks" in found.report["note"]

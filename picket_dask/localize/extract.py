@@ -164,8 +164,9 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
             if params.shells == "auto" and params.particle_diameter_A is not None and keep.sum():
                 with timings.stage("shells"):  # a hollow particle's wall picks -> one pick at its centre
                     rows = np.flatnonzero(keep)
-                    found = find_shells(mask, image, table.centroids[rows], tuple(d / vs for d in params.particle_diameter_A),
-                                        sc.polarity, lamella if lamella.found else None)
+                    found = find_shells(mask, _binned_image(image_path, image), table.centroids[rows],
+                                        tuple(d / vs for d in params.particle_diameter_A), sc.polarity,
+                                        lamella if lamella.found else None)
                     merged_into = merge_shells(table, keep, scores, contrast, rows, found)
                     report["shells"] = found.report
                     if len(found):
@@ -208,6 +209,17 @@ def _touches_faces(table: InstanceTable, shape) -> np.ndarray:
 
     lo, hi = table.bbox_min, table.bbox_max
     return ((lo[:, 1] <= HALF) | (lo[:, 2] <= HALF) | (hi[:, 1] >= shape[1] - 1 - HALF) | (hi[:, 2] >= shape[2] - 1 - HALF))
+
+
+def _binned_image(image_path, image: da.Array) -> da.Array:
+    """The tomogram binned 2x by the mean: the OME-Zarr image's pyramid level 1 when it has one
+    (written so by io/omezarr.write_image), else binned here."""
+    from ..io.omezarr import downsample2, open_image
+
+    try:
+        return open_image(image_path, level=1)[0]
+    except (IndexError, KeyError):
+        return downsample2(image, image.chunksize)
 
 
 def _scores(image_path, semantic: da.Array, instances: da.Array, table: InstanceTable, lamella, params: LocalizeParams):

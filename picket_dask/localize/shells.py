@@ -90,18 +90,11 @@ class Shells:
         return len(self.centres)
 
 
-def bin_mean(block: np.ndarray) -> np.ndarray:
-    """Mean over BIN^3 voxels (float32); a last odd slice is dropped."""
-    s = [n // BIN * BIN for n in block.shape]
-    b = np.asarray(block[:s[0], :s[1], :s[2]], np.float32)
-    return b.reshape(s[0] // BIN, BIN, s[1] // BIN, BIN, s[2] // BIN, BIN).mean(axis=(1, 3, 5))
+def binned_mask(mask: da.Array) -> da.Array:
+    """The particle mask binned BIN x (True where any of the BIN^3 voxels is; an odd last voxel dropped), lazy."""
+    from ..io.omezarr import _even_chunks
 
-
-def bin_any(block: np.ndarray) -> np.ndarray:
-    """True where any of BIN^3 voxels is; a last odd slice is dropped."""
-    s = [n // BIN * BIN for n in block.shape]
-    b = np.asarray(block[:s[0], :s[1], :s[2]], bool)
-    return b.reshape(s[0] // BIN, BIN, s[1] // BIN, BIN, s[2] // BIN, BIN).any(axis=(1, 3, 5))
+    return da.coarsen(np.any, _even_chunks(mask.astype(bool)), {0: BIN, 1: BIN, 2: BIN}, trim_excess=True)
 
 
 def to_binned(zyx: np.ndarray) -> np.ndarray:
@@ -157,15 +150,8 @@ def radial_profiles(image: np.ndarray, centre, half: int, geometry) -> tuple[np.
         return ring_sum / ring_cnt, ball
 
 
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    """Mean over ``axis`` ignoring NaN (NaN where all are), without numpy's warning (tasks run in threads)."""
-    ok = np.isfinite(a)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, a, 0.0).sum(axis=axis) / ok.sum(axis=axis)
-
-
 def _nanmedian(a: np.ndarray) -> np.ndarray:
-    """Median over the last axis ignoring NaN (NaN where all are), without numpy's warning."""
+    """Median over the last axis ignoring NaN (NaN where all are), without numpy's warning (tasks run in threads)."""
     a = np.sort(a, axis=-1)  # NaN last
     n = np.isfinite(a).sum(axis=-1)
     lo = np.take_along_axis(a, np.maximum((n - 1) // 2, 0)[..., None], axis=-1)[..., 0]
@@ -173,11 +159,24 @@ def _nanmedian(a: np.ndarray) -> np.ndarray:
     return np.where(n > 0, (lo + hi) / 2, np.nan)
 
 
+def _window_means(rings: np.ndarray, lo: int, hi: int, first: int, last: int) -> np.ndarray:
+    """For k = lo .. hi: the mean over rings k + first .. k + last of ``rings`` (..., rings, sectors),
+    NaN ignored; shape (..., hi - lo + 1, sectors)."""
+    ok = np.isfinite(rings)
+    c = np.cumsum(np.where(ok, rings, 0.0), axis=-2)
+    n = np.cumsum(ok, axis=-2)
+    pad = [(0, 0)] * (rings.ndim - 2) + [(1, 0), (0, 0)]
+    c, n = np.pad(c, pad), np.pad(n, pad)
+    ks = np.arange(lo, hi + 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (c[..., ks + last + 1, :] - c[..., ks + first, :]) / (n[..., ks + last + 1, :] - n[..., ks + first, :])
+
+
 def shell_contrast(rings: np.ndarray, balls: np.ndarray, e: float, polarity: int):
     """The wall's contrast against the ball inside it and against the rings outside it (density
-    units, particle polarity positive, medians over the sectors) and the wall's mid ring, for a
-    cavity of radius ``e``; ``rings`` (..., rings, sectors) and ``balls`` (..., rings) from
-    radial_profiles, stacked along leading axes for many positions at once."""
+    units, particle polarity positive, medians over the patches) and the wall's mid ring (voxels),
+    for a cavity of radius ``e`` voxels; ``rings`` (..., rings, patches) and ``balls`` (..., rings)
+    from radial_profiles, stacked along leading axes for many positions at once."""
     rings, balls = np.asarray(rings, float), np.asarray(balls, float)
     lo = max(1 + WALL_HALF, int(np.rint(e)))
     hi = min(int(np.rint(e)) + WALL_SEARCH, rings.shape[-2] - 1 - OUTER[1])
@@ -185,17 +184,17 @@ def shell_contrast(rings: np.ndarray, balls: np.ndarray, e: float, polarity: int
     if hi < lo:
         nan = np.full(lead, np.nan)
         return nan, nan, np.full(lead, -1)
-    ks = np.arange(lo, hi + 1)
-    walls = np.stack([_nanmean(rings[..., k - WALL_HALF:k + WALL_HALF + 1, :], axis=-2) for k in ks], axis=-2)
-    pick = np.argmax(np.nan_to_num(polarity * _nanmean(walls, axis=-1), nan=-np.inf), axis=-1)
+    walls = _window_means(rings, lo, hi, -WALL_HALF, WALL_HALF)
+    outers = _window_means(rings, lo, hi, OUTER[0], OUTER[1])
+    with np.errstate(invalid="ignore"):
+        mean_wall = np.where(np.isfinite(walls), walls, 0).sum(-1) / np.maximum(np.isfinite(walls).sum(-1), 1)
+        mean_wall = np.where(np.isfinite(walls).any(-1), mean_wall, np.nan)
+    pick = np.argmax(np.nan_to_num(polarity * mean_wall, nan=-np.inf), axis=-1)
     wall = np.take_along_axis(walls, pick[..., None, None], axis=-2)[..., 0, :]
-    kw = ks[pick]
+    outer = np.take_along_axis(outers, pick[..., None, None], axis=-2)[..., 0, :]
+    kw = lo + pick
     inner = np.take_along_axis(balls, np.maximum(kw - WALL_HALF, 1)[..., None], axis=-1)
-    outer = np.stack([_nanmean(rings[..., k + OUTER[0]:k + OUTER[1] + 1, :], axis=-2) for k in ks], axis=-2)
-    outer = np.take_along_axis(outer, pick[..., None, None], axis=-2)[..., 0, :]
-    d_in = _nanmedian(polarity * (wall - inner))
-    d_out = _nanmedian(polarity * (wall - outer))
-    return d_in, d_out, kw
+    return _nanmedian(polarity * (wall - inner)), _nanmedian(polarity * (wall - outer)), kw
 
 
 def null_levels(rings: np.ndarray, balls: np.ndarray, radii, polarity: int) -> dict[int, tuple]:
@@ -213,36 +212,68 @@ def null_levels(rings: np.ndarray, balls: np.ndarray, radii, polarity: int) -> d
     return out
 
 
-def shell_z(image: np.ndarray, centre, e: float, polarity: int, geometry, levels: dict) -> tuple[float, float, int]:
-    """Both wall contrasts of the cavity at ``centre`` in null z units, and the wall's mid ring."""
-    lev = levels.get(int(np.rint(e)))
-    if lev is None:
-        return np.nan, np.nan, -1
-    rings, balls = radial_profiles(image, centre, margin(e), geometry)
-    d_in, d_out, kw = shell_contrast(rings, balls, e, polarity)
-    z = (np.array([d_in, d_out], float) - lev[0]) / lev[1]
-    return float(z[0]), float(z[1]), int(kw)
+def profiles_at(image: np.ndarray, centres: np.ndarray, radii: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
+    """radial_profiles at each of ``centres`` (voxel indices, (m, 3)) for cavities of ``radii`` (voxels),
+    each box as large as its radius needs; stacked, rings past a box's own NaN: (m, rings, patches), (m, rings)."""
+    halves = [margin(e) for e in radii]
+    n = BIN * max(halves, default=0) + 1
+    rings, balls = np.full((len(centres), n, N_SECTORS), np.nan), np.full((len(centres), n), np.nan)
+    for i, (c, h) in enumerate(zip(centres, halves)):
+        r, b = radial_profiles(image, c, h, geometry)
+        rings[i, :len(b)], balls[i, :len(b)] = r, b
+    return rings, balls
 
 
-def _weaker(z) -> float:
-    return float(np.nan_to_num(min(z[0], z[1]), nan=-np.inf))
+def shell_z(image: np.ndarray, centres: np.ndarray, radii: np.ndarray, polarity: int, geometry, levels: dict):
+    """Both wall contrasts of the cavities at ``centres`` (voxel indices, (m, 3)) with ``radii`` in
+    null z units (NaN where the null has no level for the radius), and their wall rings."""
+    centres, radii = np.asarray(centres, np.int64).reshape(-1, 3), np.asarray(radii, float)
+    z = np.full((len(radii), 2), np.nan)
+    kw = np.full(len(radii), -1)
+    if not len(radii):
+        return z, kw
+    rings, balls = profiles_at(image, centres, radii, geometry)
+    e_int = np.rint(radii).astype(int)
+    for e in np.unique(e_int):
+        lev = levels.get(int(e))
+        sel = np.flatnonzero(e_int == e)
+        if lev is None:
+            continue
+        d_in, d_out, k = shell_contrast(rings[sel], balls[sel], float(e), polarity)
+        z[sel] = (np.column_stack([d_in, d_out]) - lev[0]) / lev[1]
+        kw[sel] = k
+    return z, kw
 
 
-def refine_centre(image: np.ndarray, centre, e: float, polarity: int, geometry, levels: dict):
-    """Hill-climb of the centre, one voxel along z, y or x per step (at most REFINE_STEPS), to where
-    the weaker wall contrast is strongest: the cavity's centre comes from a mask the noise shaped,
-    the test is sharp to a voxel. Returns (centre, z_inner, z_outer, wall ring)."""
-    c = np.asarray(centre, np.int64)
-    best = shell_z(image, c, e, polarity, geometry, levels)
+def _weaker(z: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(np.min(z, axis=-1), nan=-np.inf)
+
+
+def refine_centres(image: np.ndarray, centres: np.ndarray, radii: np.ndarray, polarity: int, geometry, levels: dict):
+    """Hill-climb of each centre, one voxel along z, y or x per step (at most REFINE_STEPS), to where
+    the weaker wall contrast is strongest: a cavity's centre comes from a mask the noise shaped, the
+    test is sharp to a voxel. All cavities step together (one batch of profiles per step).
+    Returns centres, z (m, 2: inner, outer) and wall rings."""
+    c = np.asarray(centres, np.int64).reshape(-1, 3).copy()
+    radii = np.asarray(radii, float)
+    z, kw = shell_z(image, c, radii, polarity, geometry, levels)
     moves = np.vstack([np.eye(3, dtype=np.int64), -np.eye(3, dtype=np.int64)])
+    active = np.arange(len(c))
+    shape = np.asarray(image.shape)
     for _ in range(REFINE_STEPS):
-        trials = [(shell_z(image, c + m, e, polarity, geometry, levels), c + m) for m in moves
-                  if np.all(c + m >= 0) and np.all(c + m < image.shape)]
-        top = max(trials, key=lambda t: _weaker(t[0]), default=None)
-        if top is None or not _weaker(top[0]) > _weaker(best):
+        if not len(active):
             break
-        best, c = top
-    return c, best[0], best[1], best[2]
+        trial = (c[active, None, :] + moves[None]).reshape(-1, 3)
+        ok = np.all((trial >= 0) & (trial < shape), axis=1)
+        tz, tk = np.full((len(trial), 2), np.nan), np.full(len(trial), -1)
+        tz[ok], tk[ok] = shell_z(image, trial[ok], np.repeat(radii[active], len(moves))[ok], polarity, geometry, levels)
+        best = _weaker(tz).reshape(len(active), len(moves))
+        j = np.argmax(best, axis=1)
+        better = best[np.arange(len(active)), j] > _weaker(z[active])
+        up, pick = active[better], np.arange(len(active))[better] * len(moves) + j[better]
+        c[up], z[up], kw[up] = trial[pick], tz[pick], tk[pick]
+        active = up
+    return c, z, kw
 
 
 def cavity_maxima(particle: np.ndarray, r_min: float, r_max: float) -> tuple[np.ndarray, np.ndarray]:
@@ -256,43 +287,40 @@ def cavity_maxima(particle: np.ndarray, r_min: float, r_max: float) -> tuple[np.
     return np.argwhere(peak).astype(np.int64), d[peak].astype(float)
 
 
-def _block_null(image: np.ndarray, lo: np.ndarray, points: np.ndarray, half: int):
-    """Profiles at ``points`` (binned, global) of one haloed image block starting at ``lo`` (voxels)."""
-    img = bin_mean(image)
+def _block_null(image: np.ndarray, origin: np.ndarray, points: np.ndarray, half: int):
+    """Profiles (rings, balls: radial_profiles) at ``points`` (global) of one haloed block of the
+    binned tomogram whose first voxel is ``origin``."""
     geometry = ring_geometry(half)
-    origin = lo // BIN
-    prof = [radial_profiles(img, p - origin, half, geometry) for p in points]
+    prof = [radial_profiles(image, p - origin, half, geometry) for p in points]
     n = BIN * half + 1
     return np.array([p[0] for p in prof]).reshape(-1, n, N_SECTORS), np.array([p[1] for p in prof]).reshape(-1, n)
 
 
-def _block_shells(mask: np.ndarray, image: np.ndarray, lo: np.ndarray, interior: tuple[np.ndarray, np.ndarray],
+def _block_shells(mask: np.ndarray, image: np.ndarray, origin: np.ndarray, own: tuple[np.ndarray, np.ndarray],
                   picks: np.ndarray, r_min: float, r_max: float, reach: float, polarity: int, levels: dict):
-    """One haloed block (``lo``: its first voxel; ``interior``: [first, last) binned voxels it owns):
-    its cavities with at least MIN_WALL_PICKS of ``picks`` (binned, global) on their rim, tested;
-    those reaching SCREEN_Z refined. Returns the refined ones as (centre binned global, radius,
-    wall ring, z_inner, z_outer) and how many cavities were tested."""
-    origin = lo // BIN
-    img = bin_mean(image)
-    centres, radii = cavity_maxima(bin_any(mask), r_min / BIN, r_max / BIN)
+    """One haloed block of the binned mask and tomogram (``origin``: its first voxel; ``own``:
+    [first, last) of the voxels it owns; all binned, global): its cavities with at least
+    MIN_WALL_PICKS of ``picks`` (binned, global) on their rim, tested; those reaching SCREEN_Z
+    refined. Returns the refined ones as (centre, radius in voxels, wall ring in voxels, z_inner,
+    z_outer) and how many cavities were tested."""
+    centres, radii = cavity_maxima(mask, r_min / BIN, r_max / BIN)
     centres, radii = centres + origin, radii * BIN
-    own = np.all((centres >= interior[0]) & (centres < interior[1]), axis=1)
-    centres, radii = centres[own], radii[own]
+    mine = np.all((centres >= own[0]) & (centres < own[1]), axis=1)
+    centres, radii = centres[mine], radii[mine]
     if not (len(picks) and len(centres)):
         return [], 0
     geometry = ring_geometry(margin(r_max) + REFINE_STEPS)
     tree = cKDTree(picks)
-    rows, tested = [], 0
-    for c, e in zip(centres, radii):
+    rim = np.zeros(len(centres), bool)
+    for i, (c, e) in enumerate(zip(centres, radii)):
         near = np.asarray(tree.query_ball_point(c, (e + WALL_SEARCH + reach) / BIN), int)
-        if np.sum(np.linalg.norm(picks[near] - c, axis=1) >= e / BIN - 1) < MIN_WALL_PICKS:
-            continue
-        tested += 1
-        if _weaker(shell_z(img, c - origin, e, polarity, geometry, levels)) < SCREEN_Z:
-            continue
-        cl, z_in, z_out, kw = refine_centre(img, c - origin, e, polarity, geometry, levels)
-        rows.append((cl + origin, float(e), int(kw), z_in, z_out))
-    return rows, tested
+        rim[i] = np.sum(np.linalg.norm(picks[near] - c, axis=1) >= e / BIN - 1) >= MIN_WALL_PICKS
+    centres, radii = centres[rim] - origin, radii[rim]
+    z, _ = shell_z(image, centres, radii, polarity, geometry, levels)
+    screened = _weaker(z) >= SCREEN_Z
+    c, z, kw = refine_centres(image, centres[screened], radii[screened], polarity, geometry, levels)
+    rows = [(ci + origin, float(e), int(k), float(zi[0]), float(zi[1])) for ci, e, k, zi in zip(c, radii[screened], kw, z)]
+    return rows, int(rim.sum())
 
 
 def null_points(lamella, shape_binned, n: int, half: int, seed: int) -> np.ndarray:
@@ -313,41 +341,40 @@ def null_points(lamella, shape_binned, n: int, half: int, seed: int) -> np.ndarr
     return pts
 
 
-def _blocks(mask: da.Array, halo: int):
-    """(slices of the haloed block, its first voxel, its own region [first, last) in binned voxels) per block."""
-    for _, origin, shape in block_boxes(mask.chunks):
-        lo, hi = haloed_box(mask.shape, origin, shape, halo)
-        lo = lo - lo % BIN  # haloed blocks start on the binned grid
-        own_lo = -(-np.asarray(origin) // BIN)
-        own_hi = -(-(np.asarray(origin) + np.asarray(shape)) // BIN)
-        yield tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), lo, (own_lo, own_hi)
+def _blocks(arr: da.Array, halo: int):
+    """(slices of the haloed block, its first voxel, [first, last) of the voxels it owns) per block."""
+    for _, origin, shape in block_boxes(arr.chunks):
+        lo, hi = haloed_box(arr.shape, origin, shape, halo)
+        yield (tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), lo,
+               (np.asarray(origin), np.asarray(origin) + np.asarray(shape)))
 
 
-def find_shells(mask: da.Array, image: da.Array, picks_zyx: np.ndarray, diameter_vox: tuple[float, float],
+def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, diameter_vox: tuple[float, float],
                 polarity: int, lamella=None, seed: int = 0) -> Shells:
     """Shells among the cavities of the particle ``mask`` (lazy bool, z, y, x) with ``picks_zyx``
-    ((n, 3) voxels) on their walls; ``image``: the tomogram on the same grid; ``diameter_vox``: the
-    size prior in voxels (smallest, largest); ``polarity``: +1 when particles are brighter than the
-    ice (localize/score.py); ``lamella``: where the sample is (segment/lamella.py). Steps and
-    rules: module docstring."""
+    ((n, 3) voxels) on their walls. ``image_binned``: the tomogram binned BIN x by the mean, an odd
+    last voxel dropped (the OME-Zarr image's pyramid level 1; io/omezarr.downsample2);
+    ``diameter_vox``: the size prior in voxels (smallest, largest); ``polarity``: +1 when particles
+    are brighter than the ice (localize/score.py); ``lamella``: where the sample is
+    (segment/lamella.py). Steps and rules: module docstring."""
     picks = np.asarray(picks_zyx, float).reshape(-1, 3)
     r_min, r_max = float(diameter_vox[0]), float(diameter_vox[1]) / 2
     e_max = r_max - WALL_HALF - 1  # the wall (kw + WALL_HALF, kw >= e + 1 in practice) inside the largest particle
     reach = float(diameter_vox[0]) / 2
-    report = {"cavity_radius_vox": [round(r_min, 1), round(e_max, 1)], "tested": 0, "shells": 0,
-              "picks_merged": 0}
+    report = {"cavity_radius_vox": [round(r_min, 1), round(e_max, 1)], "tested": 0, "shells": 0, "picks_merged": 0}
     none = Shells(np.zeros((0, 3)), np.zeros(0), np.zeros(0, int), np.zeros(0), np.zeros(0), [], report)
     if e_max < r_min or len(picks) < MIN_WALL_PICKS:
         report["note"] = ("the size prior leaves no cavity radius (smallest diameter above the largest radius)"
                           if e_max < r_min else "fewer picks than a shell merges")
         return none
-    image = image.rechunk(mask.chunks)
+    mask_b = binned_mask(mask)
+    if tuple(mask_b.shape) != tuple(image_binned.shape):
+        raise ValueError(f"binned tomogram {tuple(image_binned.shape)} does not match the binned mask {tuple(mask_b.shape)}")
+    mask_b = mask_b.rechunk(image_binned.chunks)
     half = margin(e_max)
-    halo = BIN * (half + REFINE_STEPS + 1)
-    shape_b = np.asarray(mask.shape) // BIN
-    points = null_points(lamella, shape_b, N_NULL, half, seed)
-    blocks = list(_blocks(mask, halo))
-    tasks = [dask.delayed(_block_null)(image[sl], lo, points[np.all((points >= own[0]) & (points < own[1]), axis=1)], half)
+    blocks = list(_blocks(image_binned, half + REFINE_STEPS + 1))
+    points = null_points(lamella, image_binned.shape, N_NULL, half, seed)
+    tasks = [dask.delayed(_block_null)(image_binned[sl], lo, points[np.all((points >= own[0]) & (points < own[1]), axis=1)], half)
              for sl, lo, own in blocks]
     parts = compute(*tasks, label="shells: null")
     levels = null_levels(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
@@ -356,8 +383,8 @@ def find_shells(mask: da.Array, image: da.Array, picks_zyx: np.ndarray, diameter
     pb = to_binned(picks)
     tasks = []
     for sl, lo, own in blocks:
-        near = np.all((pb >= lo // BIN - 1) & (pb < np.array([s.stop for s in sl]) // BIN + 1), axis=1)
-        tasks.append(dask.delayed(_block_shells)(mask[sl], image[sl], lo, own, pb[near], r_min, e_max, reach,
+        near = np.all((pb >= lo - 1) & (pb < np.array([x.stop for x in sl]) + 1), axis=1)
+        tasks.append(dask.delayed(_block_shells)(mask_b[sl], image_binned[sl], lo, own, pb[near], r_min, e_max, reach,
                                                  polarity, levels))
     parts = compute(*tasks, label="shells: cavities")
     report["tested"] = int(sum(p[1] for p in parts))
@@ -379,7 +406,7 @@ def find_shells(mask: da.Array, image: da.Array, picks_zyx: np.ndarray, diameter
         members.append(member)
     report.update(shells=len(kept), picks_merged=int(taken.sum()),
                   test=f"wall {'brighter' if polarity > 0 else 'darker'} than inside and outside (median of "
-                       f"{N_SECTORS} sectors) by >= {SHELL_Z_REFINED:.2f} robust SDs of a null at random positions")
+                       f"{N_SECTORS} patches) by >= {SHELL_Z_REFINED:.2f} robust SDs of a null at random positions")
     if not kept:
         return none
     c, e, kw, z_in, z_out = (np.array(v) for v in zip(*kept))
