@@ -94,7 +94,7 @@ def test_wall_contrast_needs_the_wall_all_around():
     geometry = S.ring_geometry(half)
     n = 2 * half + 1
     img = np.zeros((n, n, n), np.float32)
-    ridx, band, sector = geometry
+    ridx, sector = geometry.ring, geometry.patch
     wall = (ridx >= 11) & (ridx <= 13)
     img[wall & (sector == 0)] = -1.0
     rings, balls = S.radial_profiles(img, (half, half, half), half, geometry)
@@ -140,3 +140,22 @@ def test_no_room_for_a_cavity_says_so():
     assert len(found) == 0 and "no cavity radius" in found.report["note"]
     found = S.find_shells(da.from_array(mask, chunks=64), _binned(image, 64), picks[:2], DIAM, -1)
     assert len(found) == 0 and "fewer picks" in found.report["note"]
+
+
+def test_reuse_between_workflows_changes_nothing():
+    """The second workflow on the same segmentation reuses the first one's tested cavities
+    (cache_key) and finds what it would alone."""
+    image, mask, picks = _scene(2, compact=[(20, 20, 20), (40, 100, 30), (44, 30, 100)])
+    other = picks[::2]  # another extractor's picks on the same mask
+    m, b = da.from_array(mask, chunks=64), _binned(image, 64)
+    alone = S.find_shells(m, b, other, DIAM, -1)
+    S._TESTED.clear()
+    first = S.find_shells(m, b, picks, DIAM, -1, cache_key="seg")
+    second = S.find_shells(m, b, other, DIAM, -1, cache_key="seg")
+    assert len(first) == 1 and first.report["reused"] == 0
+    assert second.report["reused"] >= 1 and second.report["tested"] < first.report["tested"] + alone.report["tested"]
+    assert len(second) == len(alone)
+    np.testing.assert_array_equal(second.centres, alone.centres)
+    for a, b_ in zip(second.members, alone.members):
+        np.testing.assert_array_equal(a, b_)
+    S._TESTED.clear()

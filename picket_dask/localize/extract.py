@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,9 +165,11 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
             if params.shells == "auto" and params.particle_diameter_A is not None and keep.sum():
                 with timings.stage("shells"):  # a hollow particle's wall picks -> one pick at its centre
                     rows = np.flatnonzero(keep)
+                    segmentation = (str(Path(image_path).resolve()), semantic_name, meta.get("created"),
+                                    json.dumps(meta.get("timings_s"), sort_keys=True), params.z_extract, str(context_note))
                     found = find_shells(mask, _binned_image(image_path, image), table.centroids[rows],
                                         tuple(d / vs for d in params.particle_diameter_A), sc.polarity,
-                                        lamella if lamella.found else None)
+                                        lamella if lamella.found else None, cache_key=segmentation)
                     merged_into = merge_shells(table, keep, scores, contrast, rows, found)
                     report["shells"] = found.report
                     if len(found):

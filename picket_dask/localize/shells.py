@@ -43,6 +43,7 @@ maps and filters used here are theirs (edt, scipy.ndimage).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import dask
 import dask.array as da
@@ -90,11 +91,27 @@ class Shells:
         return len(self.centres)
 
 
+def _any_binned(block: np.ndarray) -> np.ndarray:
+    """True where any of a block's BIN^3 voxels is (an odd last voxel dropped): the OR of the BIN^3
+    strided views, several times faster than np.any over a reshaped 6-D view."""
+    block = np.asarray(block, bool)
+    s = [n // BIN * BIN for n in block.shape]
+    out = np.zeros([n // BIN for n in block.shape], bool)
+    for dz in range(BIN):
+        for dy in range(BIN):
+            for dx in range(BIN):
+                out |= block[dz:s[0]:BIN, dy:s[1]:BIN, dx:s[2]:BIN]
+    return out
+
+
 def binned_mask(mask: da.Array) -> da.Array:
-    """The particle mask binned BIN x (True where any of the BIN^3 voxels is; an odd last voxel dropped), lazy."""
+    """The particle mask binned BIN x (True where any of the BIN^3 voxels is; an odd last voxel
+    dropped), lazy; blocks as the mask's, halved."""
     from ..io.omezarr import _even_chunks
 
-    return da.coarsen(np.any, _even_chunks(mask.astype(bool)), {0: BIN, 1: BIN, 2: BIN}, trim_excess=True)
+    mask = _even_chunks(mask)
+    chunks = tuple(tuple(c // BIN for c in cs) for cs in mask.chunks)  # an odd last voxel: a block of 0
+    return mask.map_blocks(_any_binned, chunks=chunks, dtype=bool)
 
 
 def to_binned(zyx: np.ndarray) -> np.ndarray:
@@ -112,39 +129,73 @@ def margin(e: float) -> int:
     return int(np.ceil((np.rint(e) + WALL_SEARCH + OUTER[1] + 1) / BIN))
 
 
-def ring_geometry(half: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For a (2 half + 1)^3 box (z, y, x) of binned voxels: each voxel's ring (its distance to the
-    centre in working-grid voxels, rounded), whether it lies in the band the missing wedge leaves
-    visible, and its azimuthal sector."""
+@dataclass(frozen=True)
+class RingGeometry:
+    """Index tables of a (2 half + 1)^3 box (z, y, x) of binned voxels, C order: each voxel's ring
+    (its distance to the centre in working-grid voxels, rounded), whether it lies in the band the
+    missing wedge leaves visible, and its patch (azimuthal sector, above or below the equator)."""
+
+    half: int
+    ring: np.ndarray
+    band: np.ndarray
+    patch: np.ndarray
+
+
+def ring_geometry(half: int) -> RingGeometry:
     g = np.arange(-half, half + 1, dtype=np.float32)
     dz, dy, dx = np.meshgrid(g, g, g, indexing="ij")
     r = np.sqrt(dz * dz + dy * dy + dx * dx)
     band = np.abs(dz) < np.cos(np.deg2rad(WEDGE_HALF_ANGLE_DEG)) * np.maximum(r, 1e-6)
     azimuth = np.floor((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * N_AZIMUTH).astype(np.int64) % N_AZIMUTH
-    sector = azimuth + N_AZIMUTH * (dz > 0)  # above and below the equator apart
-    return np.rint(r * BIN).astype(np.int64), band, sector
+    patch = azimuth + N_AZIMUTH * (dz > 0)  # above and below the equator apart
+    return RingGeometry(half, np.rint(r * BIN).astype(np.int64), band, patch)
 
 
-def radial_profiles(image: np.ndarray, centre, half: int, geometry) -> tuple[np.ndarray, np.ndarray]:
-    """Ring means of ``image`` about ``centre`` (voxel index) in the visible band per azimuthal
-    sector, (n, N_SECTORS), and ball means (all directions; ball k: the rings below k), (n,), for
-    rings 0 .. n - 1 = BIN x half (ring_geometry). Parts of the box outside ``image`` are left out
-    (NaN where nothing is left)."""
-    ridx, band, sector = geometry
-    full, n = ridx.shape[0] // 2, BIN * half + 1
+def ball_rings(half: int) -> int:
+    """How many rings the balls that the test reads span in a box of ``half`` (margin): the inside
+    of a wall at most WALL_SEARCH past the largest cavity the box is for."""
+    return BIN * half + 1 - OUTER[1] - 2 - WALL_HALF
+
+
+@lru_cache(maxsize=32)
+def _tables(geometry_half: int, half: int):
+    """For a box of ``half`` (<= the geometry's) wholly inside the image: flat indices and ring /
+    ring-and-patch keys of its voxels in the band and of all its voxels within the last ring."""
+    geometry = ring_geometry(geometry_half)
+    off = geometry_half - half
+    sl = (slice(off, off + 2 * half + 1),) * 3
+    ring, band, patch = geometry.ring[sl].ravel(), geometry.band[sl].ravel(), geometry.patch[sl].ravel()
+    n = BIN * half + 1
+    band_idx = np.flatnonzero((ring < n) & band)
+    all_idx = np.flatnonzero(ring < ball_rings(half))  # the balls the test reads, no further
+    return band_idx, ring[band_idx] * N_SECTORS + patch[band_idx], all_idx, ring[all_idx]
+
+
+def radial_profiles(image: np.ndarray, centre, half: int, geometry: RingGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Ring means of ``image`` about ``centre`` (voxel index) in the visible band per patch,
+    (n, N_SECTORS), and ball means (all directions; ball k: the rings below k), (n,), for rings
+    0 .. n - 1 = BIN x half. Parts of the box outside ``image`` are left out (NaN where nothing is left)."""
+    n = BIN * half + 1
     lo = np.asarray(centre, np.int64) - half
-    src_lo, src_hi = np.maximum(lo, 0), np.minimum(lo + 2 * half + 1, image.shape)
-    if np.any(src_hi <= src_lo):
-        return np.full((n, N_SECTORS), np.nan), np.full(n, np.nan)
-    box = np.asarray(image[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))], np.float64).ravel()
-    g = tuple(slice(full - half + (a - s), full - half + (b - s)) for a, b, s in zip(src_lo, src_hi, lo))
-    r, b, sec = ridx[g].ravel(), band[g].ravel(), sector[g].ravel()
-    inside = r < n
-    r, b, sec, box = r[inside], b[inside], sec[inside], box[inside]
-    key = r[b] * N_SECTORS + sec[b]
-    ring_sum = np.bincount(key, weights=box[b], minlength=n * N_SECTORS).reshape(n, N_SECTORS)
-    ring_cnt = np.bincount(key, minlength=n * N_SECTORS).reshape(n, N_SECTORS)
-    all_sum, all_cnt = np.bincount(r, weights=box, minlength=n), np.bincount(r, minlength=n)
+    hi = lo + 2 * half + 1
+    if lo.min() >= 0 and (hi <= image.shape).all():  # the usual case: index tables made once per box size
+        band_idx, band_key, all_idx, all_ring = _tables(geometry.half, half)
+        box = image[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].ravel()
+        values, all_values = box[band_idx], box[all_idx]
+    else:
+        src_lo, src_hi = np.maximum(lo, 0), np.minimum(hi, image.shape)
+        if np.any(src_hi <= src_lo):
+            return np.full((n, N_SECTORS), np.nan), np.full(n, np.nan)
+        full = geometry.half
+        g = tuple(slice(full - half + (a - s), full - half + (b - s)) for a, b, s in zip(src_lo, src_hi, lo))
+        box = np.asarray(image[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))]).ravel()
+        r, b, sec = geometry.ring[g].ravel(), geometry.band[g].ravel(), geometry.patch[g].ravel()
+        inside = r < n
+        values, band_key = box[inside & b], r[inside & b] * N_SECTORS + sec[inside & b]
+        all_values, all_ring = box[inside], r[inside]
+    ring_sum = np.bincount(band_key, weights=values, minlength=n * N_SECTORS).reshape(n, N_SECTORS)
+    ring_cnt = np.bincount(band_key, minlength=n * N_SECTORS).reshape(n, N_SECTORS)
+    all_sum, all_cnt = np.bincount(all_ring, weights=all_values, minlength=n), np.bincount(all_ring, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         ball = np.concatenate([[np.nan], np.cumsum(all_sum)[:-1] / np.cumsum(all_cnt)[:-1]])
         return ring_sum / ring_cnt, ball
@@ -212,15 +263,56 @@ def null_levels(rings: np.ndarray, balls: np.ndarray, radii, polarity: int) -> d
     return out
 
 
-def profiles_at(image: np.ndarray, centres: np.ndarray, radii: np.ndarray, geometry) -> tuple[np.ndarray, np.ndarray]:
+def _profiles_inside(image: np.ndarray, lo: np.ndarray, half: int, geometry: RingGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """radial_profiles of boxes of ``half`` starting at ``lo`` ((m, 3), wholly inside a C-ordered
+    ``image``), many at once: one gather and one bincount per batch of boxes."""
+    band_idx, band_key, all_idx, all_ring = _tables(geometry.half, half)
+    n, side = BIN * half + 1, 2 * half + 1
+    zz, yy, xx = np.unravel_index(np.arange(side ** 3), (side,) * 3)
+    flat_off = (zz * image.shape[1] + yy) * image.shape[2] + xx  # box voxel -> offset in the flat image
+    flat = image.reshape(-1)
+    start = np.ravel_multi_index(tuple(np.asarray(lo).T), image.shape)
+    rings, balls = np.empty((len(lo), n, N_SECTORS)), np.empty((len(lo), n))
+    step = max(1, (1 << 22) // side ** 3)  # ~4M voxels per gather
+    for i in range(0, len(lo), step):
+        s = start[i:i + step]
+        m = len(s)
+        sums, cnts = [], []
+        for idx, key, size in ((band_idx, band_key, n * N_SECTORS), (all_idx, all_ring, n)):
+            vals = flat[s[:, None] + flat_off[idx][None, :]]
+            keys = (key[None, :] + (np.arange(m) * size)[:, None]).ravel()
+            bad = np.isnan(vals)
+            if bad.any():  # NaN outside the tomogram (profiles_at pads with it): count what is there
+                cnts.append(np.bincount(keys, weights=(~bad).ravel(), minlength=m * size).reshape(m, -1))
+                vals = np.where(bad, 0.0, vals)
+            else:
+                cnts.append(np.broadcast_to(np.bincount(key, minlength=size), (m, size)))
+            sums.append(np.bincount(keys, weights=vals.ravel(), minlength=m * size).reshape(m, -1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rings[i:i + m] = (sums[0] / cnts[0]).reshape(m, n, N_SECTORS)
+            balls[i:i + m, 0] = np.nan
+            balls[i:i + m, 1:] = (np.cumsum(sums[1], axis=1) / np.cumsum(cnts[1], axis=1))[:, :-1]
+            balls[i:i + m, ball_rings(half) + 1:] = np.nan  # past the rings gathered
+    return rings, balls
+
+
+def profiles_at(image: np.ndarray, centres: np.ndarray, radii: np.ndarray, geometry: RingGeometry,
+                half: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """radial_profiles at each of ``centres`` (voxel indices, (m, 3)) for cavities of ``radii`` (voxels),
-    each box as large as its radius needs; stacked, rings past a box's own NaN: (m, rings, patches), (m, rings)."""
-    halves = [margin(e) for e in radii]
-    n = BIN * max(halves, default=0) + 1
+    each box as large as its radius needs (or ``half`` for all); stacked, rings past a box's own NaN:
+    (m, rings, patches), (m, rings). Boxes reaching past the image are padded with NaN (left out)."""
+    centres = np.asarray(centres, np.int64).reshape(-1, 3)
+    halves = np.array([margin(e) if half is None else half for e in radii], int)
+    n = BIN * int(halves.max(initial=0) if half is None else half) + 1
     rings, balls = np.full((len(centres), n, N_SECTORS), np.nan), np.full((len(centres), n), np.nan)
-    for i, (c, h) in enumerate(zip(centres, halves)):
-        r, b = radial_profiles(image, c, h, geometry)
-        rings[i, :len(b)], balls[i, :len(b)] = r, b
+    if not len(centres):
+        return rings, balls
+    pad = int(max(0, (halves[:, None] - centres).max(), (centres + halves[:, None] + 1 - np.asarray(image.shape)).max()))
+    image = np.pad(np.asarray(image, np.float32), pad, constant_values=np.nan) if pad else np.ascontiguousarray(image)
+    for h in np.unique(halves):
+        sel = np.flatnonzero(halves == h)
+        r, b = _profiles_inside(image, centres[sel] + pad - h, int(h), geometry)
+        rings[sel, :r.shape[1]], balls[sel, :b.shape[1]] = r, b
     return rings, balls
 
 
@@ -290,37 +382,47 @@ def cavity_maxima(particle: np.ndarray, r_min: float, r_max: float) -> tuple[np.
 def _block_null(image: np.ndarray, origin: np.ndarray, points: np.ndarray, half: int):
     """Profiles (rings, balls: radial_profiles) at ``points`` (global) of one haloed block of the
     binned tomogram whose first voxel is ``origin``."""
-    geometry = ring_geometry(half)
-    prof = [radial_profiles(image, p - origin, half, geometry) for p in points]
-    n = BIN * half + 1
-    return np.array([p[0] for p in prof]).reshape(-1, n, N_SECTORS), np.array([p[1] for p in prof]).reshape(-1, n)
+    points = np.asarray(points, np.int64).reshape(-1, 3)
+    return profiles_at(image, points - origin, np.full(len(points), float(half)), ring_geometry(half), half=half)
+
+
+def rim_picks(tree: cKDTree, centres: np.ndarray, radii: np.ndarray, reach: float) -> np.ndarray:
+    """How many picks (``tree``, binned) lie on the rim of each cavity (binned centres, radii in
+    voxels): within the wall's reach and not inside the cavity."""
+    if not len(centres):
+        return np.zeros(0, int)
+    outer = tree.query_ball_point(centres, (radii + WALL_SEARCH + reach) / BIN, return_length=True)
+    inner = tree.query_ball_point(centres, np.maximum(radii / BIN - 1 - 1e-9, 0), return_length=True)
+    return np.asarray(outer) - np.asarray(inner)
 
 
 def _block_shells(mask: np.ndarray, image: np.ndarray, origin: np.ndarray, own: tuple[np.ndarray, np.ndarray],
-                  picks: np.ndarray, r_min: float, r_max: float, reach: float, polarity: int, levels: dict):
+                  picks: np.ndarray, r_min: float, r_max: float, reach: float, polarity: int, levels: dict,
+                  lamella=None, known: frozenset = frozenset()):
     """One haloed block of the binned mask and tomogram (``origin``: its first voxel; ``own``:
     [first, last) of the voxels it owns; all binned, global): its cavities with at least
-    MIN_WALL_PICKS of ``picks`` (binned, global) on their rim, tested; those reaching SCREEN_Z
-    refined. Returns the refined ones as (centre, radius in voxels, wall ring in voxels, z_inner,
-    z_outer) and how many cavities were tested."""
+    MIN_WALL_PICKS of ``picks`` (binned, global) on their rim and not in ``known`` (centres tested
+    before), tested; those reaching SCREEN_Z refined. Returns the tested cavities' centres and, for
+    the refined ones, (first centre, centre, radius in voxels, wall ring in voxels, z_inner, z_outer)."""
     centres, radii = cavity_maxima(mask, r_min / BIN, r_max / BIN)
     centres, radii = centres + origin, radii * BIN
     mine = np.all((centres >= own[0]) & (centres < own[1]), axis=1)
+    if lamella is not None and mine.any():  # cavities outside the sample (vacuum beside the slab) are not shells
+        mine[mine] = lamella.inside_points(from_binned(centres[mine]), extract=True)
+    if known and mine.any():
+        mine[mine] = [tuple(int(v) for v in c) not in known for c in centres[mine]]
     centres, radii = centres[mine], radii[mine]
     if not (len(picks) and len(centres)):
-        return [], 0
+        return np.zeros((0, 3), np.int64), []
     geometry = ring_geometry(margin(r_max) + REFINE_STEPS)
-    tree = cKDTree(picks)
-    rim = np.zeros(len(centres), bool)
-    for i, (c, e) in enumerate(zip(centres, radii)):
-        near = np.asarray(tree.query_ball_point(c, (e + WALL_SEARCH + reach) / BIN), int)
-        rim[i] = np.sum(np.linalg.norm(picks[near] - c, axis=1) >= e / BIN - 1) >= MIN_WALL_PICKS
-    centres, radii = centres[rim] - origin, radii[rim]
-    z, _ = shell_z(image, centres, radii, polarity, geometry, levels)
+    rim = rim_picks(cKDTree(picks), centres, radii, reach) >= MIN_WALL_PICKS
+    centres, radii = centres[rim], radii[rim]
+    z, _ = shell_z(image, centres - origin, radii, polarity, geometry, levels)
     screened = _weaker(z) >= SCREEN_Z
-    c, z, kw = refine_centres(image, centres[screened], radii[screened], polarity, geometry, levels)
-    rows = [(ci + origin, float(e), int(k), float(zi[0]), float(zi[1])) for ci, e, k, zi in zip(c, radii[screened], kw, z)]
-    return rows, int(rim.sum())
+    c, z, kw = refine_centres(image, centres[screened] - origin, radii[screened], polarity, geometry, levels)
+    rows = [(c0, ci + origin, float(e), int(k), float(zi[0]), float(zi[1]))
+            for c0, ci, e, k, zi in zip(centres[screened], c, radii[screened], kw, z)]
+    return centres, rows
 
 
 def null_points(lamella, shape_binned, n: int, half: int, seed: int) -> np.ndarray:
@@ -349,14 +451,22 @@ def _blocks(arr: da.Array, halo: int):
                (np.asarray(origin), np.asarray(origin) + np.asarray(shape)))
 
 
+# Tested cavities per segmentation (``cache_key``), so that the second workflow on the same semantic labels
+# (cc after ws) tests only the cavities the first did not: the null's levels and, per cavity first centre,
+# its refined row or None. A few entries; the results are the same with or without it.
+_TESTED: dict = {}
+_TESTED_KEEP = 4
+
+
 def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, diameter_vox: tuple[float, float],
-                polarity: int, lamella=None, seed: int = 0) -> Shells:
+                polarity: int, lamella=None, seed: int = 0, cache_key=None) -> Shells:
     """Shells among the cavities of the particle ``mask`` (lazy bool, z, y, x) with ``picks_zyx``
     ((n, 3) voxels) on their walls. ``image_binned``: the tomogram binned BIN x by the mean, an odd
     last voxel dropped (the OME-Zarr image's pyramid level 1; io/omezarr.downsample2);
     ``diameter_vox``: the size prior in voxels (smallest, largest); ``polarity``: +1 when particles
     are brighter than the ice (localize/score.py); ``lamella``: where the sample is
-    (segment/lamella.py). Steps and rules: module docstring."""
+    (segment/lamella.py); ``cache_key``: what identifies the segmentation, mask and tomogram (None:
+    no reuse). Steps and rules: module docstring."""
     picks = np.asarray(picks_zyx, float).reshape(-1, 3)
     r_min, r_max = float(diameter_vox[0]), float(diameter_vox[1]) / 2
     e_max = r_max - WALL_HALF - 1  # the wall (kw + WALL_HALF, kw >= e + 1 in practice) inside the largest particle
@@ -373,26 +483,41 @@ def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, d
     mask_b = mask_b.rechunk(image_binned.chunks)
     half = margin(e_max)
     blocks = list(_blocks(image_binned, half + REFINE_STEPS + 1))
-    points = null_points(lamella, image_binned.shape, N_NULL, half, seed)
-    tasks = [dask.delayed(_block_null)(image_binned[sl], lo, points[np.all((points >= own[0]) & (points < own[1]), axis=1)], half)
-             for sl, lo, own in blocks]
-    parts = compute(*tasks, label="shells: null")
-    levels = null_levels(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                         np.arange(np.floor(r_min), np.ceil(e_max) + 1), polarity)
-    report["null_positions"] = int(sum(len(p[1]) for p in parts))
+    key = None if cache_key is None else (cache_key, tuple(diameter_vox), polarity, seed)
+    if key in _TESTED:
+        levels, n_null, tested = _TESTED[key]
+    else:
+        points = null_points(lamella, image_binned.shape, N_NULL, half, seed)
+        tasks = [dask.delayed(_block_null)(image_binned[sl], lo, points[np.all((points >= own[0]) & (points < own[1]), axis=1)], half)
+                 for sl, lo, own in blocks]
+        parts = compute(*tasks, label="shells: null")
+        levels = null_levels(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                             np.arange(np.floor(r_min), np.ceil(e_max) + 1), polarity)
+        n_null, tested = int(sum(len(p[1]) for p in parts)), {}
+    report["null_positions"] = n_null
     pb = to_binned(picks)
+    tree = cKDTree(pb)
+    reused = [(k, v) for k, v in tested.items() if v is not None]  # earlier tests whose rim holds these picks too
+    reused = [v for (k, v), n in zip(reused, rim_picks(tree, np.array([k for k, _ in reused]).reshape(-1, 3),
+                                                       np.array([v[2] for _, v in reused]), reach)) if n >= MIN_WALL_PICKS]
+    known = frozenset(tested)
     tasks = []
     for sl, lo, own in blocks:
         near = np.all((pb >= lo - 1) & (pb < np.array([x.stop for x in sl]) + 1), axis=1)
         tasks.append(dask.delayed(_block_shells)(mask_b[sl], image_binned[sl], lo, own, pb[near], r_min, e_max, reach,
-                                                 polarity, levels))
+                                                 polarity, levels, lamella, known))
     parts = compute(*tasks, label="shells: cavities")
-    report["tested"] = int(sum(p[1] for p in parts))
-    rows = [r for p in parts for r in p[0] if min(r[3], r[4]) >= SHELL_Z_REFINED and r[2] + WALL_HALF <= r_max]
-    if lamella is not None and rows:  # cavities outside the sample (vacuum beside the slab) are not shells
-        inside = lamella.inside_points(from_binned(np.array([r[0] for r in rows])), extract=True)
-        rows = [r for r, k in zip(rows, inside) if k]
-    rows.sort(key=lambda r: -r[1])  # largest cavities first
+    for first, found in parts:
+        tested.update({tuple(int(v) for v in c): None for c in first})
+        tested.update({tuple(int(v) for v in r[0]): r for r in found})
+    if key is not None:
+        _TESTED[key] = (levels, n_null, tested)
+        while len(_TESTED) > _TESTED_KEEP:
+            _TESTED.pop(next(iter(_TESTED)))
+    report.update(tested=int(sum(len(p[0]) for p in parts)), reused=len(reused))
+    rows = [r[1:] for r in reused + [r for p in parts for r in p[1]]]
+    rows = [r for r in rows if min(r[3], r[4]) >= SHELL_Z_REFINED and r[2] + WALL_HALF <= r_max]
+    rows.sort(key=lambda r: (-r[1], tuple(r[0])))  # largest cavities first (ties by position: the same order cached or not)
     taken = np.zeros(len(picks), bool)
     kept, members = [], []
     for c, e, kw, z_in, z_out in rows:
