@@ -59,6 +59,7 @@ from .morphology import distance_sq
 BIN = 2  # the test runs on the mask and the tomogram binned this much
 SHELL_Z = 3.0  # robust z of both wall contrasts against the null (one-sided p ~ 0.001 each under normality)
 SCREEN_Z = 1.0  # a cavity whose weaker contrast reaches this at its first centre has its centre refined
+FEW = 64  # up to this many cavities to test are read box by box, more block by block
 REFINE_STEPS = 2  # at most this many one-voxel moves (binned) of a cavity's centre
 # the refined centre is the best of up to 1 + 6 x REFINE_STEPS positions: its z is held to SHELL_Z's one-sided
 # level divided by their number (Bonferroni: 3.68 for 13), so that the search does not make shells of noise
@@ -396,33 +397,51 @@ def rim_picks(tree: cKDTree, centres: np.ndarray, radii: np.ndarray, reach: floa
     return np.asarray(outer) - np.asarray(inner)
 
 
-def _block_shells(mask: np.ndarray, image: np.ndarray, origin: np.ndarray, own: tuple[np.ndarray, np.ndarray],
-                  picks: np.ndarray, r_min: float, r_max: float, reach: float, polarity: int, levels: dict,
-                  lamella=None, known: frozenset = frozenset()):
-    """One haloed block of the binned mask and tomogram (``origin``: its first voxel; ``own``:
-    [first, last) of the voxels it owns; all binned, global): its cavities with at least
-    MIN_WALL_PICKS of ``picks`` (binned, global) on their rim and not in ``known`` (centres tested
-    before), tested; those reaching SCREEN_Z refined. Returns the tested cavities' centres and, for
-    the refined ones, (first centre, centre, radius in voxels, wall ring in voxels, z_inner, z_outer)."""
+def _block_cavities(mask: np.ndarray, origin: np.ndarray, own: tuple[np.ndarray, np.ndarray], r_min: float,
+                    r_max: float, lamella=None) -> tuple[np.ndarray, np.ndarray]:
+    """The cavities of one haloed block of the binned mask (``origin``: its first voxel; ``own``:
+    [first, last) of the voxels it owns; binned, global) that it owns and that lie inside the sample:
+    centres (binned, global) and radii (voxels)."""
     centres, radii = cavity_maxima(mask, r_min / BIN, r_max / BIN)
     centres, radii = centres + origin, radii * BIN
     mine = np.all((centres >= own[0]) & (centres < own[1]), axis=1)
     if lamella is not None and mine.any():  # cavities outside the sample (vacuum beside the slab) are not shells
         mine[mine] = lamella.inside_points(from_binned(centres[mine]), extract=True)
-    if known and mine.any():
-        mine[mine] = [tuple(int(v) for v in c) not in known for c in centres[mine]]
-    centres, radii = centres[mine], radii[mine]
-    if not (len(picks) and len(centres)):
-        return np.zeros((0, 3), np.int64), []
+    return centres[mine], radii[mine]
+
+
+def distinct_cavities(centres: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """Indices of the cavities that are not another's: the distance map's maxima come in plateaus
+    (neighbouring voxels at the same distance); of a plateau's maxima the first in (z, y, x) order
+    stands for it (the refinement moves a centre further than that). ``centres`` binned, ``radii`` in voxels."""
+    if not len(centres):
+        return np.zeros(0, int)
+    order = np.lexsort((centres[:, 2], centres[:, 1], centres[:, 0], -radii))
+    near = cKDTree(centres).query_ball_point(centres[order], np.sqrt(3) + 1e-6)  # the 26 neighbours
+    rank = np.empty(len(order), int)
+    rank[order] = np.arange(len(order))
+    gone = np.zeros(len(centres), bool)
+    for j, nb in zip(order, near):
+        if not gone[j]:
+            for k in nb:
+                if rank[k] > rank[j]:
+                    gone[k] = True
+    return np.sort(np.flatnonzero(~gone))
+
+
+def _block_tests(image: np.ndarray, origin: np.ndarray, centres: np.ndarray, radii: np.ndarray, r_max: float,
+                 polarity: int, levels: dict) -> list[tuple]:
+    """The shell test of cavities (binned, global ``centres``; ``radii`` in voxels) on one haloed block
+    of the binned tomogram starting at ``origin``; those reaching SCREEN_Z refined. Returns, per
+    cavity, None or (first centre, centre, radius, wall ring in voxels, z_inner, z_outer)."""
     geometry = ring_geometry(margin(r_max) + REFINE_STEPS)
-    rim = rim_picks(cKDTree(picks), centres, radii, reach) >= MIN_WALL_PICKS
-    centres, radii = centres[rim], radii[rim]
     z, _ = shell_z(image, centres - origin, radii, polarity, geometry, levels)
-    screened = _weaker(z) >= SCREEN_Z
+    screened = np.flatnonzero(_weaker(z) >= SCREEN_Z)
     c, z, kw = refine_centres(image, centres[screened] - origin, radii[screened], polarity, geometry, levels)
-    rows = [(c0, ci + origin, float(e), int(k), float(zi[0]), float(zi[1]))
-            for c0, ci, e, k, zi in zip(centres[screened], c, radii[screened], kw, z)]
-    return centres, rows
+    rows: list = [None] * len(centres)
+    for i, ci, k, zi in zip(screened, c, kw, z):
+        rows[i] = (centres[i], ci + origin, float(radii[i]), int(k), float(zi[0]), float(zi[1]))
+    return rows
 
 
 def null_points(lamella, shape_binned, n: int, half: int, seed: int) -> np.ndarray:
@@ -451,12 +470,12 @@ def _blocks(arr: da.Array, halo: int):
                (np.asarray(origin), np.asarray(origin) + np.asarray(shape)))
 
 
-# Tested cavities per segmentation (``cache_key``), so that the second workflow on the same semantic labels
-# (cc after ws) tests only the cavities the first did not: the null's levels and, per cavity first centre,
-# its refined row or None. A few entries; the results are the same with or without it.
+# Per segmentation (``cache_key``): the null's levels, the cavities and the test of each one tested so far
+# (None: not a shell), so that the second workflow on the same semantic labels (cc after ws) finds the
+# cavities again at no cost and tests only those the first did not. A few entries; the results are the
+# same with or without it.
 _TESTED: dict = {}
 _TESTED_KEEP = 4
-
 
 def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, diameter_vox: tuple[float, float],
                 polarity: int, lamella=None, seed: int = 0, cache_key=None) -> Shells:
@@ -482,40 +501,58 @@ def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, d
         raise ValueError(f"binned tomogram {tuple(image_binned.shape)} does not match the binned mask {tuple(mask_b.shape)}")
     mask_b = mask_b.rechunk(image_binned.chunks)
     half = margin(e_max)
-    blocks = list(_blocks(image_binned, half + REFINE_STEPS + 1))
+    halo = half + REFINE_STEPS + 1
+    blocks = list(_blocks(image_binned, halo))
     key = None if cache_key is None else (cache_key, tuple(diameter_vox), polarity, seed)
     if key in _TESTED:
-        levels, n_null, tested = _TESTED[key]
+        levels, n_null, centres, radii, tested = _TESTED[key]
     else:
         points = null_points(lamella, image_binned.shape, N_NULL, half, seed)
-        tasks = [dask.delayed(_block_null)(image_binned[sl], lo, points[np.all((points >= own[0]) & (points < own[1]), axis=1)], half)
-                 for sl, lo, own in blocks]
-        parts = compute(*tasks, label="shells: null")
-        levels = null_levels(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+        null = [dask.delayed(_block_null)(image_binned[sl], lo, points[np.all((points >= own[0]) & (points < own[1]), axis=1)], half)
+                for sl, lo, own in blocks]
+        # the distance map needs a halo of the largest cavity (+1 for the maxima filter), not the tests' boxes
+        cav = [dask.delayed(_block_cavities)(mask_b[sl], lo, own, r_min, e_max, lamella)
+               for sl, lo, own in _blocks(image_binned, int(np.ceil(e_max / BIN)) + 2)]
+        parts = compute(*null, *cav, label="shells: null and cavities")
+        null, cav = parts[:len(blocks)], parts[len(blocks):]
+        levels = null_levels(np.concatenate([p[0] for p in null]), np.concatenate([p[1] for p in null]),
                              np.arange(np.floor(r_min), np.ceil(e_max) + 1), polarity)
-        n_null, tested = int(sum(len(p[1]) for p in parts)), {}
+        n_null, tested = int(sum(len(p[1]) for p in null)), {}
+        centres = np.concatenate([c for c, _ in cav]).reshape(-1, 3)
+        radii = np.concatenate([r for _, r in cav])
+        distinct = distinct_cavities(centres, radii)
+        centres, radii = centres[distinct], radii[distinct]
     report["null_positions"] = n_null
     pb = to_binned(picks)
-    tree = cKDTree(pb)
-    reused = [(k, v) for k, v in tested.items() if v is not None]  # earlier tests whose rim holds these picks too
-    reused = [v for (k, v), n in zip(reused, rim_picks(tree, np.array([k for k, _ in reused]).reshape(-1, 3),
-                                                       np.array([v[2] for _, v in reused]), reach)) if n >= MIN_WALL_PICKS]
-    known = frozenset(tested)
-    tasks = []
-    for sl, lo, own in blocks:
-        near = np.all((pb >= lo - 1) & (pb < np.array([x.stop for x in sl]) + 1), axis=1)
-        tasks.append(dask.delayed(_block_shells)(mask_b[sl], image_binned[sl], lo, own, pb[near], r_min, e_max, reach,
-                                                 polarity, levels, lamella, known))
-    parts = compute(*tasks, label="shells: cavities")
-    for first, found in parts:
-        tested.update({tuple(int(v) for v in c): None for c in first})
-        tested.update({tuple(int(v) for v in r[0]): r for r in found})
+    on_rim = np.flatnonzero(rim_picks(cKDTree(pb), centres, radii, reach) >= MIN_WALL_PICKS) if len(pb) else []
+    keys = [tuple(int(v) for v in centres[i]) for i in on_rim]
+    new = np.array([i for i, k in zip(on_rim, keys) if k not in tested], int)
+    reused = [tested[k] for k in keys if k in tested]
+    owner = np.zeros(len(new), int)  # the block that owns each new cavity
+    for j, (_, _, own) in enumerate(blocks):
+        owner[np.all((centres[new] >= own[0]) & (centres[new] < own[1]), axis=1)] = j
+    tasks, which = [], []
+    if len(new) <= FEW:  # a few (the second workflow's own): each cavity's box alone, not haloed blocks
+        for i in new:
+            lo = np.maximum(centres[i] - halo, 0)
+            sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, np.minimum(centres[i] + halo + 1, image_binned.shape)))
+            tasks.append(dask.delayed(_block_tests)(image_binned[sl], lo, centres[i:i + 1], radii[i:i + 1], e_max,
+                                                    polarity, levels))
+            which.append(np.array([i]))
+    else:
+        for j in np.unique(owner):
+            sl, lo, _ = blocks[j]
+            sel = new[owner == j]
+            tasks.append(dask.delayed(_block_tests)(image_binned[sl], lo, centres[sel], radii[sel], e_max, polarity, levels))
+            which.append(sel)
+    for sel, rows in zip(which, compute(*tasks, label="shells: wall tests") if tasks else []):
+        tested.update({tuple(int(v) for v in centres[i]): r for i, r in zip(sel, rows)})
     if key is not None:
-        _TESTED[key] = (levels, n_null, tested)
+        _TESTED[key] = (levels, n_null, centres, radii, tested)
         while len(_TESTED) > _TESTED_KEEP:
             _TESTED.pop(next(iter(_TESTED)))
-    report.update(tested=int(sum(len(p[0]) for p in parts)), reused=len(reused))
-    rows = [r[1:] for r in reused + [r for p in parts for r in p[1]]]
+    report.update(cavities=int(len(centres)), tested=int(len(new)), reused=len(reused))
+    rows = [tested[k][1:] for k in keys if tested[k] is not None]
     rows = [r for r in rows if min(r[3], r[4]) >= SHELL_Z_REFINED and r[2] + WALL_HALF <= r_max]
     rows.sort(key=lambda r: (-r[1], tuple(r[0])))  # largest cavities first (ties by position: the same order cached or not)
     taken = np.zeros(len(picks), bool)
