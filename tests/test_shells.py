@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 
 from picket_dask.io.omezarr import downsample2
 from picket_dask.config import REFERENCE_LOCALIZE, LocalizeParams
+from picket_dask.localize import shell_test as T
 from picket_dask.localize import shells as S
 from picket_dask.localize.centroids import InstanceTable, relabel
 
@@ -61,7 +62,7 @@ def test_shell_wall_picks_merge_at_its_centre():
     found = _find(image, mask, picks)
     assert len(found) == 1
     assert np.linalg.norm(found.centres[0] - np.array([32, 64, 64])) <= 2.0
-    assert min(found.z_inner[0], found.z_outer[0]) >= S.SHELL_Z_REFINED
+    assert min(found.z_inner[0], found.z_outer[0]) >= T.SHELL_Z_REFINED
     on_wall = np.flatnonzero((d > 8) & (d < 18))
     assert set(found.members[0].tolist()) == set(on_wall.tolist())
     assert found.report["shells"] == 1 and found.report["picks_merged"] == len(on_wall)
@@ -90,19 +91,19 @@ def test_chunking_changes_nothing(chunks):
 
 def test_wall_contrast_needs_the_wall_all_around():
     """One dark sector (a particle touching the cavity) is not a wall: the sector median ignores it."""
-    half = S.margin(8.0)
-    geometry = S.ring_geometry(half)
+    half = T.margin(8.0)
+    geometry = T.ring_geometry(half)
     n = 2 * half + 1
     img = np.zeros((n, n, n), np.float32)
     ridx, sector = geometry.ring, geometry.patch
     wall = (ridx >= 11) & (ridx <= 13)
     img[wall & (sector == 0)] = -1.0
-    rings, balls = S.radial_profiles(img, (half, half, half), half, geometry)
-    d_in, d_out, _ = S.shell_contrast(rings, balls, 8.0, -1)
+    rings, balls = T.radial_profiles(img, (half, half, half), half, geometry)
+    d_in, d_out, _ = T.shell_contrast(rings, balls, 8.0, -1)
     assert abs(d_in) < 1e-9 and abs(d_out) < 1e-9
     img[wall] = -1.0
-    rings, balls = S.radial_profiles(img, (half, half, half), half, geometry)
-    d_in, d_out, kw = S.shell_contrast(rings, balls, 8.0, -1)
+    rings, balls = T.radial_profiles(img, (half, half, half), half, geometry)
+    d_in, d_out, kw = T.shell_contrast(rings, balls, 8.0, -1)
     assert d_in > 0.9 and d_out > 0.9 and 11 <= kw <= 13
 
 

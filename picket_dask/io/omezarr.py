@@ -104,7 +104,7 @@ def _json_default(obj: Any):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _even_chunks(arr: da.Array) -> da.Array:
+def even_chunks(arr: da.Array) -> da.Array:
     """Rechunk so every chunk but the last along each axis has an even length (for 2x coarsening)."""
     chunks = tuple(max(2, c - c % 2) for c in (arr.chunksize))
     return arr.rechunk(chunks, method=RECHUNK) if any(any(b % 2 for b in bc[:-1]) for bc in arr.chunks) else arr
@@ -112,7 +112,7 @@ def _even_chunks(arr: da.Array) -> da.Array:
 
 def downsample2(arr: da.Array, chunks: tuple[int, int, int]) -> da.Array:
     """The next pyramid level: mean over 2x2x2 voxels (float32), an odd last voxel dropped."""
-    return da.coarsen(np.mean, _even_chunks(arr).astype(np.float32), {0: 2, 1: 2, 2: 2}, trim_excess=True).rechunk(chunks, method=RECHUNK)
+    return da.coarsen(np.mean, even_chunks(arr).astype(np.float32), {0: 2, 1: 2, 2: 2}, trim_excess=True).rechunk(chunks, method=RECHUNK)
 
 
 def write_image(
