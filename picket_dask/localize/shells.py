@@ -57,6 +57,7 @@ FEW = 64  # up to this many cavities to test are read box by box, more block by 
 N_NULL = 300  # random positions inside the sample for the null
 MIN_WALL_PICKS = 3  # a shell broken into fewer picks is not told from particles beside a gap
 
+
 @dataclass
 class Shells:
     """Shells found (working-grid voxels): centres (z, y, x), cavity and wall radii, both wall
@@ -214,6 +215,7 @@ def _blocks(arr: da.Array, halo: int):
 _TESTED: dict = {}
 _TESTED_KEEP = 4
 
+
 def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, diameter_vox: tuple[float, float],
                 polarity: int, lamella=None, seed: int = 0, cache_key=None) -> Shells:
     """Shells among the cavities of the particle ``mask`` (lazy bool, z, y, x) with ``picks_zyx``
@@ -264,7 +266,7 @@ def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, d
     on_rim = np.flatnonzero(rim_picks(cKDTree(pb), centres, radii, reach) >= MIN_WALL_PICKS) if len(pb) else []
     keys = [tuple(int(v) for v in centres[i]) for i in on_rim]
     new = np.array([i for i, k in zip(on_rim, keys) if k not in tested], int)
-    reused = [tested[k] for k in keys if k in tested]
+    reused = sum(k in tested for k in keys)
     owner = np.zeros(len(new), int)  # the block that owns each new cavity
     for j, (_, _, own) in enumerate(blocks):
         owner[np.all((centres[new] >= own[0]) & (centres[new] < own[1]), axis=1)] = j
@@ -288,7 +290,7 @@ def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, d
         _TESTED[key] = (levels, n_null, centres, radii, tested)
         while len(_TESTED) > _TESTED_KEEP:
             _TESTED.pop(next(iter(_TESTED)))
-    report.update(cavities=int(len(centres)), tested=int(len(new)), reused=len(reused))
+    report.update(cavities=int(len(centres)), tested=int(len(new)), reused=int(reused))
     rows = [tested[k][1:] for k in keys if tested[k] is not None]
     rows = [r for r in rows if min(r[3], r[4]) >= SHELL_Z_REFINED and r[2] + WALL_HALF <= r_max]
     rows.sort(key=lambda r: (-r[1], tuple(r[0])))  # largest cavities first (ties by position: the same order cached or not)
