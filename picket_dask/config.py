@@ -6,7 +6,7 @@ Units: voxel counts say ``_vox``; z bounds are slice indices (0-based, [lower, u
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -46,6 +46,20 @@ REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_switches(cls, data):
+        """An auto|off switch written unquoted in YAML (``context: off``) arrives as a boolean (YAML 1.1 reads
+        off/no/false as False, on/yes/true as True): take False as "off" and True as "auto"."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name)
+            if isinstance(value, bool) and field is not None and get_args(field.annotation) == ("auto", "off"):
+                out[name] = "auto" if value else "off"
+        return out
 
 
 class SegmentParams(_Strict):

@@ -162,3 +162,17 @@ def test_own_yaml_and_unknown_workflow(tmp_path):
     (tmp_path / "bad2.yaml").write_text("chunk: 64\n")
     with pytest.raises(PicketError, match="chunk"):
         load_config(tmp_path / "bad2.yaml")
+
+
+def test_unquoted_off_in_yaml_is_off(tmp_path):
+    """`context: off` written unquoted reaches the config as a YAML boolean; auto|off switches take it as
+    meant (False -> off, True -> auto), other choices still refuse a boolean."""
+    from picket_dask.errors import PicketError
+
+    p = tmp_path / "run.yaml"
+    p.write_text("segment:\n  lamella: off\n  nodata: no\nlocalize:\n  context: off\n  shells: on\n")
+    cfg = load_config(p)
+    assert (cfg.segment.lamella, cfg.segment.nodata, cfg.localize.context, cfg.localize.shells) == ("off", "off", "off", "auto")
+    p.write_text("segment:\n  kmeans_cut: off\n")
+    with pytest.raises(PicketError, match="kmeans_cut"):
+        load_config(p)
