@@ -98,12 +98,12 @@ def test_wall_contrast_needs_the_wall_all_around():
     ridx, sector = geometry.ring, geometry.patch
     wall = (ridx >= 11) & (ridx <= 13)
     img[wall & (sector == 0)] = -1.0
-    rings, balls = T.radial_profiles(img, (half, half, half), half, geometry)
-    d_in, d_out, _ = T.shell_contrast(rings, balls, 8.0, -1)
+    rings, balls = T.profiles_at(img, [(half, half, half)], half, geometry)
+    d_in, d_out, _ = T.shell_contrast(rings[0], balls[0], 8.0, -1)
     assert abs(d_in) < 1e-9 and abs(d_out) < 1e-9
     img[wall] = -1.0
-    rings, balls = T.radial_profiles(img, (half, half, half), half, geometry)
-    d_in, d_out, kw = T.shell_contrast(rings, balls, 8.0, -1)
+    rings, balls = T.profiles_at(img, [(half, half, half)], half, geometry)
+    d_in, d_out, kw = T.shell_contrast(rings[0], balls[0], 8.0, -1)
     assert d_in > 0.9 and d_out > 0.9 and 11 <= kw <= 13
 
 

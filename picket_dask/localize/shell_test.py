@@ -25,6 +25,8 @@ from functools import lru_cache
 import numpy as np
 from scipy.stats import norm
 
+from .membranes import robust_z_levels
+
 BIN = 2  # the test runs on the tomogram binned this much
 SHELL_Z = 3.0  # robust z of both wall contrasts against the null (one-sided p ~ 0.001 each under normality)
 SCREEN_Z = 1.0  # a cavity whose weaker contrast reaches this at its first centre has its centre refined
@@ -88,36 +90,6 @@ def _tables(geometry_half: int, half: int):
     return band_idx, ring[band_idx] * N_SECTORS + patch[band_idx], all_idx, ring[all_idx]
 
 
-def radial_profiles(image: np.ndarray, centre, half: int, geometry: RingGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """Ring means of ``image`` about ``centre`` (voxel index) in the visible band per patch,
-    (n, N_SECTORS), and ball means (all directions; ball k: the rings below k), (n,), for rings
-    0 .. n - 1 = BIN x half. Parts of the box outside ``image`` are left out (NaN where nothing is left)."""
-    n = BIN * half + 1
-    lo = np.asarray(centre, np.int64) - half
-    hi = lo + 2 * half + 1
-    if lo.min() >= 0 and (hi <= image.shape).all():  # the usual case: index tables made once per box size
-        band_idx, band_key, all_idx, all_ring = _tables(geometry.half, half)
-        box = image[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].ravel()
-        values, all_values = box[band_idx], box[all_idx]
-    else:
-        src_lo, src_hi = np.maximum(lo, 0), np.minimum(hi, image.shape)
-        if np.any(src_hi <= src_lo):
-            return np.full((n, N_SECTORS), np.nan), np.full(n, np.nan)
-        full = geometry.half
-        g = tuple(slice(full - half + (a - s), full - half + (b - s)) for a, b, s in zip(src_lo, src_hi, lo))
-        box = np.asarray(image[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))]).ravel()
-        r, b, sec = geometry.ring[g].ravel(), geometry.band[g].ravel(), geometry.patch[g].ravel()
-        inside = r < n
-        values, band_key = box[inside & b], r[inside & b] * N_SECTORS + sec[inside & b]
-        all_values, all_ring = box[inside], r[inside]
-    ring_sum = np.bincount(band_key, weights=values, minlength=n * N_SECTORS).reshape(n, N_SECTORS)
-    ring_cnt = np.bincount(band_key, minlength=n * N_SECTORS).reshape(n, N_SECTORS)
-    all_sum, all_cnt = np.bincount(all_ring, weights=all_values, minlength=n), np.bincount(all_ring, minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ball = np.concatenate([[np.nan], np.cumsum(all_sum)[:-1] / np.cumsum(all_cnt)[:-1]])
-        return ring_sum / ring_cnt, ball
-
-
 def _nanmedian(a: np.ndarray) -> np.ndarray:
     """Median over the last axis ignoring NaN (NaN where all are), without numpy's warning (tasks run in threads)."""
     a = np.sort(a, axis=-1)  # NaN last
@@ -144,7 +116,7 @@ def shell_contrast(rings: np.ndarray, balls: np.ndarray, e: float, polarity: int
     """The wall's contrast against the ball inside it and against the rings outside it (density
     units, particle polarity positive, medians over the patches) and the wall's mid ring (voxels),
     for a cavity of radius ``e`` voxels; ``rings`` (..., rings, patches) and ``balls`` (..., rings)
-    from radial_profiles, stacked along leading axes for many positions at once."""
+    from profiles_at, stacked along leading axes for many positions at once."""
     rings, balls = np.asarray(rings, float), np.asarray(balls, float)
     lo = max(1 + WALL_HALF, int(np.rint(e)))
     hi = min(int(np.rint(e)) + WALL_SEARCH, rings.shape[-2] - 1 - OUTER[1])
@@ -175,14 +147,14 @@ def null_levels(rings: np.ndarray, balls: np.ndarray, radii, polarity: int) -> d
         vals = vals[np.all(np.isfinite(vals), axis=1)]
         if len(vals) < 20:
             continue
-        med = np.median(vals, axis=0)
-        out[int(e)] = (med, np.maximum(1.4826 * np.median(np.abs(vals - med), axis=0), 1e-12))
+        med, sd = np.array([robust_z_levels(v) for v in vals.T]).T
+        out[int(e)] = (med, np.maximum(sd, 1e-12))
     return out
 
 
 def _profiles_inside(image: np.ndarray, lo: np.ndarray, half: int, geometry: RingGeometry) -> tuple[np.ndarray, np.ndarray]:
-    """radial_profiles of boxes of ``half`` starting at ``lo`` ((m, 3), wholly inside a C-ordered
-    ``image``), many at once: one gather and one bincount per batch of boxes."""
+    """profiles_at for boxes of ``half`` starting at ``lo`` ((m, 3), wholly inside a C-ordered ``image``,
+    NaN voxels left out), many at once: one gather and one bincount per batch of boxes."""
     band_idx, band_key, all_idx, all_ring = _tables(geometry.half, half)
     n, side = BIN * half + 1, 2 * half + 1
     zz, yy, xx = np.unravel_index(np.arange(side ** 3), (side,) * 3)
@@ -213,14 +185,16 @@ def _profiles_inside(image: np.ndarray, lo: np.ndarray, half: int, geometry: Rin
     return rings, balls
 
 
-def profiles_at(image: np.ndarray, centres: np.ndarray, radii: np.ndarray, geometry: RingGeometry,
-                half: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """radial_profiles at each of ``centres`` (voxel indices, (m, 3)) for cavities of ``radii`` (voxels),
-    each box as large as its radius needs (or ``half`` for all); stacked, rings past a box's own NaN:
-    (m, rings, patches), (m, rings). Boxes reaching past the image are padded with NaN (left out)."""
+def profiles_at(image: np.ndarray, centres: np.ndarray, halves, geometry: RingGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """Ring means of ``image`` about each of ``centres`` (voxel indices, (m, 3)) in the visible band per
+    patch, (m, rings, N_SECTORS), and ball means (all directions; ball k: the rings below k, as far as
+    ``ball_rings``), (m, rings), in boxes of ``halves`` (per centre, or one for all; ``margin`` of a
+    cavity's radius), rings 0 .. BIN x half; stacked, rings past a box's own NaN. Parts of a box
+    outside ``image`` are left out (the image is padded with NaN; NaN where nothing is left)."""
     centres = np.asarray(centres, np.int64).reshape(-1, 3)
-    halves = np.array([margin(e) if half is None else half for e in radii], int)
-    n = BIN * int(halves.max(initial=0) if half is None else half) + 1
+    given = np.asarray(halves, int)
+    n = BIN * int(given.max(initial=0)) + 1  # one half for all: that box's rings even with no centre
+    halves = np.broadcast_to(given, (len(centres),))
     rings, balls = np.full((len(centres), n, N_SECTORS), np.nan), np.full((len(centres), n), np.nan)
     if not len(centres):
         return rings, balls
@@ -241,7 +215,7 @@ def shell_z(image: np.ndarray, centres: np.ndarray, radii: np.ndarray, polarity:
     kw = np.full(len(radii), -1)
     if not len(radii):
         return z, kw
-    rings, balls = profiles_at(image, centres, radii, geometry)
+    rings, balls = profiles_at(image, centres, [margin(e) for e in radii], geometry)
     e_int = np.rint(radii).astype(int)
     for e in np.unique(e_int):
         lev = levels.get(int(e))

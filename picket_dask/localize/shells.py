@@ -119,10 +119,10 @@ def cavity_maxima(particle: np.ndarray, r_min: float, r_max: float) -> tuple[np.
 
 
 def _block_null(image: np.ndarray, origin: np.ndarray, points: np.ndarray, half: int):
-    """Profiles (rings, balls: radial_profiles) at ``points`` (global) of one haloed block of the
+    """Profiles (rings, balls: shell_test.profiles_at) at ``points`` (global) of one haloed block of the
     binned tomogram whose first voxel is ``origin``."""
     points = np.asarray(points, np.int64).reshape(-1, 3)
-    return profiles_at(image, points - origin, np.full(len(points), float(half)), ring_geometry(half), half=half)
+    return profiles_at(image, points - origin, half, ring_geometry(half))
 
 
 def rim_picks(tree: cKDTree, centres: np.ndarray, radii: np.ndarray, reach: float) -> np.ndarray:
@@ -267,9 +267,6 @@ def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, d
     keys = [tuple(int(v) for v in centres[i]) for i in on_rim]
     new = np.array([i for i, k in zip(on_rim, keys) if k not in tested], int)
     reused = sum(k in tested for k in keys)
-    owner = np.zeros(len(new), int)  # the block that owns each new cavity
-    for j, (_, _, own) in enumerate(blocks):
-        owner[np.all((centres[new] >= own[0]) & (centres[new] < own[1]), axis=1)] = j
     tasks, which = [], []
     if len(new) <= FEW:  # a few (the second workflow's own): each cavity's box alone, not haloed blocks
         for i in new:
@@ -279,6 +276,9 @@ def find_shells(mask: da.Array, image_binned: da.Array, picks_zyx: np.ndarray, d
                                                     polarity, levels))
             which.append(np.array([i]))
     else:
+        owner = np.zeros(len(new), int)  # the block that owns each new cavity
+        for j, (_, _, own) in enumerate(blocks):
+            owner[np.all((centres[new] >= own[0]) & (centres[new] < own[1]), axis=1)] = j
         for j in np.unique(owner):
             sl, lo, _ = blocks[j]
             sel = new[owner == j]
