@@ -6,7 +6,9 @@
 The folder holds NAME.mrc and NAME_truth.csv (x, y, z voxels, particle_type) and optionally
 NAME_context.csv (membranes, gold, ice: object, x, y, z, radius_nm). Every workflow runs on every
 tomogram; per workflow x tomogram the script writes precision, recall, F1, relative recall, the
-pick count beside them, and the fraction of picks within 5 nm of a gold bead or a membrane
+pick count beside them, the one-to-one scores (``matched_precision``, ``matched_recall``, ``matched_f1``:
+each particle and each pick matched at most once; ``duplicates``: picks near a particle left unmatched),
+and the fraction of picks within 5 nm of a gold bead or a membrane
 (``near_context``; ``near_visible_context``: of a bead or a membrane patch outside the missing wedge,
 see context_near; ``near_context_false``: near and not a true positive; ``recall_by_type``: JSON of the
 recall per truth particle type), to
@@ -122,6 +124,9 @@ def main():
             rows.append({"tomogram": t.stem, "workflow": wf, "n_picks": s.n_picks, "n_truth": s.n_truth,
                          "precision": s.precision, "recall": s.recall, "f1": s.f1,
                          "relative_recall": s.relative_recall,
+                         # one to one (evaluate.py): duplicates on one particle count as false picks
+                         "matched_precision": s.matched_precision, "matched_recall": s.matched_recall,
+                         "matched_f1": s.matched_f1, "duplicates": s.duplicates,
                          # recall per particle type (truth's particle_type): which kinds of particle are missed
                          "recall_by_type": json.dumps({k: round(v, 3) for k, v in s.recall_by_type.items()}, sort_keys=True),
                          "near_context": float(near.mean()) if len(near) else float("nan"),
@@ -139,8 +144,8 @@ def main():
         pd.concat([pd.read_csv(path), table], ignore_index=True).to_csv(path, index=False)
     else:
         table.to_csv(path, index=False)
-    wide = table.pivot(index="workflow", columns="tomogram", values=["f1", "n_picks", "precision", "recall", "near_context",
-                                                                       "near_visible_context"])
+    wide = table.pivot(index="workflow", columns="tomogram", values=["f1", "n_picks", "precision", "recall", "matched_f1",
+                                                                       "duplicates", "near_context", "near_visible_context"])
     wide = wide.sort_values(wide.columns[0], ascending=False)
     print(wide.round(3).to_string())
     print(f"run seconds: {table.groupby('tomogram').run_seconds_all_workflows.first().to_dict()}")

@@ -105,7 +105,7 @@ def _config(args) -> RunConfig:
         seg["device"] = "gpu"
     for key, target in (("sigma_vox", seg), ("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
                         ("kmeans_cut", seg), ("gmm_starts", seg), ("fit_schedule", seg), ("lamella", seg), ("resample", seg), ("nodata", seg), ("extreme_refit", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
-                        ("context", loc), ("shells", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
+                        ("context", loc), ("shells", loc), ("merge_close", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
         v = getattr(args, key, None)
         if v is not None:
             target[key] = v
@@ -207,7 +207,7 @@ def cmd_evaluate(args) -> int:
             print(f"wrote {_pr_curves(args.picks, args.truth, vs, args.threshold_A, args.pr_curve)}")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "workflow" in df and df.tomogram.nunique() > 1:
-        med = df.groupby("workflow")[["precision", "recall", "f1", "relative_recall"]].median().sort_values("f1", ascending=False)
+        med = df.groupby("workflow")[["precision", "recall", "f1", "relative_recall", "matched_f1"]].median().sort_values("f1", ascending=False)
         print("\nmedian over tomograms:\n" + med.to_string(float_format=lambda v: f"{v:.3f}"))
     if csv:
         df.to_csv(csv, index=False)
@@ -320,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--context", choices=["auto", "off"], help="auto (default): mask gold and membranes before instances")
     r.add_argument("--shells", choices=["auto", "off"], help="auto (default): the picks on one hollow particle's wall "
                    "(capsids, cages) become one pick at its centre")
+    r.add_argument("--merge-close", choices=["auto", "off"], help="auto (default): picks closer than the smallest "
+                   "particle's diameter become one pick (two particles cannot overlap)")
     r.add_argument("--sigma-vox", type=float, metavar="S", help="Gaussian blur sigma in voxels (default: matched to "
                    "the smallest particle of the size prior, its radius / sqrt(3), e.g. 1.73 for 60 A at 10 A voxels; "
                    "2 without a prior and in --preset reference)")

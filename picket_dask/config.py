@@ -40,7 +40,7 @@ PRESETS = ("default", "reference")
 REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
                      "gmm_starts": "kmeans", "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
-REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "shells": "off", "min_score": None,
+REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "shells": "off", "merge_close": "off", "min_score": None,
                       "max_picks": None, "fdr": None}
 
 
@@ -143,6 +143,9 @@ class LocalizeParams(_Strict):
     shells: Literal["auto", "off"] = Field(
         "auto", description="auto: a hollow particle's wall picks become one pick at its centre (localize/shells.py; "
         "needs the size prior); off: the reference")
+    merge_close: Literal["auto", "off"] = Field(
+        "auto", description="auto: picks closer than the smallest particle's diameter (the size prior) are one particle "
+        "and become one pick (localize/duplicates.py); off: keep them apart (the reference)")
     drop_face_touching: bool = Field(False, description="drop instances touching the x/y faces (cut particles, "
                                      "reconstruction edge artefacts); False: keep them (the reference)")
     min_score: Optional[float] = Field(None, description="drop picks scoring below this (score: particle contrast in noise SDs)")

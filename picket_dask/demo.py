@@ -31,7 +31,8 @@ def demo(out: str | Path = "picket-demo", preset: str = "small", seed: int = 0, 
     for wf, paths in res.picks.items():
         s = evaluate_files(paths["csv"], files["truth_csv"], res.shape, res.voxel_size, 100.0)
         rows.append({"workflow": wf, "picks": s.n_picks, "truth": s.n_truth, "precision": s.precision,
-                     "recall": s.recall, "F1": s.f1, "relative_recall": s.relative_recall})
+                     "recall": s.recall, "F1": s.f1, "relative_recall": s.relative_recall,
+                     "F1_one_to_one": s.matched_f1})
         f, c, _ = wf.split("-")
         preview(res.image, f"semantic-{f}-{c}", zyx(read_points(paths["csv"])), out / "previews" / f"{wf}.png", title=wf)
     table = pd.DataFrame(rows)

@@ -83,11 +83,15 @@ def test_defaults_and_reference_end_to_end(tmp_path):
     assert (np.diff(df.score.to_numpy()) <= 0).all()
     star = open(res.picks["gabor-gmm-cc"]["star"]).read()
     assert "rlnAutopickFigureOfMerit" in star
+    inst = json.loads((res.image / "labels" / "instances-gabor-gmm-cc" / ".zattrs").read_text())["picket_dask"]
+    assert inst["duplicates"]["distance_vox"] == 6.0  # the smallest particle's diameter, 60 A at 10 A voxels
     ref = run(files["tomogram"], tmp_path / "ref", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=20_000, preset="reference")[0]
     rdoc = json.loads(ref.run_json.read_text())
     assert rdoc["config"]["preset"] == "reference" and rdoc["context"] == {"mode": "off"} and not rdoc["lamella"]["found"]
     sem = json.loads((ref.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]
     assert sem["params"]["lamella"] == "off"
+    rinst = json.loads((ref.image / "labels" / "instances-gabor-gmm-cc" / ".zattrs").read_text())["picket_dask"]
+    assert "duplicates" not in rinst and rinst["params"]["merge_close"] == "off"
     # the blur: matched to the size prior's smallest particle by default (60 A at 10 A voxels), PickET's 2 voxels in the reference
     assert doc["blur_sigma_vox"] == 1.7321 and rdoc["blur_sigma_vox"] == 2.0 and sem["params"]["sigma_vox"] == 2.0
     dsem = json.loads((res.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]

@@ -9,7 +9,7 @@ import yaml
 
 from picket_dask.config import from_reference, load_config
 from picket_dask.errors import PicketError
-from picket_dask.evaluate import score, threshold_vox
+from picket_dask.evaluate import matched_pairs, score, threshold_vox
 from picket_dask.io.picks import picks_frame, read_points, write_all
 
 
@@ -126,6 +126,33 @@ def test_scores():
     assert 0 < s.relative_recall <= 1
     assert threshold_vox(100, (10.0, 10.0, 13.0)) == 8
     assert score(np.zeros((0, 3)), truth, (100, 100, 100), 5).f1 == 0
+
+
+def test_one_to_one_scores_count_duplicates_as_false():
+    truth = np.array([[10, 10, 10], [30, 30, 30], [50, 50, 50]], float)
+    picks = np.array([[11, 10, 10], [9, 10, 10], [10, 12, 10], [30, 33, 30]], float)  # three on the first particle
+    s = score(picks, truth, (100, 100, 100), 5)
+    assert s.precision == 1.0 and s.recall == pytest.approx(2 / 3)  # the paper's rule: every pick is near a particle
+    assert s.matched_precision == pytest.approx(2 / 4) and s.matched_recall == pytest.approx(2 / 3)
+    assert s.matched_f1 == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+    assert s.duplicates == 2
+    empty = score(np.zeros((0, 3)), truth, (100, 100, 100), 5)
+    assert empty.matched_f1 == 0 and empty.duplicates == 0
+
+
+def test_one_to_one_matching_is_maximum_not_greedy():
+    # the pick between two particles is nearer the first, which the second pick can only reach: nearest-first
+    # pairing would match one; the maximum matching pairs both
+    truth = np.array([[0, 0, 0], [0, 0, 8]], float)
+    picks = np.array([[0, 0, 3.5], [0, 0, -4]], float)
+    assert matched_pairs(picks, truth, 5) == 2
+    assert score(picks, truth, (20, 20, 20), 5).matched_recall == 1.0
+    rng = np.random.default_rng(3)
+    for _ in range(20):  # never above the paper's rule, and symmetric in its arguments
+        t, p = rng.uniform(0, 40, (30, 3)), rng.uniform(0, 40, (int(rng.integers(0, 60)), 3))
+        s = score(p, t, (40, 40, 40), 6)
+        assert s.matched_precision <= s.precision + 1e-12 and s.matched_recall <= s.recall + 1e-12
+        assert matched_pairs(p, t, 6) == matched_pairs(t, p, 6)
 
 
 def test_reference_yaml_is_mapped(tmp_path):

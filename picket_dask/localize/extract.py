@@ -22,6 +22,7 @@ from ..segment.lamella import Lamella
 from .centroids import InstanceTable, in_size_range, instance_table, relabel
 from .components import connected_components_chunked
 from .context import centres_near, context_mask
+from .duplicates import merge_duplicates
 from .mask import particle_mask
 from .score import instance_means_and_background, score_instances
 from .shells import find_shells, merge_shells
@@ -175,6 +176,14 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                     if len(found):
                         note(f"{instance_name}: {len(found)} hollow particle(s): {found.report['picks_merged']} picks on "
                              f"their walls became {len(found)} at their centres (--shells off to keep them apart)")
+            if params.merge_close == "auto" and params.particle_diameter_A is not None and keep.sum() > 1:
+                with timings.stage("duplicates"):  # picks closer than the smallest particle's diameter: one particle
+                    merged_into, report["duplicates"] = merge_duplicates(table, keep, scores, contrast,
+                                                                         params.particle_diameter_A[0] / vs, merged_into)
+                    if report["duplicates"]["groups"]:
+                        d = report["duplicates"]
+                        note(f"{instance_name}: {d['picks_merged']} picks closer than the smallest particle's diameter "
+                             f"({params.particle_diameter_A[0]:g} A) became {d['groups']} (--merge-close off to keep them apart)")
             with timings.stage("scores"):
                 if params.fdr is not None:  # the picks still in play are the family the FDR is controlled over
                     null_bg = background & ~ctx if ctx is not None else background
