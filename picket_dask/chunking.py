@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import dataclass
 
 import dask.array as da
 import numpy as np
@@ -37,6 +38,38 @@ def haloed_box(volume_shape, origin, shape, halo: int) -> tuple[np.ndarray, np.n
     lo = np.maximum(np.asarray(origin) - halo, 0)
     hi = np.minimum(np.asarray(origin) + np.asarray(shape) + halo, volume_shape)
     return lo, hi
+
+
+@dataclass(frozen=True)
+class HaloedBlock:
+    """One block of a chunk grid and the box grown around it by a halo (clipped to the volume); voxels, (z, y, x)."""
+
+    index: int  # position in C order
+    block: tuple[int, ...]  # block id
+    origin: np.ndarray  # first voxel the block owns
+    shape: np.ndarray  # voxels it owns
+    lo: np.ndarray  # first voxel of the haloed box
+    slices: tuple[slice, ...]  # the haloed box in the volume
+
+    @property
+    def end(self) -> np.ndarray:
+        """One past the last voxel the block owns."""
+        return self.origin + self.shape
+
+    @property
+    def interior(self) -> tuple[slice, ...]:
+        """The owned voxels within the haloed box."""
+        return tuple(slice(int(o - a), int(o - a + n)) for o, a, n in zip(self.origin, self.lo, self.shape))
+
+
+def haloed_blocks(chunks: tuple[tuple[int, ...], ...], halo: int):
+    """Every block of ``chunks`` with its box grown by ``halo`` voxels per face, clipped (``HaloedBlock``), in C order:
+    the loop of every chunked filter that reads a block and its neighbours' margin itself."""
+    volume_shape = tuple(int(sum(c)) for c in chunks)
+    for i, (b, origin, shape) in enumerate(block_boxes(chunks)):
+        lo, hi = haloed_box(volume_shape, origin, shape, halo)
+        yield HaloedBlock(i, b, np.asarray(origin), np.asarray(shape), lo,
+                          tuple(slice(int(a), int(c)) for a, c in zip(lo, hi)))
 
 
 def at_least(arr: da.Array, size: int) -> da.Array:

@@ -220,3 +220,31 @@ def test_block_watershed_floods_only_components_reaching_the_chunk(seed):
     ref = watershed(-sq.astype(np.float64), markers, mask=region)[inner]
     got = _block_watershed(region.copy(), lo, origin, shape, peaks)
     np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=3), st.lists(st.integers(1, 9), min_size=1, max_size=3),
+       st.lists(st.integers(1, 9), min_size=1, max_size=3), st.integers(0, 6))
+def test_haloed_blocks_tile_the_volume(cz, cy, cx, halo):
+    """The owned parts tile the volume once; each haloed box is the owned part grown by the halo, clipped."""
+    from picket_dask.chunking import haloed_blocks
+
+    chunks = (tuple(cz), tuple(cy), tuple(cx))
+    shape = tuple(sum(c) for c in chunks)
+    seen = np.zeros(shape, int)
+    blocks = list(haloed_blocks(chunks, halo))
+    assert [hb.index for hb in blocks] == list(range(len(blocks)))
+    for hb in blocks:
+        box = np.zeros(shape, bool)
+        box[hb.slices] = True
+        own = np.zeros(shape, bool)
+        own[tuple(slice(int(o), int(e)) for o, e in zip(hb.origin, hb.end))] = True
+        seen += own
+        grown = ndi.binary_dilation(own, np.ones((3, 3, 3), bool), iterations=halo) if halo else own
+        bounds = np.zeros(shape, bool)  # the dilation's bounding box: what the haloed box must be
+        idx = np.argwhere(grown)
+        bounds[tuple(slice(int(a), int(b) + 1) for a, b in zip(idx.min(0), idx.max(0)))] = True
+        assert (box == bounds).all()
+        assert box[hb.slices][hb.interior].all() and own[hb.slices][hb.interior].all()
+        assert own[hb.slices][hb.interior].sum() == own.sum()
+    assert (seen == 1).all()

@@ -47,7 +47,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
-from ..chunking import block_boxes, haloed_box
+from ..chunking import haloed_blocks
 from ..progress import compute
 from .morphology import distance_sq
 from .shell_test import (BIN, N_SECTORS, REFINE_STEPS, SCREEN_Z, SHELL_Z_REFINED, WALL_HALF, WALL_SEARCH, margin,
@@ -202,10 +202,8 @@ def null_points(lamella, shape_binned, n: int, half: int, seed: int) -> np.ndarr
 
 def _blocks(arr: da.Array, halo: int):
     """(slices of the haloed block, its first voxel, [first, last) of the voxels it owns) per block."""
-    for _, origin, shape in block_boxes(arr.chunks):
-        lo, hi = haloed_box(arr.shape, origin, shape, halo)
-        yield (tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)), lo,
-               (np.asarray(origin), np.asarray(origin) + np.asarray(shape)))
+    for hb in haloed_blocks(arr.chunks, halo):
+        yield hb.slices, hb.lo, (hb.origin, hb.end)
 
 
 # Per segmentation (``cache_key``): the null's levels, the cavities and the test of each one tested so far

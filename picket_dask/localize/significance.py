@@ -36,7 +36,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.stats import false_discovery_control
 
-from ..chunking import block_boxes, haloed_box
+from ..chunking import haloed_blocks
 from ..progress import compute
 from .morphology import ball, distance_sq
 
@@ -145,12 +145,9 @@ def null_scores(image: da.Array, background: da.Array, radii: np.ndarray, bg_mea
     radii = np.unique(np.asarray(radii, float))
     halo = int(np.floor(radii.max())) + 1
     background = background.rechunk(image.chunks)
-    tasks, boxes = [], list(block_boxes(image.chunks))
-    for i, (b, origin, shape) in enumerate(boxes):
-        lo, hi = haloed_box(image.shape, origin, shape, halo)
-        sl = tuple(slice(int(a), int(c)) for a, c in zip(lo, hi))
-        interior = tuple(slice(int(o - a), int(o - a + s)) for o, a, s in zip(origin, lo, shape))
-        tasks.append(dask.delayed(block_null_means)(image[sl], background[sl], interior, radii, n_null, [seed, i]))
+    boxes = list(haloed_blocks(image.chunks, halo))
+    tasks = [dask.delayed(block_null_means)(image[hb.slices], background[hb.slices], hb.interior, radii, n_null, [seed, hb.index])
+             for hb in boxes]
     parts = compute(*tasks, label="significance: null balls")
     rng = np.random.default_rng([seed, len(boxes)])
     scores, positions = [], np.zeros(len(radii), np.int64)

@@ -45,7 +45,7 @@ from skimage.segmentation import watershed
 
 from ..config import REFERENCE_MIN_DISTANCE_VOX
 from ..progress import compute
-from ..chunking import RECHUNK, at_least, block_boxes, from_block_tasks, haloed_box
+from ..chunking import RECHUNK, at_least, from_block_tasks, haloed_blocks
 from .components import connected_components_chunked
 from .morphology import distance_sq
 
@@ -224,14 +224,6 @@ def flood(sq: np.ndarray, region: np.ndarray, points: np.ndarray, ids: np.ndarra
     return output[inner].view(np.uint32)
 
 
-def _haloed_blocks(mask: da.Array, halo: int):
-    """(flat index, block id, origin, shape, lo, region) of every block, region = the haloed mask."""
-    for i, (b, origin, shape) in enumerate(block_boxes(mask.chunks)):
-        origin, shape = np.array(origin), np.array(shape)
-        lo, hi = haloed_box(mask.shape, origin, shape, halo)
-        yield i, b, origin, shape, lo, mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-
-
 def _distance_cache(scratch: str | None) -> str | None:
     """A folder for the squared distances (one .npy file per haloed block), or None."""
     if scratch is None:
@@ -254,8 +246,9 @@ def block_grid(mask: da.Array, halo: int) -> da.Array:
 def find_peaks(mask: da.Array, min_distance: int, halo: int, exclude_border: bool = False,
                cache: str | None = None) -> np.ndarray:
     """Global peak coordinates (P, 3) int64 (z, y, x), sorted, of the mask's distance map."""
-    tasks = [dask.delayed(_block_peaks)(region, lo, origin, shape, min_distance, None if cache is None else (cache, i))
-             for i, _, origin, shape, lo, region in _haloed_blocks(mask, halo)]
+    tasks = [dask.delayed(_block_peaks)(mask[hb.slices], hb.lo, hb.origin, hb.shape, min_distance,
+                                        None if cache is None else (cache, hb.index))
+             for hb in haloed_blocks(mask.chunks, halo)]
     parts = compute(*tasks, label="watershed: distance-map peaks")
     peaks = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 3), np.int64)
     if exclude_border and len(peaks):
@@ -278,12 +271,12 @@ def watershed_chunked(mask: da.Array, min_distance: int = REFERENCE_MIN_DISTANCE
     peaks = find_peaks(mask, min_distance, halo, exclude_border, cache)
     peaks_d = dask.delayed(peaks, traverse=False)
     tasks = {}
-    for i, b, origin, shape, lo, region in _haloed_blocks(mask, halo):
+    for hb in haloed_blocks(mask.chunks, halo):
         if cache is None:
-            tasks[b] = dask.delayed(_block_watershed)(region, lo, origin, shape, peaks_d)
+            tasks[hb.block] = dask.delayed(_block_watershed)(mask[hb.slices], hb.lo, hb.origin, hb.shape, peaks_d)
         else:  # the mask is not read again: the cached distances hold it
-            _, hi = haloed_box(mask.shape, origin, shape, halo)
-            tasks[b] = dask.delayed(_block_watershed)(None, lo, origin, shape, peaks_d, (cache, i), tuple(hi - lo))
+            box = tuple(s.stop - s.start for s in hb.slices)
+            tasks[hb.block] = dask.delayed(_block_watershed)(None, hb.lo, hb.origin, hb.shape, peaks_d, (cache, hb.index), box)
     ws = from_block_tasks(tasks, mask.chunks, np.uint32)
     return ws, len(peaks), {"peaks": len(peaks), "halo_vox": halo, "min_distance_vox": min_distance,
                             "exclude_border": exclude_border}
