@@ -146,6 +146,7 @@ def test_one_to_one_matching_is_maximum_not_greedy():
     truth = np.array([[0, 0, 0], [0, 0, 8]], float)
     picks = np.array([[0, 0, 3.5], [0, 0, -4]], float)
     assert matched_pairs(picks, truth, 5) == 2
+    assert matched_pairs(truth.copy(), truth, 5) == 2  # picks exactly on the particles (distance 0) match too
     assert score(picks, truth, (20, 20, 20), 5).matched_recall == 1.0
     rng = np.random.default_rng(3)
     for _ in range(20):  # never above the paper's rule, and symmetric in its arguments
