@@ -320,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--context", choices=["auto", "off"], help="auto (default): mask gold and membranes before instances")
     r.add_argument("--shells", choices=["auto", "off"], help="auto (default): the picks on one hollow particle's wall "
                    "(capsids, cages) become one pick at its centre")
-    r.add_argument("--merge-close", choices=["auto", "off"], help="auto (default): picks closer than the smallest "
-                   "particle's diameter become one pick (two particles cannot overlap)")
+    r.add_argument("--merge-close", choices=["auto", "wide", "off"], help="auto (default): picks closer than the smallest "
+                   "particle's diameter become one pick (two particles cannot overlap); wide: also picks closer than "
+                   "the sum of their instances' equivalent radii (one pick per large particle, for averaging)")
     r.add_argument("--sigma-vox", type=float, metavar="S", help="Gaussian blur sigma in voxels (default: matched to "
                    "the smallest particle of the size prior, its radius / sqrt(3), e.g. 1.73 for 60 A at 10 A voxels; "
                    "2 without a prior and in --preset reference)")

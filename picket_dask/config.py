@@ -57,7 +57,7 @@ class _Strict(BaseModel):
         out = dict(data)
         for name, value in data.items():
             field = cls.model_fields.get(name)
-            if isinstance(value, bool) and field is not None and get_args(field.annotation) == ("auto", "off"):
+            if isinstance(value, bool) and field is not None and {"auto", "off"} <= set(get_args(field.annotation)):
                 out[name] = "auto" if value else "off"
         return out
 
@@ -143,9 +143,10 @@ class LocalizeParams(_Strict):
     shells: Literal["auto", "off"] = Field(
         "auto", description="auto: a hollow particle's wall picks become one pick at its centre (localize/shells.py; "
         "needs the size prior); off: the reference")
-    merge_close: Literal["auto", "off"] = Field(
+    merge_close: Literal["auto", "wide", "off"] = Field(
         "auto", description="auto: picks closer than the smallest particle's diameter (the size prior) are one particle "
-        "and become one pick (localize/duplicates.py); off: keep them apart (the reference)")
+        "and become one pick (localize/duplicates.py); wide: also picks closer than the sum of their instances' "
+        "equivalent-sphere radii (one pick per large particle, for averaging); off: keep them apart (the reference)")
     drop_face_touching: bool = Field(False, description="drop instances touching the x/y faces (cut particles, "
                                      "reconstruction edge artefacts); False: keep them (the reference)")
     min_score: Optional[float] = Field(None, description="drop picks scoring below this (score: particle contrast in noise SDs)")

@@ -5,7 +5,7 @@ import pytest
 
 from picket_dask.config import REFERENCE_LOCALIZE, LocalizeParams
 from picket_dask.localize.centroids import InstanceTable, relabel
-from picket_dask.localize.duplicates import close_groups, merge_duplicates
+from picket_dask.localize.duplicates import close_groups, equivalent_radius_vox, merge_duplicates
 
 
 def _table(centres, counts):
@@ -63,3 +63,22 @@ def test_no_close_picks_change_nothing():
 def test_reference_preset_keeps_close_picks():
     assert LocalizeParams().merge_close == "auto"
     assert LocalizeParams(**REFERENCE_LOCALIZE).merge_close == "off"
+    # written unquoted in YAML (a boolean) the three-way switch still reads as off / auto; other values refuse
+    assert LocalizeParams.model_validate({"merge_close": False}).merge_close == "off"
+    assert LocalizeParams.model_validate({"merge_close": True}).merge_close == "auto"
+    assert LocalizeParams(merge_close="wide").merge_close == "wide"
+    with pytest.raises(ValueError):
+        LocalizeParams(merge_close="all")
+
+
+def test_wide_reaches_the_sum_of_equivalent_radii():
+    centres = np.array([[0, 0, 0], [0, 0, 9], [20, 0, 0], [20, 0, 9]], float)
+    score = np.array([4.0, 3.0, 2.0, 1.0])
+    radii = np.array([5.0, 5.0, 3.0, 3.0])  # two large instances 9 apart (5 + 5 > 9), two small ones (3 + 3 < 9)
+    assert close_groups(centres, score, 6.0) == []
+    assert [g.tolist() for g in close_groups(centres, score, 6.0, radii)] == [[0, 1]]
+    assert np.allclose(equivalent_radius_vox([4 / 3 * np.pi * 125]), 5.0)
+    table = _table(centres, [524, 524, 113, 113])
+    keep = np.ones(4, bool)
+    _, report = merge_duplicates(table, keep, score.copy(), np.ones(4), 6.0, wide=True)
+    assert keep.tolist() == [True, False, True, True] and report["groups"] == 1 and "equivalent" in report["rule"]

@@ -176,10 +176,11 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                     if len(found):
                         note(f"{instance_name}: {len(found)} hollow particle(s): {found.report['picks_merged']} picks on "
                              f"their walls became {len(found)} at their centres (--shells off to keep them apart)")
-            if params.merge_close == "auto" and params.particle_diameter_A is not None and keep.sum() > 1:
+            if params.merge_close != "off" and params.particle_diameter_A is not None and keep.sum() > 1:
                 with timings.stage("duplicates"):  # picks closer than the smallest particle's diameter: one particle
                     merged_into, report["duplicates"] = merge_duplicates(table, keep, scores, contrast,
-                                                                         params.particle_diameter_A[0] / vs, merged_into)
+                                                                         params.particle_diameter_A[0] / vs, merged_into,
+                                                                         wide=params.merge_close == "wide")
                     if report["duplicates"]["groups"]:
                         d = report["duplicates"]
                         note(f"{instance_name}: {d['picks_merged']} picks closer than the smallest particle's diameter "
