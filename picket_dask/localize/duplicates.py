@@ -10,17 +10,19 @@ once), such duplicates are false picks; the paper's rule does not see them.
 
 Rule: the picks in play, best score first; each takes the picks still free within the distance
 of its centre (no chains: a pick joins the first better pick that reaches it, and a taken pick
-takes none). ``wide`` (``--merge-close wide``) gives each pair the larger of that distance and
+takes none). The group becomes one instance: its voxels, the voxel-weighted mean of the
+members' centres (the union's centroid), bounding box, voxel-weighted contrast and the score
+of that (contrast x sqrt(voxels), localize/score.py); the instance label image maps the members' ids
+to it (centroids.relabel). Units: voxels of the grid the picks are on; axis order (z, y, x).
+
+``wide`` (``--merge-close wide``, not the default) gives each pair the larger of that distance and
 the sum of the two instances' equivalent-sphere radii: the segmented part of a particle is at most
 the particle, so its equivalent radius is at most the particle's and two particles' centres are at
 least the sum apart. It merges what a large particle's basins leave 6-12 voxels apart (a
 ribosome's two or three picks; dev set, gabor-gmm-ws: of the picks it merges, 283 lie in the same
 true particle as the pick they join, 3 in another one, 51 join or are a pick on no annotated
 particle). The paper's F1 counts every pick near a particle as true, so merging two true picks
-lowers its precision ((a - 1) / (b - 1) < a / b); scored one to one it rises. Hence not the default. The group becomes one instance: its voxels, the voxel-weighted mean of the
-members' centres (the union's centroid), bounding box, voxel-weighted contrast and the score
-of that (contrast x sqrt(voxels), localize/score.py); the instance label image maps the members' ids
-to it (centroids.relabel). Units: voxels of the grid the picks are on; axis order (z, y, x).
+lowers its precision ((a - 1) / (b - 1) < a / b); scored one to one it rises. Hence an option.
 
 Why by hand: the greedy grouping is a few lines over a KD-tree (scipy); no library merges
 instance tables.
