@@ -5,7 +5,8 @@ import pytest
 
 from picket_dask.config import REFERENCE_LOCALIZE, LocalizeParams
 from picket_dask.localize.centroids import InstanceTable, relabel
-from picket_dask.localize.duplicates import close_groups, equivalent_radius_vox, merge_duplicates
+from picket_dask.localize.duplicates import close_groups, merge_duplicates
+from picket_dask.localize.size_prior import equivalent_diameter_A
 
 
 def _table(centres, counts):
@@ -77,7 +78,7 @@ def test_wide_reaches_the_sum_of_equivalent_radii():
     radii = np.array([5.0, 5.0, 3.0, 3.0])  # two large instances 9 apart (5 + 5 > 9), two small ones (3 + 3 < 9)
     assert close_groups(centres, score, 6.0) == []
     assert [g.tolist() for g in close_groups(centres, score, 6.0, radii)] == [[0, 1]]
-    assert np.allclose(equivalent_radius_vox([4 / 3 * np.pi * 125]), 5.0)
+    assert np.allclose(equivalent_diameter_A([4 / 3 * np.pi * 125], 1.0) / 2, 5.0)  # the radii wide uses, voxels
     table = _table(centres, [524, 524, 113, 113])
     keep = np.ones(4, bool)
     _, report = merge_duplicates(table, keep, score.copy(), np.ones(4), 6.0, wide=True)

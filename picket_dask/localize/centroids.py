@@ -126,6 +126,26 @@ def in_size_range(counts: np.ndarray, min_size: int = 0, max_size: int | None = 
     return keep
 
 
+def merge_rows(table: InstanceTable, keep: np.ndarray, score: np.ndarray, contrast: np.ndarray,
+               merged_into: np.ndarray, rows: np.ndarray, head: int, centre: np.ndarray | None = None) -> None:
+    """Merge instances ``rows`` (rows of ``table``, ``head`` among them) into ``head``, in place: the head takes
+    their voxels (count, bounding box), their voxel-weighted contrast and its score (contrast x sqrt(voxels),
+    localize/score.py), and ``centre`` or, without one, the voxel-weighted mean of their centroids (the
+    union's centroid); the others leave ``keep`` and join the head in ``merged_into`` (per row: the row it
+    joined, -1: none), as does whatever had joined them. The shells' and the close picks' merges (localize/)."""
+    others = rows[rows != head]
+    n = table.counts[rows].astype(float)
+    table.centroids[head] = (table.centroids[rows] * n[:, None]).sum(axis=0) / n.sum() if centre is None else centre
+    contrast[head] = float(np.sum(contrast[rows] * n) / n.sum())
+    table.counts[head] = int(n.sum())
+    score[head] = contrast[head] * np.sqrt(n.sum())
+    table.bbox_min[head] = table.bbox_min[rows].min(axis=0)
+    table.bbox_max[head] = table.bbox_max[rows].max(axis=0)
+    keep[others] = False
+    merged_into[np.isin(merged_into, others)] = head
+    merged_into[others] = head
+
+
 def relabel(table: InstanceTable, keep: np.ndarray, merged_into: np.ndarray | None = None) -> tuple[InstanceTable, np.ndarray | None]:
     """Keep the instances where ``keep`` is True, renumbered 1..M in their order; the id lookup
     (None if all are kept and none merged) maps old ids to the new ones and dropped ids to 0.

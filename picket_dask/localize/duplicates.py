@@ -33,10 +33,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-
-def equivalent_radius_vox(voxels: np.ndarray) -> np.ndarray:
-    """Radius (voxels) of the sphere with an instance's voxel count."""
-    return np.cbrt(3.0 * np.asarray(voxels, float) / (4.0 * np.pi))
+from .centroids import merge_rows
+from .size_prior import equivalent_diameter_A
 
 
 def close_groups(centres: np.ndarray, score: np.ndarray, distance_vox: float,
@@ -73,21 +71,10 @@ def merge_duplicates(table, keep: np.ndarray, score: np.ndarray, contrast: np.nd
     localize/shells.py), followed through. Returns the map with these merges and the report."""
     merged_into = np.full(len(keep), -1) if merged_into is None else np.asarray(merged_into).copy()
     rows = np.flatnonzero(keep)
-    radii = equivalent_radius_vox(table.counts[rows]) if wide else None
+    radii = equivalent_diameter_A(table.counts[rows], 1.0) / 2 if wide else None  # voxels
     groups = close_groups(table.centroids[rows], score[rows], distance_vox, radii)
     for g in groups:
-        r = rows[g]
-        head, others = r[0], r[1:]
-        n = table.counts[r].astype(float)
-        table.centroids[head] = (table.centroids[r] * n[:, None]).sum(axis=0) / n.sum()
-        contrast[head] = float(np.sum(contrast[r] * n) / n.sum())
-        table.counts[head] = int(n.sum())
-        score[head] = contrast[head] * np.sqrt(n.sum())
-        table.bbox_min[head] = table.bbox_min[r].min(axis=0)
-        table.bbox_max[head] = table.bbox_max[r].max(axis=0)
-        keep[others] = False
-        merged_into[np.isin(merged_into, others)] = head  # what had joined a member joins the head
-        merged_into[others] = head
+        merge_rows(table, keep, score, contrast, merged_into, rows[g], rows[g[0]])  # the best-scored pick is the head
     report = {"distance_vox": round(float(distance_vox), 2), "groups": len(groups),
               "picks_merged": int(sum(len(g) for g in groups)),
               "rule": "picks closer than the smallest particle's diameter" + (" or the sum of their instances' equivalent "

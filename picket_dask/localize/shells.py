@@ -49,6 +49,7 @@ from scipy.spatial import cKDTree
 
 from ..chunking import haloed_blocks
 from ..progress import compute
+from .centroids import merge_rows
 from .morphology import distance_sq
 from .shell_test import (BIN, N_SECTORS, REFINE_STEPS, SCREEN_Z, SHELL_Z_REFINED, WALL_HALF, WALL_SEARCH, margin,
                          null_levels, profiles_at, refine_centres, ring_geometry, shell_z, weaker)
@@ -321,15 +322,5 @@ def merge_shells(table, keep: np.ndarray, score: np.ndarray, contrast: np.ndarra
     merged_into = np.full(len(keep), -1)
     for centre, member in zip(shells.centres, shells.members):
         r = rows[member]
-        head = r[np.argmax(table.counts[r])]
-        n = table.counts[r].astype(float)
-        contrast[head] = float(np.sum(contrast[r] * n) / n.sum())
-        table.counts[head] = int(n.sum())
-        score[head] = contrast[head] * np.sqrt(n.sum())
-        table.centroids[head] = centre
-        table.bbox_min[head] = table.bbox_min[r].min(axis=0)
-        table.bbox_max[head] = table.bbox_max[r].max(axis=0)
-        others = r[r != head]
-        keep[others] = False
-        merged_into[others] = head
+        merge_rows(table, keep, score, contrast, merged_into, r, r[np.argmax(table.counts[r])], centre)
     return merged_into
