@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import ALL_WORKFLOWS, DEFAULT_WORKFLOWS, RunConfig, load_config
 from .errors import PicketError
-from .io.atomic import check_writable, ensure_dir, ensure_parent
+from .io.atomic import check_writable, ensure_dir, ensure_parent, removed_on_input_error
 
 
 def _cluster_args(p: argparse.ArgumentParser) -> None:
@@ -124,9 +124,10 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     if not cfg.tomograms:
         raise PicketError("run", "no tomograms given", "name MRC/REC files, .zarr images or folders, or list them in --config")
-    ensure_dir(cfg.out)  # an output folder that cannot be created: one line, before a cluster starts
-    with _client(args):
-        results = run(cfg.tomograms, cfg.out, config=cfg)
+    with removed_on_input_error(cfg.out, only_if_empty=True):  # bad input leaves no empty output folder
+        ensure_dir(cfg.out)  # an output folder that cannot be created: one line, before a cluster starts
+        with _client(args):
+            results = run(cfg.tomograms, cfg.out, config=cfg)
     for r in results:
         print(f"{r.name}: " + ", ".join(f"{wf} {n} picks" for wf, n in r.counts.items()))
         for wf, where in r.classes.items():
@@ -161,9 +162,10 @@ def cmd_segment(args) -> int:
     for f, c in pairs:
         if f not in ("intensities", "ffts", "gabor") or c not in ("kmeans", "gmm"):
             raise PicketError(f"{f}-{c}", "is not a segmentation", "use --features intensities|ffts|gabor and --clusterers kmeans|gmm")
-    ensure_dir(args.out)
-    with _client(args):
-        images = segment_only(args.tomograms, args.out, pairs, cfg)
+    with removed_on_input_error(args.out, only_if_empty=True):
+        ensure_dir(args.out)
+        with _client(args):
+            images = segment_only(args.tomograms, args.out, pairs, cfg)
     for im in images:
         print(f"{im}: labels " + ", ".join(f"semantic-{f}-{c}" for f, c in pairs))
     return 0

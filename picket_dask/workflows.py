@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import ALL_WORKFLOWS, DEFAULT_DIAMETER_A, LocalizeParams, RunConfig, SegmentParams
 from .errors import PicketError
-from .io.atomic import ensure_dir
+from .io.atomic import ensure_dir, removed_on_input_error
 from .io.omezarr import read_attrs
 from .io.picks import picks_frame, write_all
 from .io.results import RUN_JSON, read_run, write_run
@@ -168,7 +168,13 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     """All of ``cfg.workflows`` on one tomogram; resumes stages whose outputs match the parameters.
 
     ``models``: segmentations fitted elsewhere (``fit_shared``), applied instead of fitting here.
+    Bad input found on the way (a PicketError) removes the tomogram's folder if this run created it.
     """
+    with removed_on_input_error(Path(out) / tomogram_name(path)):
+        return _run_tomogram(path, cfg, out, models, shared_fit)
+
+
+def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fit: str | None) -> TomogramResult:
     timings = Timings()
     t_start = time.perf_counter()
     name, tdir, image, tomo, grid = prepare_image(path, cfg, out, timings)
@@ -304,7 +310,12 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
     paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
     for p in paths:  # fail fast, before any work, on a bad input among many
         open_tomogram(p, cfg.chunks, cfg.voxel_size)
-    out = ensure_dir(out)  # and on an output folder that cannot be created
+    with removed_on_input_error(out, only_if_empty=True):
+        return _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
+
+
+def _run_all(paths: list, cfg: RunConfig, out: Path) -> list[TomogramResult]:
+    """``run``'s work once its inputs are checked: the shared fit if asked, then each tomogram."""
     models, shared = None, None
     if cfg.fit_on:
         fit_paths = paths[: cfg.fit_on]
@@ -322,15 +333,16 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
 def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: RunConfig | None = None) -> list[Path]:
     """Step 1 alone: convert each tomogram into ``out/NAME/NAME.zarr`` and write its semantic labels."""
     cfg = cfg or RunConfig()
-    ensure_dir(out)
     images = []
-    for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
-        timings = Timings()
-        name, _, image, tomo, grid = prepare_image(p, cfg, Path(out), timings)
-        params = segment_params(cfg, grid)
-        warn_unset_voxel_size(name, cfg, grid.source_voxel_A, params)
-        segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, params, source=source_id(p))
-        images.append(image)
+    with removed_on_input_error(out, only_if_empty=True):
+        ensure_dir(out)
+        for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
+            with removed_on_input_error(Path(out) / tomogram_name(p)):
+                name, _, image, tomo, grid = prepare_image(p, cfg, Path(out), Timings())
+                params = segment_params(cfg, grid)
+                warn_unset_voxel_size(name, cfg, grid.source_voxel_A, params)
+                segment_tomogram(image, tomo.data, tomo.voxel_size, pairs, params, source=source_id(p))
+            images.append(image)
     return images
 
 

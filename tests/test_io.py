@@ -165,3 +165,37 @@ def test_unwritable_output_file_as_parent(tmp_path, vol, capsys):
 def test_unknown_format():
     with pytest.raises(PicketError, match="unknown tomogram format"):
         open_tomogram(__file__)
+
+
+@pytest.mark.parametrize("case", ["nan", "constant", "thin"])
+def test_bad_volume_found_after_conversion_leaves_nothing(tmp_path, vol, capsys, case):
+    """NaN, a constant volume and one thinner than a neighbourhood are found once the conversion has begun:
+    the tomogram's folder that run created and the output folder it created are removed again."""
+    if case == "nan":
+        vol[3, 4, 5] = np.nan
+    elif case == "constant":
+        vol[:] = 1.5
+    else:
+        vol = vol[:3]
+    write_mrc(tmp_path / "b.mrc", vol, 10)
+    err = _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads"])
+    assert err.startswith("picket-dask: error: ") and "b.mrc" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "b.mrc"]
+    err = _err(capsys, ["segment", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "s"), "--cluster", "threads"])
+    assert "b.mrc" in err and not (tmp_path / "s").exists()
+
+
+def test_bad_volume_keeps_what_was_there(tmp_path, vol, capsys):
+    """An output folder that already held results, and a tomogram folder from an earlier run, stay."""
+    import shutil
+
+    vol[:] = 0.0
+    write_mrc(tmp_path / "b.mrc", vol, 10)
+    (tmp_path / "o" / "other").mkdir(parents=True)
+    (tmp_path / "o" / "b").mkdir()
+    (tmp_path / "o" / "b" / "earlier.txt").write_text("kept")
+    _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads"])
+    assert (tmp_path / "o" / "other").is_dir() and (tmp_path / "o" / "b" / "earlier.txt").read_text() == "kept"
+    shutil.rmtree(tmp_path / "o" / "b")
+    _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads"])
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["other"]

@@ -50,6 +50,23 @@ def check_writable(path: Path, overwrite: bool) -> None:
 
 
 @contextmanager
+def removed_on_input_error(path: str | Path, only_if_empty: bool = False) -> Iterator[Path]:
+    """Work in the folder ``path``; when a PicketError (bad input: NaN, a constant or too thin volume,
+    found after the conversion has started) ends that work, delete the folder if this call is the one
+    that created it, so bad input leaves nothing half-written; ``only_if_empty``: only when nothing is
+    left in it (an output folder holding other tomograms' finished results). A folder that existed
+    before (a resumed run, earlier outputs) is left as it was; other exceptions leave it for a resume."""
+    path = Path(path)
+    fresh = not path.exists()
+    try:
+        yield path
+    except PicketError:
+        if fresh and path.is_dir() and not (only_if_empty and any(path.iterdir())):
+            remove(path)
+        raise
+
+
+@contextmanager
 def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; on success rename it to ``path``, on error delete it."""
     path = Path(path)
