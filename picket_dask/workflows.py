@@ -127,6 +127,19 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
     return name, tdir, image, open_tomogram(image, cfg.chunks), grid
 
 
+def check_diameter_fits(path, tomo, cfg: RunConfig) -> None:
+    """Refuse a size prior whose smallest diameter is longer than the tomogram's shortest side (shape x
+    voxel size, Angstrom): no particle fits, and it is almost always a unit slip (nm or voxels for A)."""
+    d = cfg.localize.particle_diameter_A
+    if not d:
+        return
+    extent = min(n * v for n, v in zip(tomo.shape, tomo.voxel_size))
+    if d[0] >= extent:
+        raise PicketError(f"--particle-diameter-A {d[0]:g} {d[1]:g}", f"the smallest diameter is longer than {path}'s "
+                          f"shortest side ({extent:.0f} A: {min(tomo.shape)} voxels of {tomo.voxel_size[0]:g} A)",
+                          "give the diameters in Angstrom (e.g. 60 400)")
+
+
 def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:
     """The distinct (features, clusterer) segmentations the workflows need."""
     return list(dict.fromkeys(split_workflow(w)[:2] for w in workflows))
@@ -309,7 +322,7 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
             raise PicketError(k, "is not a run parameter", "see help(picket_dask.run) and picket_dask.config")
     paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
     for p in paths:  # fail fast, before any work, on a bad input among many
-        open_tomogram(p, cfg.chunks, cfg.voxel_size)
+        check_diameter_fits(p, open_tomogram(p, cfg.chunks, cfg.voxel_size), cfg)
     with removed_on_input_error(out, only_if_empty=True):
         return _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
 

@@ -167,19 +167,34 @@ def test_points_near_equals_grown_mask(rng, radius, chunks):
     whole-volume dilation, points on the volume's and the chunks' faces included."""
     from scipy import ndimage as ndi
 
-    from picket_dask.localize.morphology import ball, grow, points_near
+    from picket_dask.localize.morphology import ball, grown, points_near
 
     shape = (19, 23, 26)
     mask = rng.random(shape) < 0.004
     pts = np.concatenate([rng.integers(0, shape, (300, 3)), [[0, 0, 0], [18, 22, 25], [8, 7, 16], [7, 8, 15]]])
     dm = da.from_array(mask, chunks=chunks)
-    grown = dm if radius == 0 else dm.map_overlap(grow, depth=radius, boundary=False, radius=radius, dtype=bool)
-    old = grown.vindex[pts[:, 0], pts[:, 1], pts[:, 2]].compute()
+    old = grown(dm, radius).vindex[pts[:, 0], pts[:, 1], pts[:, 2]].compute()
     whole = mask if radius == 0 else ndi.binary_dilation(mask, structure=ball(radius))
     got = points_near(dm, pts, radius, batch=64)  # small batches: the loop over point batches is exercised
     assert got.tolist() == old.tolist() == whole[tuple(pts.T)].tolist()
     assert 0 < got.sum() < len(pts) or radius == 0
     assert points_near(dm, np.zeros((0, 3), int), radius).shape == (0,)
+
+
+@pytest.mark.parametrize("radius,chunks", [(2, 6), (7, (5, 9, 16)), (30, 8)])
+def test_grown_equals_whole_dilation_even_past_the_volume(rng, radius, chunks):
+    """The chunked dilation equals scipy's on the whole volume, also for a radius longer than the volume
+    (a large particle diameter on a small tomogram: dask refuses a halo deeper than the array)."""
+    from scipy import ndimage as ndi
+
+    from picket_dask.localize.morphology import ball, grown
+
+    mask = np.zeros((12, 17, 21), bool)
+    mask[rng.integers(0, 12, 3), rng.integers(0, 17, 3), rng.integers(0, 21, 3)] = True
+    got = grown(da.from_array(mask, chunks=chunks), radius).compute()
+    want = ndi.binary_dilation(mask, structure=ball(radius))
+    assert got.tolist() == want.tolist()
+    assert (0 < want.sum() < want.size) or radius == 30
 
 
 @pytest.mark.parametrize("radius", [0, 1, 3, 4])
@@ -191,13 +206,12 @@ def test_ball_hits_both_ways(rng, radius):
 
     region = rng.random((9, 11, 13)) < 0.01
     region[4, 5, 6] = True
-    offsets = np.argwhere(ball(radius)) - radius
     grown = np.pad(ndi.binary_dilation(np.pad(region, 2 * radius), structure=ball(radius)) if radius else
                    np.pad(region, 2 * radius), 0)
     pts = rng.integers(-radius, np.array(region.shape) + radius, (4000, 3))  # up to a radius outside the region
     want = grown[tuple((pts + 2 * radius).T)]
-    many = _ball_hits(region, pts, offsets, 1 << 22)  # 4000 x K > padded voxels: the distance transform
-    few = np.concatenate([_ball_hits(region, pts[i:i + 1], offsets, 1 << 22) for i in range(0, 4000, 40)])
+    many = _ball_hits(region, pts, radius, 1 << 22)  # 4000 x K > padded voxels: the distance transform
+    few = np.concatenate([_ball_hits(region, pts[i:i + 1], radius, 1 << 22) for i in range(0, 4000, 40)])
     assert many.tolist() == want.tolist() and few.tolist() == want[::40].tolist()
     assert 0 < want.sum() < len(want)
 

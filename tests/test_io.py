@@ -199,3 +199,12 @@ def test_bad_volume_keeps_what_was_there(tmp_path, vol, capsys):
     shutil.rmtree(tmp_path / "o" / "b")
     _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads"])
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["other"]
+
+
+def test_particle_diameter_longer_than_the_volume(tmp_path, vol, capsys):
+    """A smallest diameter longer than the tomogram's shortest side (a unit slip): one line, before any work."""
+    write_mrc(tmp_path / "b.mrc", vol, 10)  # 20 slices of 10 A: 200 A
+    err = _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads",
+                        "--particle-diameter-A", "600", "4000"])
+    assert "--particle-diameter-A 600 4000" in err and "Angstrom" in err and "200 A" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "b.mrc"]

@@ -27,9 +27,9 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
-from ..chunking import at_least, stored, value_counts
+from ..chunking import stored, value_counts
 from ..config import EXTREME_FACTOR, EXTREME_MARGIN_A
-from .morphology import grow
+from .morphology import grown
 
 EXTREME = 1
 MEMBRANE = 2
@@ -69,11 +69,8 @@ def extreme_density(image: da.Array, voxel_size_A: float, inside: da.Array, sigm
     med, q = robust_levels(blurred, inside)
     thr = EXTREME_FACTOR * q
     radius = int(np.ceil(margin_A / voxel_size_A))
-    core = at_least((abs(blurred - med) > thr) & inside.rechunk(blurred.chunks), radius + 1)
-    # no halo along an axis held in one chunk (an axis shorter than the margin: dask refuses a deeper halo)
-    depth = {i: radius if len(c) > 1 else 0 for i, c in enumerate(core.chunks)}
-    grown = core.map_overlap(grow, depth=depth, boundary=False, radius=radius, dtype=bool)
-    labels = grown.astype(np.uint8) * np.uint8(EXTREME)
+    core = (abs(blurred - med) > thr) & inside.rechunk(blurred.chunks)
+    labels = grown(core, radius).astype(np.uint8) * np.uint8(EXTREME)
     return Context(labels, {"extreme_density": {"median": med, "q99_abs_dev": q, "threshold_abs_dev": thr,
                                                 "margin_A": margin_A, "rule": f"|blurred - median| > {EXTREME_FACTOR} x "
                                                 "the 99th percentile of |blurred - median| inside the sample"}})

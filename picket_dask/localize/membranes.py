@@ -65,7 +65,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from .morphology import grow
+from .morphology import grown
 
 MEMBRANE_THICKNESS_A = 40.0   # a lipid bilayer, headgroup to headgroup
 GRADIENT_SIGMA_A = 10.0       # derivative scale: one leaflet (a quarter of the bilayer's ~40 A period)
@@ -303,7 +303,4 @@ def membrane_mask(image: da.Array, voxel_A: float, inside: da.Array, f: int, min
         is_membrane &= facing >= FACING_MIN
     report["membranes"] = int(is_membrane.sum())
     mask = labels.map_blocks(lambda b, lut=is_membrane: lut[b], dtype=bool)
-    radius = int(np.ceil(margin_A / vox))
-    if radius == 0:
-        return mask, report
-    return mask.map_overlap(grow, depth=radius, boundary=False, radius=radius, dtype=bool), report
+    return grown(mask, int(np.ceil(margin_A / vox))), report

@@ -32,6 +32,22 @@ def grow(block: np.ndarray, radius: int) -> np.ndarray:
     return ndi.binary_dilation(block, structure=ball(radius))
 
 
+def grown(mask, radius: int):
+    """Lazy ``mask`` (boolean dask array, z y x) dilated by a ball of ``radius`` voxels, the volume's
+    outside False: ``grow`` per block with a halo of ``radius``. Chunks are first made at least
+    radius + 1 long; an axis that then lies in one chunk (shorter than the radius) needs no halo, and
+    dask refuses one deeper than the array, so a radius longer than the volume (a large particle
+    diameter on a small tomogram) is still the exact dilation."""
+    from ..chunking import at_least
+
+    radius = max(int(radius), 0)
+    if radius == 0:
+        return mask
+    mask = at_least(mask, radius + 1)
+    depth = {i: radius if len(c) > 1 else 0 for i, c in enumerate(mask.chunks)}
+    return mask.map_overlap(grow, depth=depth, boundary=False, radius=radius, dtype=bool)
+
+
 def points_near(mask, points: np.ndarray, radius: int, batch: int = 1 << 22) -> np.ndarray:
     """(N,) bool: which voxel ``points`` (N, 3) int, inside the volume, have a True voxel of the
     chunked boolean ``mask`` within a ball of ``radius`` voxels; the same as
@@ -48,7 +64,6 @@ def points_near(mask, points: np.ndarray, radius: int, batch: int = 1 << 22) -> 
     if len(points) == 0:
         return np.zeros(0, bool)
     radius = max(int(radius), 0)
-    offsets = np.argwhere(ball(radius)) - radius  # (K, 3)
     blocks = mask.to_delayed()
     tasks, which = [], []
     for b, origin, shape in block_boxes(mask.chunks):
@@ -56,7 +71,7 @@ def points_near(mask, points: np.ndarray, radius: int, batch: int = 1 << 22) -> 
         sel = np.nonzero(np.all((points >= origin - radius) & (points < origin + shape + radius), axis=1))[0]
         if len(sel) == 0:
             continue
-        tasks.append(dask.delayed(_ball_hits)(blocks[b], points[sel] - origin, offsets, batch))
+        tasks.append(dask.delayed(_ball_hits)(blocks[b], points[sel] - origin, radius, batch))
         which.append(sel)
     out = np.zeros(len(points), bool)
     for sel, hit in zip(which, compute(*tasks, label="context: centres near it")):
@@ -64,14 +79,16 @@ def points_near(mask, points: np.ndarray, radius: int, batch: int = 1 << 22) -> 
     return out
 
 
-def _ball_hits(region: np.ndarray, local: np.ndarray, offsets: np.ndarray, batch: int) -> np.ndarray:
-    """Per point (region coordinates, possibly outside it by up to the ball's radius): any True
-    voxel of ``region`` at point + offset (outside the region: False)."""
+def _ball_hits(region: np.ndarray, local: np.ndarray, radius: int, batch: int) -> np.ndarray:
+    """Per point (region coordinates, possibly outside it by up to ``radius``): any True voxel of
+    ``region`` within the ball of ``radius`` voxels around it (outside the region: False). The ball's
+    offsets are made here, not passed in: each task of the graph would carry a copy."""
     region = np.asarray(region, bool)
     hit = np.zeros(len(local), bool)
     if not region.any():
         return hit
-    r = int(np.abs(offsets).max()) if len(offsets) else 0
+    offsets = np.argwhere(ball(radius)) - radius  # (K, 3)
+    r = int(radius)
     padded = np.pad(region, 2 * r)  # False around: offsets beyond the region never hit
     if len(local) * len(offsets) > padded.size:  # many points: the squared distance to the nearest True
         sq = distance_sq(~padded)                # voxel, <= r^2 exactly where the ball holds one
