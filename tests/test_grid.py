@@ -27,6 +27,10 @@ def test_grid_rule_six_voxels_per_smallest_diameter():
     assert "resampled to 10 A" in g.reason and "17.3 A, where the blur matched to it is one voxel" in g.reason
     assert working_grid((28.0,) * 3, (10, 10, 10), (84, 400)).voxel_A == (14.0,) * 3  # 6 voxels per smallest diameter
     assert not working_grid((20.0,) * 3, (8, 8, 8), (60, 400), "off").resampled
+    # at most 2x finer per axis: a 100 A overview at the 60 A default is 8x the voxels, not 1,000x
+    g100 = working_grid((100.0,) * 3, (10, 20, 30), (60, 400))
+    assert g100.voxel_A == (50.0,) * 3 and g100.shape == (20, 40, 60) and "not resolved" in g100.reason
+    assert "not resolved" not in g.reason  # 20 A -> 10 A: exactly 2x
     assert not working_grid((20.0,) * 3, (8, 8, 8), None).resampled  # no prior: no scale to match
     with pytest.raises(ValueError):
         working_grid((20.0,) * 3, (8, 8, 8), (60, 400), "bogus")
@@ -58,12 +62,12 @@ def test_a_blob_stays_where_it_was():
     shape, c = (24, 32, 40), np.array([10.3, 17.6, 21.2])
     zz, yy, xx = np.indices(shape, dtype=float)
     blob = np.exp(-((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) / (2 * 2.0**2)).astype(np.float32)
-    g = working_grid((24.0,) * 3, shape, (60, 400))  # 24 A -> 10 A: a non-integer factor
+    g = working_grid((18.0,) * 3, shape, (60, 400))  # 18 A -> 10 A: a non-integer factor
     up = resample(da.from_array(blob, chunks=16), g, 32).compute()
     found = np.array(ndi.center_of_mass(np.clip(up, 0, None)))
     np.testing.assert_allclose(found, g.to_work(c)[0], atol=0.02)
     np.testing.assert_allclose(g.to_source(found)[0], c, atol=0.01)
-    assert g.translation_A == (-7.0, -7.0, -7.0)  # voxel 0's centre: 5 A from the corner instead of 12
+    assert g.translation_A == (-4.0, -4.0, -4.0)  # voxel 0's centre: 5 A from the corner instead of 9
 
 
 def test_options_in_voxels_are_converted():

@@ -10,7 +10,8 @@ that grid. On coarse voxels the neighbourhood is wider than the smallest particl
 segment as one blob; past d_min / (2 sqrt 3) (17.3 A) the matched blur is even clipped at 1 voxel.
 Measured (README "Working grid"): the dev set binned to 14 A and to 20 A regains its 10 A F1.
 Finer tomograms keep their grid: the matched blur widens with them (up to 4 voxels), and
-resampling them down was measured and not kept.
+resampling them down was measured and not kept. The working grid is at most MAX_UPSAMPLE (2x) finer than the
+source per axis.
 
 How: cubic B-spline interpolation (scipy.ndimage's, order 3, the boundary mirrored about the volume's
 faces), chunk by chunk: each output chunk is computed from the source region it maps to plus
@@ -43,6 +44,10 @@ WORK_VOXELS_PER_DIAMETER = 6.0  # the smallest particle's diameter in working vo
 SPLINE_HALO = 16  # source voxels per face: the cubic spline prefilter's influence 0.268^16 ~ 7e-10
 RESAMPLE_MODES = ("auto", "off")
 TOLERANCE = 0.05  # voxels at most 5 % coarser than the working grid keep their own (headers round voxel sizes)
+# At most this much finer than the source per axis (8x the voxels): every measured gain lies within it (20 A -> 10 A).
+# Interpolation adds no detail, so a particle under 3 source voxels stays unresolved on any grid, while the
+# volume grows with the cube (a 100 A overview at the 60 A default would be 1,000x the voxels).
+MAX_UPSAMPLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -125,11 +130,17 @@ def working_grid(voxel_A, shape, diameter_A: tuple[float, float] | None, mode: s
         return identity(voxel_A, shape, f"{v:g} A voxels resolve the smallest particle ({d_min:g} A; "
                                         f"resampled above {w * (1 + TOLERANCE):.1f} A)")
     clip = 0.5 * d_min / np.sqrt(3.0) / SIGMA_RANGE_VOX[0]  # where the matched blur reaches 1 voxel
+    capped = v / MAX_UPSAMPLE > w
+    w = max(w, v / MAX_UPSAMPLE)
     work = tuple(float(w) for _ in range(3))
     new_shape = tuple(max(1, int(round(n * float(s) / w))) for n, s in zip(shape, voxel_A))
-    reason = (f"{v:g} A voxels are coarser than {w:g} A, 6 voxels per smallest particle diameter ({d_min:g} A)"
+    reason = (f"{v:g} A voxels are coarser than {d_min / WORK_VOXELS_PER_DIAMETER:g} A, 6 voxels per smallest particle "
+              f"diameter ({d_min:g} A)"
               + (f", and than {clip:.1f} A, where the blur matched to it is one voxel" if v > clip else "")
-              + f": resampled to {w:g} A, {np.prod(new_shape) / np.prod(shape):.1f}x the voxels (--resample off keeps the grid)")
+              + f": resampled to {w:g} A, {np.prod(new_shape) / np.prod(shape):.1f}x the voxels"
+              + (f" (at most {MAX_UPSAMPLE:g}x finer per axis: particles under {3 * v:g} A, 3 of its voxels, are not "
+                 "resolved by this tomogram; check --voxel-size and --particle-diameter-A)" if capped else "")
+              + " (--resample off keeps the grid)")
     return Grid(tuple(float(x) for x in voxel_A), tuple(int(x) for x in shape), work, new_shape, reason)
 
 
