@@ -140,9 +140,10 @@ def evaluate_run(results_dir, truth, threshold_A: float = 100.0) -> pd.DataFrame
     from .errors import PicketError
     from .io.results import RUN_JSON, read_run
 
-    runs = sorted(Path(results_dir).glob(f"*/{RUN_JSON}"))
+    own = Path(results_dir) / RUN_JSON  # one tomogram's folder (OUT/NAME) is a run folder of one
+    runs = [own] if own.is_file() else sorted(Path(results_dir).glob(f"*/{RUN_JSON}"))
     if not runs:
-        raise PicketError(results_dir, "holds no run.json", "give the --out folder of `picket-dask run`")
+        raise PicketError(results_dir, "holds no run.json", "give the --out folder of `picket-dask run` or one tomogram's folder in it")
     rows = []
     for rj in runs:
         doc = read_run(rj.parent)  # picks paths resolved against the tomogram's folder

@@ -208,3 +208,19 @@ def test_particle_diameter_longer_than_the_volume(tmp_path, vol, capsys):
                         "--particle-diameter-A", "600", "4000"])
     assert "--particle-diameter-A 600 4000" in err and "Angstrom" in err and "200 A" in err
     assert list(tmp_path.iterdir()) == [tmp_path / "b.mrc"]
+
+
+def test_unwritable_output_names_the_users_path(tmp_path):
+    """A write that fails inside the temporary sibling is reported under the path the user gave, and the
+    temporary is gone; an OSError elsewhere passes through unchanged."""
+    from picket_dask.io.atomic import atomic_path
+
+    with pytest.raises(PicketError) as caught:
+        with atomic_path(tmp_path / "o.zarr") as tmp:
+            tmp.mkdir()
+            raise OSError(28, "No space left on device", str(tmp / "0" / "0.0.0"))
+    assert str(caught.value).startswith(f"{tmp_path / 'o.zarr'}: cannot be written (No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(FileNotFoundError):
+        with atomic_path(tmp_path / "o.zarr"):
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "input.mrc"))

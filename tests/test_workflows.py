@@ -171,6 +171,8 @@ def test_moved_results_still_open(tmp_path, monkeypatch, sim_tiny, capsys):
     assert [kw["name"] for _, kw, _ in ls][0] == res.name and len(ls) == 4
     scores = evaluate_run(tmp_path / "moved", sim_tiny["truth_csv"])
     assert scores.loc[0, "n_picks"] == res.counts["intensities-kmeans-cc"]
+    one = evaluate_run(moved, sim_tiny["truth_csv"])  # one tomogram's folder is a run folder of one
+    assert one.equals(scores)
     assert main(["evaluate", str(tmp_path / "moved"), "--truth", str(sim_tiny["truth_csv"])]) == 0
     again = run(sim_tiny["tomogram"], tmp_path / "moved", ["intensities-kmeans-ws"], chunks=32, max_fit_voxels=20_000)[0]
     assert set(again.picks) == {"intensities-kmeans-cc", "intensities-kmeans-ws"}  # the earlier workflow kept

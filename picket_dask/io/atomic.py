@@ -74,6 +74,12 @@ def atomic_path(path: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
+    except OSError as exc:
+        remove(tmp)
+        if exc.filename and str(tmp) in str(exc.filename):  # name the user's path, not the temporary one
+            raise PicketError(path, f"cannot be written ({exc.strerror or type(exc).__name__})",
+                              "choose a writable output location with free space") from None
+        raise
     except BaseException:
         remove(tmp)
         raise
