@@ -62,6 +62,20 @@ class _Strict(BaseModel):
         return out
 
 
+def z_bounds_checked(v, name: str, upper_included: bool):
+    """(lower, upper) z slices, either None: not negative, and lower below upper ([lower, upper) when the
+    upper slice is excluded, [lower, upper] when included). The volume's own extent is checked per tomogram."""
+    if v is None:
+        return v
+    lo, hi = v
+    if (lo is not None and lo < 0) or (hi is not None and hi < 0):
+        raise ValueError(f"{name} {tuple(v)}: slices are counted from 0")
+    if lo is not None and hi is not None and (hi < lo or (hi == lo and not upper_included)):
+        span = "[lower, upper]" if upper_included else "[lower, upper)"
+        raise ValueError(f"{name} {tuple(v)}: the lower slice must come before the upper one (slices {span})")
+    return v
+
+
 class SegmentParams(_Strict):
     """Step 1 (semantic segmentation)."""
 
@@ -116,6 +130,11 @@ class SegmentParams(_Strict):
         "size", description="size: larger cluster is background (the reference); invert: the opposite; "
         "auto: the cluster that forms compact particle-sized blobs")
 
+    @field_validator("z_fit")
+    @classmethod
+    def _z_fit(cls, v):
+        return z_bounds_checked(v, "z_fit", upper_included=False)
+
     @field_validator("neighborhood_size")
     @classmethod
     def _five(cls, v: int) -> int:
@@ -156,6 +175,11 @@ class LocalizeParams(_Strict):
                                  "Benjamini-Hochberg at this false-discovery rate (localize/significance.py); None: off")
     fdr_null_size: int = Field(10000, ge=100, description="null balls drawn per ball size for --fdr")
     fdr_seed: int = Field(42, description="seed of the null balls' positions for --fdr")
+
+    @field_validator("z_extract")
+    @classmethod
+    def _z_extract(cls, v):
+        return z_bounds_checked(v, "z_extract", upper_included=True)
 
     @field_validator("particle_diameter_A")
     @classmethod

@@ -135,9 +135,28 @@ def check_diameter_fits(path, tomo, cfg: RunConfig) -> None:
         return
     extent = min(n * v for n, v in zip(tomo.shape, tomo.voxel_size))
     if d[0] >= extent:
+        v = max(tomo.voxel_size)
+        unset = " (1 A is what MRC writers put when none was set)" if v <= 1.0 and cfg.voxel_size is None else ""
         raise PicketError(f"--particle-diameter-A {d[0]:g} {d[1]:g}", f"the smallest diameter is longer than {path}'s "
-                          f"shortest side ({extent:.0f} A: {min(tomo.shape)} voxels of {tomo.voxel_size[0]:g} A)",
-                          "give the diameters in Angstrom (e.g. 60 400)")
+                          f"shortest side ({extent:.0f} A: {min(tomo.shape)} voxels of {v:g} A{unset})",
+                          "give the diameters in Angstrom (e.g. 60 400), and --voxel-size A if the header's is wrong")
+
+
+def check_z_bounds(path, tomo, cfg: RunConfig) -> None:
+    """Refuse --z-extract slices past the tomogram's last one and a --z-fit that leaves no slice to fit on
+    (a voxel's 5x5x5 neighbourhood needs two slices each side); the bounds' order is checked with the
+    options (config.z_bounds_checked), the same rules again on the working grid (mask, neighborhoods)."""
+    nz = int(tomo.shape[0])
+    ze = cfg.localize.z_extract
+    if ze is not None and any(b is not None and b > nz - 1 for b in ze):
+        raise PicketError(f"--z-extract {ze[0]} {ze[1]}", f"reaches past {path}'s last slice ({nz - 1})",
+                          f"give slices within 0..{nz - 1}")
+    zf = cfg.segment.z_fit
+    if zf is not None:
+        lo, hi = max(2, zf[0] or 0), min(nz - 2, nz if zf[1] is None else zf[1])
+        if hi <= lo:
+            raise PicketError(f"--z-fit {zf[0]} {zf[1]}", f"leaves no slice of {path} to fit on ({nz} slices; a voxel's "
+                              "5x5x5 neighbourhood needs two more on each side)", f"give slices within 2..{nz - 2}")
 
 
 def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:
@@ -322,7 +341,9 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
             raise PicketError(k, "is not a run parameter", "see help(picket_dask.run) and picket_dask.config")
     paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
     for p in paths:  # fail fast, before any work, on a bad input among many
-        check_diameter_fits(p, open_tomogram(p, cfg.chunks, cfg.voxel_size), cfg)
+        t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
+        check_diameter_fits(p, t, cfg)
+        check_z_bounds(p, t, cfg)
     with removed_on_input_error(out, only_if_empty=True):
         return _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
 

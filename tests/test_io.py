@@ -224,3 +224,18 @@ def test_unwritable_output_names_the_users_path(tmp_path):
     with pytest.raises(FileNotFoundError):
         with atomic_path(tmp_path / "o.zarr"):
             raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "input.mrc"))
+
+
+@pytest.mark.parametrize("option,message", [
+    (["--z-fit", "15", "10"], "z_fit (15, 10): the lower slice must come before the upper one"),
+    (["--z-fit", "-3", "10"], "z_fit (-3, 10): slices are counted from 0"),
+    (["--z-extract", "9", "4"], "z_extract (9, 4): the lower slice must come before the upper one"),
+    (["--z-extract", "4", "25"], "--z-extract 4 25: reaches past"),
+    (["--z-fit", "18", "30"], "--z-fit 18 30: leaves no slice of"),
+])
+def test_z_bounds_refused_before_any_work(tmp_path, vol, capsys, option, message):
+    """Reversed, negative or out-of-volume z bounds: one line naming the option, nothing written (20 slices)."""
+    write_mrc(tmp_path / "b.mrc", vol, 10)
+    err = _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads", *option])
+    assert message in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "b.mrc"]

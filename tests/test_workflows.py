@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from picket_dask.cli import main
+from picket_dask.errors import PicketError
 from picket_dask.evaluate import evaluate_files
 from picket_dask.workflows import run
 
@@ -305,13 +306,18 @@ def test_unset_voxel_size_is_named(tmp_path, sim_tiny, capsys):
     was = progress._QUIET[0]
     progress.quiet(False)
     try:
-        # context off: at 1 A the membrane filter's reach (4 x 10 A) is thicker than this 48-slice volume
-        res = run(tmp_path / "unset.mrc", tmp_path / "out", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=5_000, context="off")[0]
+        # context off: at 1 A the membrane filter's reach (4 x 10 A) is thicker than this 48-slice volume;
+        # a prior from 20 A: the default's 60 A is longer than the volume's 48 A at 1 A voxels (refused, below)
+        res = run(tmp_path / "unset.mrc", tmp_path / "out", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=5_000, context="off",
+                  particle_diameter_A=(20.0, 40.0))[0]
         err = capsys.readouterr().err
         assert "voxel size 1 A in the header" in err and "--voxel-size" in err
         assert json.loads(res.run_json.read_text())["blur_sigma_vox"] == 4.0
         cfg = RunConfig(chunks=32, segment=SegmentParams(max_fit_voxels=5_000))
         segment_only(tmp_path / "unset.mrc", tmp_path / "seg", [("gabor", "kmeans")], cfg)
         assert "voxel size 1 A in the header" in capsys.readouterr().err  # step 1 alone says it too
+        with pytest.raises(PicketError, match="1 A is what MRC writers put when none was set.*--voxel-size"):
+            run(tmp_path / "unset.mrc", tmp_path / "out2", ["gabor-gmm-cc"], chunks=32)
+        assert not (tmp_path / "out2").exists()
     finally:
         progress.quiet(was)
