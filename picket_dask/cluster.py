@@ -84,7 +84,12 @@ def _start_cluster(cluster: str, workers, threads, memory_limit, gpu: bool, jobs
         except ImportError:
             raise PicketError(f"--cluster {cluster}", "dask-jobqueue is not installed", "pip install 'picket-dask[hpc]'") from None
         cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster, "lsf": dask_jobqueue.LSFCluster}[cluster]
-        cl = cls()
+        try:
+            cl = cls()  # job size, queue and account from dask's jobqueue configuration
+        except ValueError as exc:  # no cores / memory configured for this kind of job
+            raise PicketError(f"--cluster {cluster}", f"dask-jobqueue has no job size ({str(exc).splitlines()[0].rstrip(':,')})",
+                              f"set cores and memory under jobqueue.{cluster} in ~/.config/dask/jobqueue.yaml "
+                              "(deploy/jobqueue.yaml is a template; deploy/README.md)") from None
         cl.scale(jobs=jobs)
         return cl
     raise PicketError(f"--cluster {cluster}", "unknown cluster kind", f"use one of {', '.join(CLUSTER_KINDS)}")

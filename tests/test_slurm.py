@@ -72,3 +72,19 @@ def test_slurm_cluster_run_equals_local(slurm, tmp_path, sim_tiny):
     a = pd.read_csv(local.picks["gabor-kmeans-cc"]["csv"], comment="#")
     b = pd.read_csv(res.picks["gabor-kmeans-cc"]["csv"], comment="#")
     pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["slurm", "pbs"])
+def test_jobqueue_without_a_job_size_is_one_line(kind, monkeypatch):
+    """dask-jobqueue without cores / memory configured (no ~/.config/dask/jobqueue.yaml) raises a ValueError
+    deep in its constructor: picket-dask says which setting is missing and where it goes."""
+    import dask
+
+    from picket_dask.cluster import get_client
+    from picket_dask.errors import PicketError
+
+    pytest.importorskip("dask_jobqueue")
+    with dask.config.set({f"jobqueue.{kind}.cores": None, f"jobqueue.{kind}.memory": None}):
+        with pytest.raises(PicketError, match=f"--cluster {kind}: dask-jobqueue has no job size .*jobqueue.{kind}"):
+            with get_client(kind, quiet=True):
+                pass
