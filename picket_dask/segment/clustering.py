@@ -183,9 +183,11 @@ def tail_labels(features, xp=np) -> np.ndarray:
     noise cloud itself where particles are faint and rare; on the sparse dose-10 held-out scenes that split
     (30-35 % of the sample, 1.6 % of it particle cores) had a lower likelihood than the fit reached from the
     outer rows (0.6-1.4 %, 15-30 % particle cores), where the particles sit (README, "Mixture starts")."""
+    from .gmm_em import REG_COVAR
+
     x = xp.asarray(features, dtype=xp.float64)
     c = x - x.mean(axis=0)
-    cov = (c.T @ c) / max(len(c) - 1, 1) + 1e-6 * xp.eye(c.shape[1])
+    cov = (c.T @ c) / max(len(c) - 1, 1) + REG_COVAR * xp.eye(c.shape[1])  # the mixture's own regulariser
     d2 = to_host(xp.einsum("ij,ij->i", c @ xp.linalg.inv(cov), c))
     return (d2 > np.quantile(d2, 1.0 - TAIL_START_SHARE)).astype(np.uint8)
 

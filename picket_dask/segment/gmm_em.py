@@ -39,6 +39,7 @@ from .fit_threads import RowRanges
 GMM_ROWS = 8192  # rows per slice: (rows, d) float64 temporaries stay in cache (8 MiB at d = 125)
 GPU_ROWS = 1 << 18  # rows per slice on a GPU: large products, few kernel launches (256 MiB at d = 125)
 GMM_TOL = 1e-3  # EM stops when the mean log-likelihood per row changes less than this (scikit-learn's tol)
+REG_COVAR = 1e-6  # added to every covariance's diagonal (scikit-learn's reg_covar): keeps it invertible
 ROWS_1D = 32  # a one-feature fit takes 32x the rows per slice ((k, rows) temporaries: 4 MiB at k = 2, GMM_ROWS)
 _TINY = 1e-150   # responsibilities below this add < 1e-150 of a row to a sum: flushed (subnormal products are slow)
 
@@ -228,7 +229,7 @@ def _first_pass(parts: _Parts, k: int, labels, xp):
 
 
 def fit_gaussian_mixture(x, n_components: int = 2, seed: int = 42, tol: float = GMM_TOL,
-                         reg_covar: float = 1e-6, max_iter: int = 100, rows: int = GMM_ROWS, xp=None,
+                         reg_covar: float = REG_COVAR, max_iter: int = 100, rows: int = GMM_ROWS, xp=None,
                          init_labels: np.ndarray | None = None, init_params: dict | None = None,
                          threads: int = 1) -> dict:
     """GaussianMixture(n_components, covariance_type='full', random_state=seed).fit(x), streamed.
