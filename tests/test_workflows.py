@@ -272,6 +272,20 @@ def test_segment_then_localize_commands(tmp_path, sim_tiny, capsys):
     assert main(["localize", str(image), "--labels", "semantic-intensities-kmeans", "--particle-id", "7",
                  "--out", str(tmp_path / "p2")]) == 2
     assert "does not occur" in capsys.readouterr().err
+    from picket_dask import progress
+    from picket_dask.config import RunConfig
+    from picket_dask.workflows import localize_only
+
+    was = progress._QUIET[0]
+    progress.quiet(False)
+    try:  # a prior no instance fits: zero picks, and the console says why
+        cfg = RunConfig()
+        cfg.localize.particle_diameter_A = (1.0, 2.0)  # at most 3 A across: not even one 10 A voxel
+        paths = localize_only(image, "semantic-intensities-kmeans", "cc", tmp_path / "p3", cfg)
+        assert "excludes all" in capsys.readouterr().err
+        assert len(pd.read_csv(paths["csv"], comment="#")) == 0
+    finally:
+        progress.quiet(was)
 
 
 def test_many_tomograms_concurrently_with_a_shared_fit(tmp_path, sim_tiny):

@@ -122,6 +122,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                         "context": context_note}
         if n_mask == 0:
             report["warning"] = "the particle mask is empty: no picks"
+            note(f"{instance_name}: {report['warning']}")
         with timings.stage(extractor):
             scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
             try:
@@ -157,6 +158,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                 if not keep.any():
                     report["warning"] = (f"the particle-size prior {tuple(params.particle_diameter_A)} A excludes all "
                                          f"{len(table)} instances: no picks (widen --particle-diameter-A or --no-size-prior)")
+                    note(f"{instance_name}: {report['warning']}")
         scores = contrast = merged_into = None
         if len(table):
             with timings.stage("scores"):
