@@ -72,6 +72,14 @@ def haloed_blocks(chunks: tuple[tuple[int, ...], ...], halo: int):
                           tuple(slice(int(a), int(c)) for a, c in zip(lo, hi)))
 
 
+def axis_depths(chunks: tuple[tuple[int, ...], ...], depth: int) -> tuple[int, ...]:
+    """Halo per axis for a filter that reaches ``depth`` voxels: ``depth`` along an axis of several chunks, 0
+    along one held in a single chunk (after ``at_least``, any axis shorter than the halo). There the block is
+    the whole axis, so the filter's own boundary mode (reflect, constant) sees what dask's padding would give,
+    and dask refuses a halo deeper than the array (a thin slab cut from a tomogram)."""
+    return tuple(int(depth) if len(c) > 1 else 0 for c in chunks)
+
+
 def at_least(arr: da.Array, size: int) -> da.Array:
     """Rechunk so that every chunk is at least ``size`` long (a small last chunk joins its neighbour)."""
     new = []

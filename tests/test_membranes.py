@@ -80,3 +80,23 @@ def test_membrane_mask_independent_of_the_grids_chunks(rng):
     assert masks[0].any()
     for m in masks[1:]:
         np.testing.assert_array_equal(m, masks[0])
+
+
+def test_planarity_on_a_thin_slab_equals_the_whole_volume_filters(rng):
+    """A slab thinner than the structure tensor's window (12 slices: 6 on the 20 A grid, window radius 9)
+    crashed in dask's halo; along such an axis the block is the whole axis and the filters' own reflection
+    gives the whole-volume result: the same numbers as scipy on the whole slab, chunked or not."""
+    from scipy import ndimage as ndi
+
+    from picket_dask.localize.hessian import symmetric_eigvals
+    from picket_dask.localize.membranes import (GRADIENT_SIGMA_A, INTEGRATION_SIGMA_A, PAIRS, _coarsen,
+                                                planarity_and_normal)
+
+    vol = rng.normal(size=(12, 40, 44)).astype(np.float32)
+    g = [ndi.gaussian_filter(vol, GRADIENT_SIGMA_A / 10.0, order=o, mode="reflect")
+         for o in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
+    t = [ndi.gaussian_filter(_coarsen(g[i] * g[j], 2), INTEGRATION_SIGMA_A / 20.0, mode="reflect") for i, j in PAIRS]
+    m1, m2, _ = symmetric_eigvals(t)
+    for chunks in (64, (12, 16, 16)):
+        pn = planarity_and_normal(da.from_array(vol, chunks=chunks), 10.0, 2).compute()
+        np.testing.assert_allclose(pn[0], m1 - m2, rtol=1e-4, atol=1e-6 * float(np.abs(m1).max()))

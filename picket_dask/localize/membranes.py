@@ -108,27 +108,28 @@ def _coarsen(a: np.ndarray, f: int) -> np.ndarray:
     return out
 
 
-def gradient_products_block(block: np.ndarray, sigma_vox: float, depth: int, f: int) -> np.ndarray:
+def gradient_products_block(block: np.ndarray, sigma_vox: float, depth: tuple[int, int, int], f: int) -> np.ndarray:
     """(6, z/f, y/f, x/f) float32: the six distinct products of the Gaussian-derivative gradient
-    (sigma_vox, voxels) of a haloed block (``depth`` voxels each side, removed), averaged on f^3 cubes."""
+    (sigma_vox, voxels) of a haloed block (``depth`` voxels each side per axis, removed), averaged on f^3 cubes."""
     from scipy import ndimage as ndi
 
     x = np.asarray(block, np.float32)
-    core = (slice(depth, x.shape[0] - depth), slice(depth, x.shape[1] - depth), slice(depth, x.shape[2] - depth))
+    core = tuple(slice(d, n - d) for d, n in zip(depth, x.shape))
     g = [ndi.gaussian_filter(x, sigma_vox, order=o, mode="reflect")[core]
          for o in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
     return np.stack([_coarsen(g[i] * g[j], f) for i, j in PAIRS]).astype(np.float32)
 
 
-def planarity_block(block: np.ndarray, rho_vox: float, depth: int) -> np.ndarray:
+def planarity_block(block: np.ndarray, rho_vox: float, depth: tuple[int, int, int]) -> np.ndarray:
     """(4, z, y, x) float32: the planarity m1 - m2 and the unit normal (z, y, x components of the
     eigenvector of m1) of the structure tensor whose six products (axis 0) are given on a haloed
-    block: each product is averaged with a Gaussian of ``rho_vox`` voxels, then the halo removed."""
+    block: each product is averaged with a Gaussian of ``rho_vox`` voxels, then the halo (``depth``
+    voxels each side per axis) removed."""
     from scipy import ndimage as ndi
 
     from .hessian import symmetric_eigvals, symmetric_eigvec
 
-    core = tuple(slice(depth, n - depth) for n in block.shape[1:])
+    core = tuple(slice(d, n - d) for d, n in zip(depth, block.shape[1:]))
     t = [ndi.gaussian_filter(np.asarray(c, np.float32), rho_vox, mode="reflect")[core] for c in block]
     m1, m2, _ = symmetric_eigvals(t)
     return np.concatenate([(m1 - m2)[None], symmetric_eigvec(t, m1)]).astype(np.float32)
@@ -137,21 +138,23 @@ def planarity_block(block: np.ndarray, rho_vox: float, depth: int) -> np.ndarray
 def planarity_and_normal(image: da.Array, voxel_A: float, f: int) -> da.Array:
     """Lazy (4, z, y, x) float32: planarity and unit normal (``planarity_block``) of a full-resolution
     tomogram with voxels of ``voxel_A``, on the grid binned by ``f`` (trimmed to whole f^3 cubes, like ``binned``)."""
-    from ..chunking import at_least
+    from ..chunking import at_least, axis_depths
 
     sg = max(GRADIENT_SIGMA_A / voxel_A, 0.5)
     d = int(np.ceil(4 * sg)) + 1
     shape = tuple(s // f * f for s in image.shape)
     x = image[tuple(slice(0, s) for s in shape)].astype(np.float32)
     x = at_least(x.rechunk(tuple(min(s, FILTER_CHUNK * f) for s in shape)), d + f)  # chunks: multiples of f, > halo
-    xo = da.overlap.overlap(x, depth={0: d, 1: d, 2: d}, boundary="reflect")
+    dx = axis_depths(x.chunks, d)
+    xo = da.overlap.overlap(x, depth=dict(enumerate(dx)), boundary="reflect")
     out_chunks = ((6,),) + tuple(tuple(c // f for c in cs) for cs in x.chunks)
-    prods = xo.map_blocks(gradient_products_block, sg, d, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
+    prods = xo.map_blocks(gradient_products_block, sg, dx, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
     rho = INTEGRATION_SIGMA_A / (voxel_A * f)
     r = int(np.ceil(4 * rho)) + 1
     prods = at_least(prods, r + 1) if min(min(c) for c in prods.chunks[1:]) <= r else prods
-    po = da.overlap.overlap(prods, depth={0: 0, 1: r, 2: r, 3: r}, boundary="reflect")
-    return po.map_blocks(planarity_block, rho, r, chunks=((4,),) + prods.chunks[1:], dtype=np.float32)
+    dp = axis_depths(prods.chunks[1:], r)
+    po = da.overlap.overlap(prods, depth={0: 0, 1: dp[0], 2: dp[1], 3: dp[2]}, boundary="reflect")
+    return po.map_blocks(planarity_block, rho, dp, chunks=((4,),) + prods.chunks[1:], dtype=np.float32)
 
 
 def planarity(image: da.Array, voxel_A: float, f: int) -> da.Array:
@@ -159,9 +162,9 @@ def planarity(image: da.Array, voxel_A: float, f: int) -> da.Array:
     return planarity_and_normal(image, voxel_A, f)[0]
 
 
-def facing_sums_block(above: np.ndarray, normal: np.ndarray, labels: np.ndarray, depth: int):
+def facing_sums_block(above: np.ndarray, normal: np.ndarray, labels: np.ndarray, depth: tuple[int, int, int]):
     """Per label of a block: sums of (n . g)^2 and |g|^2, where g is the gradient (Gaussian derivative,
-    FACING_SIGMA_VOX) of the haloed 0/1 response ``above`` (``depth`` voxels each side, removed) and n
+    FACING_SIGMA_VOX) of the haloed 0/1 response ``above`` (``depth`` voxels each side per axis, removed) and n
     the unit ``normal`` (3, z, y, x). Returns (ids, along, total), or None without labels."""
     from scipy import ndimage as ndi
 
@@ -170,7 +173,7 @@ def facing_sums_block(above: np.ndarray, normal: np.ndarray, labels: np.ndarray,
     if not keep.any():
         return None
     x = np.asarray(above, np.float32)
-    core = tuple(slice(depth, s - depth) for s in x.shape)
+    core = tuple(slice(d, s - d) for d, s in zip(depth, x.shape))
     g = [ndi.gaussian_filter(x, FACING_SIGMA_VOX, order=o, mode="reflect")[core].ravel()[keep]
          for o in ((1, 0, 0), (0, 1, 0), (0, 0, 1))]
     n = np.asarray(normal, np.float32).reshape(3, -1)[:, keep]
@@ -186,12 +189,12 @@ def facing_fraction(above: da.Array, normal: da.Array, labels: da.Array, n_label
     from per-block sums reduced per id (as localize/centroids.py does): memory is one block per task."""
     import dask
 
-    from ..chunking import at_least, block_ids
+    from ..chunking import at_least, axis_depths, block_ids
     from ..progress import compute
 
-    d = int(np.ceil(4 * FACING_SIGMA_VOX))  # scipy's Gaussian support (truncate 4)
-    labels = at_least(labels, d + 1)
-    ao = da.overlap.overlap(above.astype(np.float32).rechunk(labels.chunks), depth={0: d, 1: d, 2: d},
+    labels = at_least(labels, int(np.ceil(4 * FACING_SIGMA_VOX)) + 1)
+    d = axis_depths(labels.chunks, int(np.ceil(4 * FACING_SIGMA_VOX)))  # scipy's Gaussian support (truncate 4)
+    ao = da.overlap.overlap(above.astype(np.float32).rechunk(labels.chunks), depth=dict(enumerate(d)),
                             boundary="reflect")
     nb = normal.rechunk(((3,),) + labels.chunks).to_delayed()
     ab, lb = ao.to_delayed(), labels.to_delayed()

@@ -38,13 +38,13 @@ def grown(mask, radius: int):
     radius + 1 long; an axis that then lies in one chunk (shorter than the radius) needs no halo, and
     dask refuses one deeper than the array, so a radius longer than the volume (a large particle
     diameter on a small tomogram) is still the exact dilation."""
-    from ..chunking import at_least
+    from ..chunking import at_least, axis_depths
 
     radius = max(int(radius), 0)
     if radius == 0:
         return mask
     mask = at_least(mask, radius + 1)
-    depth = {i: radius if len(c) > 1 else 0 for i, c in enumerate(mask.chunks)}
+    depth = dict(enumerate(axis_depths(mask.chunks, radius)))
     return mask.map_overlap(grow, depth=depth, boundary=False, radius=radius, dtype=bool)
 
 
