@@ -71,3 +71,14 @@ def test_no_gold_no_change_and_the_reference_turns_it_off():
     assert "extreme_class" not in on.model.params
     assert np.array_equal(on.model.params["cluster_centers"], off.model.params["cluster_centers"])
     assert REFERENCE_SEGMENT["extreme_refit"] == "off"
+
+
+def test_nothing_but_gold_rows_keeps_the_first_fit():
+    """A tiny volume where every sample voxel lies within the margin of a bead: the refit would have no
+    rows (it crashed in k-means on an 8^3 crop); the first fit is kept and the report says why."""
+    sample, kind = _sample(n_ice=5000, n_particles=0, n_gold=20, seed=1)  # gold under 1 %: the extreme rule sees it
+    sample.coords[:] = 20 + np.random.default_rng(2).integers(-3, 4, sample.coords.shape)  # all near the bead
+    pairs = [("intensities", "gmm")]
+    seg = fit_models(sample, pairs, SegmentParams(kmeans_cut="midpoint", fit_schedule="exact"), voxel_A=10.0)[0]
+    report = seg.model.params["extreme_class"]
+    assert report["refit_skipped"].startswith("0 rows without gold") and not report.get("refitted_without_gold_rows")

@@ -239,3 +239,11 @@ def test_z_bounds_refused_before_any_work(tmp_path, vol, capsys, option, message
     err = _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads", *option])
     assert message in err
     assert list(tmp_path.iterdir()) == [tmp_path / "b.mrc"]
+
+
+def test_too_few_voxels_to_fit_is_one_line(tmp_path, vol, capsys):
+    write_mrc(tmp_path / "b.mrc", vol, 10)
+    err = _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--cluster", "threads",
+                        "--max-fit-voxels", "5"])
+    assert "leaves 5 voxels to fit the clusterers on" in err and "--max-fit-voxels" in err
+    assert list(tmp_path.iterdir()) == [tmp_path / "b.mrc"]

@@ -65,13 +65,17 @@ class FitSample:
     neighborhoods: np.ndarray
 
 
+MIN_FIT_VOXELS = 10  # fewer sample voxels than this fit nothing meaningful (the mixtures' EM needs rows to split)
+
+
 def draw_sample(scaled: da.Array, params: SegmentParams, stored: tuple[str, float, float] | None = None,
-                lamella: Lamella | None = None, no_data: da.Array | None = None) -> FitSample:
+                lamella: Lamella | None = None, no_data: da.Array | None = None, source: object = "tomogram") -> FitSample:
     """Random interior voxels of the fitting slab and their (n, 125) float32 neighborhoods
     (``stored``: the blurred volume's store, min and max, read directly by each task).
 
     With a found ``lamella`` (and no user z_fit) the voxels are drawn inside the ice slab only;
     the voxels of ``no_data`` (boolean, z, y, x: segment/nodata.py) are dropped from the draw.
+    Fewer than MIN_FIT_VOXELS voxels to draw from is a PicketError naming ``source``.
     """
     if lamella is None or not lamella.found or params.z_fit is not None:
         coords = sample_voxels(scaled.shape, params.z_fit, params.max_fit_voxels, params.seed)
@@ -80,6 +84,10 @@ def draw_sample(scaled: da.Array, params: SegmentParams, stored: tuple[str, floa
     if no_data is not None and len(coords):
         drop = compute(no_data.vindex[coords[:, 0], coords[:, 1], coords[:, 2]], label="fit sample: voxels with data")[0]
         coords = coords[~np.asarray(drop, bool)]
+    if len(coords) < MIN_FIT_VOXELS:
+        raise PicketError(source, f"leaves {len(coords)} voxels to fit the clusterers on (interior voxels of the "
+                          f"{'ice slab' if lamella is not None and lamella.found else 'fitting slab'} with data)",
+                          "give a larger tomogram, wider --z-fit bounds or a larger --max-fit-voxels")
     return FitSample(coords, gather_neighborhoods(scaled, coords, stored=stored))
 
 
@@ -147,6 +155,8 @@ def _fit_checked(clusterer: str, f: np.ndarray, G, space: str, params: SegmentPa
     if gold is not None:
         small, rows = smaller_cluster(model, len(f))
         refitted, report = needs_refit(sample_labels(model, f[gold], space), small, rows)
+        if refitted and int((~gold).sum()) < MIN_FIT_VOXELS:  # (a tiny volume) nothing but gold rows to refit on
+            refitted, report["refit_skipped"] = False, f"{int((~gold).sum())} rows without gold: too few to fit"
         if refitted:  # the smaller cluster is the gold: fit again on the rest
             model = fit_on(~gold, None)
             report["refitted_without_gold_rows"] = True
@@ -239,7 +249,8 @@ def _segment(image_path, data, host, voxel_size, pairs, params, source, label_pr
             note(f"lamella: {lamella.reason}")
     if models is None:
         with timings.stage("sample"):
-            sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella, no_data)
+            sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella, no_data,
+                                 source=source or image_path)
         with timings.stage("fit"):
             segs = fit_models(sample, pairs, params, release=True, voxel_A=float(np.max(voxel_size)))
         del sample  # the sample (~0.5 GB at 1M voxels) is not needed by the label pass
