@@ -274,6 +274,16 @@ def test_cluster_orders_by_size():
     assert cl.k == 2 and (cl.labels[:60] == 1).all() and (cl.labels[60:] == 2).all() and min(cl.bic, key=cl.bic.get) == 2
 
 
+def test_one_or_two_picks_make_one_class():
+    """One pick is one class (the mixture needs two rows: `run --max-picks 1 --classify` crashed); two picks
+    with auto K fit a single component."""
+    one = cluster(np.array([[0.3, 1.2, -0.4]]))
+    assert one.k == 1 and one.labels.tolist() == [1] and one.confidence.tolist() == [1.0]
+    two = cluster(np.array([[0.3, 1.2, -0.4], [0.1, 0.9, -0.2]]))
+    assert two.k == 1 and two.labels.tolist() == [1, 1]
+    assert cluster(np.zeros((0, 3))).labels.shape == (0,)
+
+
 def test_steps_one_and_two_never_import_classify():
     code = ("import sys, picket_dask, picket_dask.workflows, picket_dask.cli, picket_dask.segment.semantic, "
             "picket_dask.localize.extract; assert 'picket_dask.classify' not in sys.modules, 'imported'")

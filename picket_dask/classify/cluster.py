@@ -68,6 +68,8 @@ def _cluster(x: np.ndarray, k: int | None, seed: int) -> Classes:
     n = len(x)
     check_k(k, n)
     bic = {}
+    if k == 1 or n < 2:  # one class (one pick: no mixture to fit, and none is needed)
+        return Classes(np.ones(n, int), np.ones(n), 1)
     if k is None:
         k_max = max(1, min(K_MAX, n // MIN_PER_CLASS))
         best = None
@@ -77,8 +79,6 @@ def _cluster(x: np.ndarray, k: int | None, seed: int) -> Classes:
             if best is None or bic[kk] < bic[best[0]]:
                 best = (kk, gm)
         k, gm = best
-    elif k == 1 or n == 1:
-        return Classes(np.ones(n, int), np.ones(n), 1)
     else:
         gm = _fit(x, k, seed)
     post = gm.predict_proba(x)
