@@ -206,7 +206,7 @@ def cmd_evaluate(args) -> int:
         df = pd.DataFrame(rows)
         csv, png = args.csv, args.plot
         if args.pr_curve:
-            print(f"wrote {_pr_curves(args.picks, args.truth, vs, args.threshold_A, args.pr_curve)}")
+            print(f"wrote {_pr_curves(args.picks, args.truth, shape, vs, args.threshold_A, args.pr_curve)}")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "workflow" in df and df.tomogram.nunique() > 1:
         med = df.groupby("workflow")[["precision", "recall", "f1", "relative_recall", "matched_f1"]].median().sort_values("f1", ascending=False)
@@ -219,17 +219,20 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _pr_curves(picks: list, truth, vs, threshold_A: float, png) -> Path:
-    """Precision-recall curves from the ``score`` column of picks CSVs."""
+def _pr_curves(picks: list, truth, shape, vs, threshold_A: float, png) -> Path:
+    """Precision-recall curves from the picks' scores (CSV ``score``, STAR ``rlnAutopickFigureOfMerit``, ndjson
+    and copick ``score``)."""
     from .evaluate import plot_pr, pr_curve, threshold_vox, zyx
     from .io.picks import read_points
 
     curves = {}
     for p in picks:
-        df = read_points(p, max(vs))
+        df = read_points(p, max(vs), shape)
         if "score" not in df.columns:
-            raise PicketError(p, "has no score column", "give the picks CSV written by picket-dask run (default preset)")
-        curves[Path(p).stem] = pr_curve(zyx(df), df.score.to_numpy(), zyx(read_points(truth, max(vs))), threshold_vox(threshold_A, vs))
+            raise PicketError(p, "has no score", "give picks written by picket-dask run (the CSV, STAR, ndjson and copick "
+                              "files carry the score)")
+        curves[Path(p).stem] = pr_curve(zyx(df), df.score.to_numpy(), zyx(read_points(truth, max(vs), shape)),
+                                        threshold_vox(threshold_A, vs))
     return plot_pr(curves, png)
 
 

@@ -112,8 +112,8 @@ def evaluate_files(picks_path, truth_path, shape_zyx, voxel_size, threshold_A: f
     from .io.picks import read_points
 
     vs = float(np.max(voxel_size))
-    picks = read_points(picks_path, vs)
-    truth = read_points(truth_path, vs)
+    picks = read_points(picks_path, vs, shape_zyx)
+    truth = read_points(truth_path, vs, shape_zyx)
     types = truth["type"].to_numpy() if "type" in truth.columns else None
     return score(zyx(picks), zyx(truth), shape_zyx, threshold_vox(threshold_A, voxel_size), types)
 

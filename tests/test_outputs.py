@@ -29,6 +29,28 @@ def test_csv_and_yaml(picks):
     assert doc["metadata"]["workflow"] == "x"
 
 
+def test_every_format_reads_back_its_points_and_scores(tmp_path):
+    """CSV, STAR, ndjson and copick carry the score (evaluate --pr-curve reads any of them); a RELION 5 STAR with
+    only centred Angstrom coordinates (another tool's) reads back given the tomogram's shape and voxel size."""
+    import starfile
+
+    cent = np.array([[10.25, 20.5, 30.75], [5.0, 6.0, 7.0], [39.0, 59.5, 0.0]])
+    df = picks_frame(cent, (10.0, 10.0, 10.0), sizes=[100, 50, 20], scores=[1.5, 7.25, -0.5])
+    paths = write_all(df, tmp_path, "gabor-gmm-ws", "tomo1", (40, 60, 80), (10.0, 10.0, 10.0), {"workflow": "x"})
+    for fmt in ("csv", "star", "ndjson", "copick"):
+        back = read_points(paths[fmt], 10.0, (40, 60, 80))
+        np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), df[["x", "y", "z"]].to_numpy(), atol=1e-3)
+        np.testing.assert_allclose(back["score"].to_numpy(), df["score"].to_numpy(), atol=1e-5)
+    star = starfile.read(paths["star"])
+    star = star["particles"] if isinstance(star, dict) else star
+    starfile.write({"particles": star.drop(columns=["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"])},
+                   tmp_path / "relion5.star")
+    back = read_points(tmp_path / "relion5.star", 10.0, (40, 60, 80))
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), df[["x", "y", "z"]].to_numpy(), atol=1e-3)
+    with pytest.raises(PicketError, match="centred coordinates.*--tomogram"):
+        read_points(tmp_path / "relion5.star", 10.0)
+
+
 def test_picket_yaml_text_equals_safe_dump():
     """The fast writer gives yaml.safe_dump's text of the reference layout, byte for byte."""
     from picket_dask.io.picks import picket_yaml_text

@@ -217,11 +217,33 @@ def write_all(df: pd.DataFrame, out_dir: Path, stem: str, tomo_name: str, shape_
     }
 
 
-def read_points(path: str | Path, voxel_size: float | None = None) -> pd.DataFrame:
-    """Read picks or a truth file into a frame with x, y, z in voxels (and ``type`` where given).
+def _star_points(path: Path, star: pd.DataFrame, voxel_size: float | None, shape_zyx) -> pd.DataFrame:
+    """x, y, z voxels (and score) of a RELION particles table: its voxel coordinates, else its centred
+    Angstrom ones (RELION 5: origin at the tomogram's centre, size / 2, as star_frame writes them)."""
+    if {"rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"} <= set(star.columns):
+        df = pd.DataFrame({"x": star["rlnCoordinateX"], "y": star["rlnCoordinateY"], "z": star["rlnCoordinateZ"]})
+    elif {f"rlnCenteredCoordinate{a}Angst" for a in "XYZ"} <= set(star.columns):
+        if voxel_size is None or shape_zyx is None:
+            raise PicketError(path, "has RELION 5 centred coordinates (Angstrom from the tomogram's centre)",
+                              "give the tomogram (--tomogram T.mrc, or --shape Z Y X --voxel-size A)")
+        nz, ny, nx = (int(n) for n in shape_zyx)
+        df = pd.DataFrame({a.lower(): star[f"rlnCenteredCoordinate{a}Angst"] / float(voxel_size) + n / 2
+                           for a, n in (("X", nx), ("Y", ny), ("Z", nz))})
+    else:
+        raise PicketError(path, "has neither rlnCoordinate{X,Y,Z} nor rlnCenteredCoordinate{X,Y,Z}Angst",
+                          "give a RELION particles STAR file")
+    if "rlnAutopickFigureOfMerit" in star.columns:
+        df["score"] = star["rlnAutopickFigureOfMerit"].to_numpy(float)
+    return df
 
-    Accepts our CSV (or any CSV with x, y, z columns), PickET YAML, RELION STAR (voxel
-    coordinates), copick JSON (Angstrom: needs ``voxel_size``) and portal ndjson.
+
+def read_points(path: str | Path, voxel_size: float | None = None, shape_zyx=None) -> pd.DataFrame:
+    """Read picks or a truth file into a frame with x, y, z in voxels (and ``type`` and ``score`` where given).
+
+    Accepts our CSV (or any CSV with x, y, z columns), PickET YAML, RELION STAR (``rlnCoordinate{X,Y,Z}`` in
+    voxels, or RELION 5's ``rlnCenteredCoordinate{X,Y,Z}Angst`` alone: needs ``voxel_size`` and the tomogram's
+    ``shape_zyx``), copick JSON (Angstrom: needs ``voxel_size``) and portal ndjson. The score comes from the
+    CSV's ``score``, STAR's ``rlnAutopickFigureOfMerit``, and the ndjson's and copick's ``score``.
     """
     path = Path(path)
     if not path.is_file():
@@ -236,19 +258,22 @@ def read_points(path: str | Path, voxel_size: float | None = None) -> pd.DataFra
         elif suffix == ".star":
             import starfile
 
-            df = starfile.read(path)
-            df = df["particles"] if isinstance(df, dict) else df
-            df = pd.DataFrame({"x": df["rlnCoordinateX"], "y": df["rlnCoordinateY"], "z": df["rlnCoordinateZ"]})
+            star = starfile.read(path)
+            star = star["particles"] if isinstance(star, dict) else star
+            df = _star_points(path, star, voxel_size, shape_zyx)
         elif suffix == ".ndjson":
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            df = pd.DataFrame([{**r["location"], "type": r.get("object", r.get("type_name"))} for r in rows], columns=["x", "y", "z", "type"])
-            if df["type"].isna().all():
-                df = df.drop(columns="type")
+            df = pd.DataFrame([{**r["location"], "type": r.get("object", r.get("type_name")), "score": r.get("score")}
+                               for r in rows], columns=["x", "y", "z", "type", "score"])
+            df = df.drop(columns=[c for c in ("type", "score") if df[c].isna().all()])
         elif suffix == ".json":
             doc = json.loads(path.read_text())
             if voxel_size is None:
                 raise PicketError(path, "copick points are in Angstrom", "pass the voxel size (--voxel-size)")
-            df = pd.DataFrame([{k: v / voxel_size for k, v in p["location"].items()} for p in doc["points"]], columns=["x", "y", "z"])
+            df = pd.DataFrame([{**{k: v / voxel_size for k, v in p["location"].items()}, "score": p.get("score")}
+                               for p in doc["points"]], columns=["x", "y", "z", "score"])
+            if df["score"].isna().all():
+                df = df.drop(columns="score")
         else:
             raise PicketError(path, f"unknown picks format '{suffix}'", "give .csv, .yaml, .star, .ndjson or copick .json")
     except PicketError:
