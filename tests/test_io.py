@@ -35,7 +35,8 @@ def test_mrc_boxes_by_row_and_by_span(tmp_path, vol, monkeypatch, span_row_bytes
     from picket_dask.io import mrc
 
     monkeypatch.setattr(mrc, "SPAN_ROW_BYTES", span_row_bytes)
-    reader, _ = mrc.read_header(_mrc(tmp_path, vol))
+    reader, _, perm = mrc.read_header(_mrc(tmp_path, vol))
+    assert perm == (0, 1, 2)
     rng = np.random.default_rng(1)
     for _ in range(30):
         lo = [int(rng.integers(0, n)) for n in vol.shape]
@@ -247,3 +248,21 @@ def test_too_few_voxels_to_fit_is_one_line(tmp_path, vol, capsys):
                         "--max-fit-voxels", "5"])
     assert "leaves 5 voxels to fit the clusterers on" in err and "--max-fit-voxels" in err
     assert list(tmp_path.iterdir()) == [tmp_path / "b.mrc"]
+
+
+@pytest.mark.parametrize("mapping", [(3, 2, 1), (2, 3, 1), (1, 3, 2)])
+def test_mrc_with_permuted_axes_reads_as_z_y_x(tmp_path, vol, mapping):
+    """An MRC whose columns, rows and sections hold other map axes than X, Y, Z (MAPC, MAPR, MAPS) reads as
+    (z, y, x), the same voxels as the standard file, and converts so."""
+    import mrcfile
+
+    mapc, mapr, maps = mapping  # storage axes (sections, rows, columns) hold map axes (maps, mapr, mapc)
+    order = tuple({3: 0, 2: 1, 1: 2}[a] for a in (maps, mapr, mapc))  # (z, y, x) axis stored on each
+    with mrcfile.new(tmp_path / "p.mrc") as m:
+        m.set_data(np.ascontiguousarray(vol.transpose(order)))
+        m.voxel_size = 10.0
+        m.header.mapc, m.header.mapr, m.header.maps = mapping
+    t = open_tomogram(tmp_path / "p.mrc", chunks=16)
+    assert t.shape == vol.shape
+    np.testing.assert_array_equal(t.data.compute(), vol)
+    np.testing.assert_array_equal(open_tomogram(convert(tmp_path / "p.mrc", tmp_path / "p.zarr", chunks=16)).data.compute(), vol)

@@ -5,6 +5,9 @@ reader below reads each block it is asked for with plain positioned reads (one p
 run of voxels) into a fresh array; it pickles as (path, dtype, shape, offset), so any worker can
 read any block. Not a memmap per block either: a 128^3 block of a 2048-wide file touches 64 MiB
 of mapped pages, which count in the worker's RSS and got workers with a 512 MiB limit restarted.
+
+Axes: the data array is (z, y, x) as the header's MAPC / MAPR / MAPS say (columns X, rows Y, sections Z in
+nearly every tomogram); a file that stores other map axes along them is turned lazily to (z, y, x).
 """
 
 from __future__ import annotations
@@ -84,10 +87,13 @@ def _read_at(fh, offset: int, view: memoryview) -> None:
         raise PicketError(fh.name, "ends before its header says the data does", "the file is truncated: copy it again")
 
 
-def read_header(path: str | Path) -> tuple[MrcBlockReader, tuple[float, float, float]]:
-    """Validate an MRC file and return its block reader and voxel size (z, y, x) in Angstrom.
+def read_header(path: str | Path) -> tuple[MrcBlockReader, tuple[float, float, float], tuple[int, int, int]]:
+    """Validate an MRC file and return its block reader (storage order: sections, rows, columns), voxel
+    size (z, y, x) in Angstrom, and the axes permutation that turns storage order into (z, y, x).
 
-    A voxel size of 0 in the header is returned as 0; callers decide whether to ask for one.
+    A voxel size of 0 in the header is returned as 0; callers decide whether to ask for one. The
+    permutation follows the header's MAPC / MAPR / MAPS (which of X, Y, Z the columns, rows and sections
+    hold); (0, 1, 2) for the usual 1, 2, 3 and for headers that do not give a permutation of them.
     """
     path = Path(path)
     if not path.is_file():
@@ -100,6 +106,7 @@ def read_header(path: str | Path) -> tuple[MrcBlockReader, tuple[float, float, f
             vs = mrc.voxel_size
             voxel = (float(vs.z), float(vs.y), float(vs.x))
             is_stack = mrc.is_image_stack()
+            mapping = (int(mrc.header.maps), int(mrc.header.mapr), int(mrc.header.mapc))  # storage axes 0, 1, 2
     except (ValueError, OSError, EOFError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PicketError(path, f"not a readable MRC file ({msg})", "give an MRC/REC tomogram or an OME-Zarr image") from None
@@ -107,14 +114,18 @@ def read_header(path: str | Path) -> tuple[MrcBlockReader, tuple[float, float, f
         raise PicketError(path, f"data has shape {shape}, not a 3-D volume", "give a 3-D tomogram (z, y, x), not an image or a stack")
     if np.dtype(dtype).kind == "c":
         raise PicketError(path, "complex-valued MRC", "give a real-valued tomogram")
-    return MrcBlockReader(str(path), np.dtype(dtype), shape, offset), voxel
+    # (z, y, x) axis k is the storage axis that holds map axis 3 - k (Z = 3, Y = 2, X = 1)
+    perm = tuple(mapping.index(a) for a in (3, 2, 1)) if sorted(mapping) == [1, 2, 3] else (0, 1, 2)
+    return MrcBlockReader(str(path), np.dtype(dtype), shape, offset), voxel, perm
 
 
 def open_mrc(path: str | Path, chunks: int | tuple = 128) -> tuple[da.Array, tuple[float, float, float]]:
     """Lazy dask array (z, y, x) of an MRC file and its header voxel size (z, y, x) in Angstrom."""
-    reader, voxel = read_header(path)
+    reader, voxel, perm = read_header(path)
     arr = da.from_array(reader, chunks=chunks, meta=np.empty((0, 0, 0), dtype=reader.dtype),
                         name=f"mrc-{Path(path).name}-{Path(path).stat().st_mtime_ns}", asarray=False)
+    if perm != (0, 1, 2):  # sections are not Z (MAPS != 3): the data array is turned to (z, y, x)
+        arr = arr.transpose(perm)
     return arr, voxel
 
 
