@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import ALL_WORKFLOWS, DEFAULT_DIAMETER_A, LocalizeParams, RunConfig, SegmentParams
 from .errors import PicketError
-from .io.atomic import ensure_dir, removed_on_input_error
+from .io.atomic import ensure_dir, exclusive, removed_on_input_error
 from .io.omezarr import read_attrs
 from .io.picks import picks_frame, write_all
 from .io.results import RUN_JSON, read_run, write_run
@@ -202,7 +202,8 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     ``models``: segmentations fitted elsewhere (``fit_shared``), applied instead of fitting here.
     Bad input found on the way (a PicketError) removes the tomogram's folder if this run created it.
     """
-    with removed_on_input_error(Path(out) / tomogram_name(path)):
+    name = tomogram_name(path)
+    with exclusive(Path(out) / f".{name}.lock", Path(out) / name), removed_on_input_error(Path(out) / name):
         return _run_tomogram(path, cfg, out, models, shared_fit)
 
 
@@ -371,7 +372,8 @@ def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: 
     with removed_on_input_error(out, only_if_empty=True):
         ensure_dir(out)
         for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
-            with removed_on_input_error(Path(out) / tomogram_name(p)):
+            name = tomogram_name(p)
+            with exclusive(Path(out) / f".{name}.lock", Path(out) / name), removed_on_input_error(Path(out) / name):
                 name, _, image, tomo, grid = prepare_image(p, cfg, Path(out), Timings())
                 params = segment_params(cfg, grid)
                 warn_unset_voxel_size(name, cfg, grid.source_voxel_A, params)

@@ -266,3 +266,38 @@ def test_mrc_with_permuted_axes_reads_as_z_y_x(tmp_path, vol, mapping):
     assert t.shape == vol.shape
     np.testing.assert_array_equal(t.data.compute(), vol)
     np.testing.assert_array_equal(open_tomogram(convert(tmp_path / "p.mrc", tmp_path / "p.zarr", chunks=16)).data.compute(), vol)
+
+
+def test_a_second_run_on_the_same_output_stops_and_a_killed_one_leaves_no_lock(tmp_path, vol, capsys):
+    """While one run writes OUT/NAME, another on it stops with one line naming the holder, writing nothing; a
+    holder killed with SIGKILL leaves no lock held (the kernel drops it), so the next run goes ahead."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from picket_dask.io.atomic import exclusive
+
+    write_mrc(tmp_path / "b.mrc", vol, 10)
+    out = tmp_path / "o"
+    with exclusive(out / ".b.lock", out / "b"):
+        err = _err(capsys, ["segment", str(tmp_path / "b.mrc"), "--out", str(out), "--cluster", "threads"])
+        assert "is being written by another picket-dask run (pid " in err and "another --out" in err
+        assert sorted(p.name for p in out.iterdir()) == [".b.lock"]
+    assert list(out.iterdir()) == []  # released and removed
+    code = ("import sys, time; from picket_dask.io.atomic import exclusive\n"
+            "with exclusive(sys.argv[1], 'x'):\n    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out / ".b.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(PicketError, match="being written"):
+            with exclusive(out / ".b.lock", out / "b"):
+                pass
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+    t0 = time.time()
+    with exclusive(out / ".b.lock", out / "b"):  # the file is still there, the lock is not
+        assert time.time() - t0 < 5

@@ -50,6 +50,50 @@ def check_writable(path: Path, overwrite: bool) -> None:
 
 
 @contextmanager
+def exclusive(lock_path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock (flock on the file ``lock_path``, made beside the output it guards) while
+    writing ``what``: a second run on the same output (a batch job submitted twice) stops with one line
+    naming the holder instead of interleaving its writes with the first's. The kernel drops the lock when
+    its process ends, so a killed run leaves none held; the file is removed on release. Where flock is
+    missing (not POSIX) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    import socket
+    import time
+
+    lock_path = Path(lock_path)
+    ensure_dir(lock_path.parent)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise PicketError(what, f"is being written by another picket-dask run ({holder})",
+                              "wait for it to finish, or give another --out") from None
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder released and removed the file between our open and our lock: again
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        yield
+    finally:
+        try:
+            os.unlink(lock_path)
+        finally:
+            os.close(fd)  # closing drops the lock
+
+
+@contextmanager
 def removed_on_input_error(path: str | Path, only_if_empty: bool = False) -> Iterator[Path]:
     """Work in the folder ``path``; when a PicketError (bad input: NaN, a constant or too thin volume,
     found after the conversion has started) ends that work, delete the folder if this call is the one
