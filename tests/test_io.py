@@ -301,3 +301,19 @@ def test_a_second_run_on_the_same_output_stops_and_a_killed_one_leaves_no_lock(t
     t0 = time.time()
     with exclusive(out / ".b.lock", out / "b"):  # the file is still there, the lock is not
         assert time.time() - t0 < 5
+
+
+def test_no_lock_support_runs_unguarded(tmp_path, monkeypatch):
+    """A file system without flock (Lustre mounted without it, some NFS) must not stop a run: unguarded."""
+    import errno
+    import fcntl
+
+    from picket_dask.io.atomic import exclusive
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with exclusive(tmp_path / ".b.lock", tmp_path / "b"):
+        ran = True
+    assert ran and list(tmp_path.iterdir()) == []

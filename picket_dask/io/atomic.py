@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -75,6 +76,12 @@ def exclusive(lock_path: str | Path, what: str) -> Iterator[None]:
             os.close(fd)
             raise PicketError(what, f"is being written by another picket-dask run ({holder})",
                               "wait for it to finish, or give another --out") from None
+        except OSError:  # a file system without locks (Lustre mounted without flock, some NFS): unguarded
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+            yield
+            return
         try:
             same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
