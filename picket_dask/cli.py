@@ -119,11 +119,12 @@ def _config(args) -> RunConfig:
 
 
 def cmd_run(args) -> int:
-    from .workflows import run
+    from .workflows import checked_inputs, run
 
     cfg = _config(args)
     if not cfg.tomograms:
         raise PicketError("run", "no tomograms given", "name MRC/REC files, .zarr images or folders, or list them in --config")
+    checked_inputs(cfg.tomograms, cfg)  # a bad input or option: one line, before a cluster starts
     with removed_on_input_error(cfg.out, only_if_empty=True):  # bad input leaves no empty output folder
         ensure_dir(cfg.out)  # an output folder that cannot be created: one line, before a cluster starts
         with _client(args):

@@ -127,6 +127,18 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
     return name, tdir, image, open_tomogram(image, cfg.chunks), grid
 
 
+def checked_inputs(tomograms, cfg: RunConfig) -> list:
+    """The tomograms (files, folders, copick specs) as a list of inputs, each opened (its header: no data read)
+    and checked against the options (size prior, z bounds), so that a bad input among many fails before any
+    work, and before a cluster starts (the CLI calls this first)."""
+    paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
+    for p in paths:
+        t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
+        check_diameter_fits(p, t, cfg)
+        check_z_bounds(p, t, cfg)
+    return paths
+
+
 def check_diameter_fits(path, tomo, cfg: RunConfig) -> None:
     """Refuse a size prior whose smallest diameter is longer than the tomogram's shortest side (shape x
     voxel size, Angstrom): no particle fits, and it is almost always a unit slip (nm or voxels for A)."""
@@ -340,11 +352,7 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
             setattr(cfg, k, v)
         else:
             raise PicketError(k, "is not a run parameter", "see help(picket_dask.run) and picket_dask.config")
-    paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
-    for p in paths:  # fail fast, before any work, on a bad input among many
-        t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
-        check_diameter_fits(p, t, cfg)
-        check_z_bounds(p, t, cfg)
+    paths = checked_inputs(tomograms, cfg)
     with removed_on_input_error(out, only_if_empty=True):
         return _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
 

@@ -317,3 +317,19 @@ def test_no_lock_support_runs_unguarded(tmp_path, monkeypatch):
     with exclusive(tmp_path / ".b.lock", tmp_path / "b"):
         ran = True
     assert ran and list(tmp_path.iterdir()) == []
+
+
+def test_bad_options_fail_before_a_cluster_starts(tmp_path, vol, capsys, monkeypatch):
+    """Checked before any cluster (the default embedded one) is started: one line, nothing else printed."""
+    from picket_dask import cluster
+    from picket_dask.io.copick_io import parse
+
+    def no_cluster(*a, **k):
+        raise AssertionError("a cluster was started")
+
+    monkeypatch.setattr(cluster, "_start_cluster", no_cluster)
+    write_mrc(tmp_path / "b.mrc", vol, 10)
+    err = _err(capsys, ["run", str(tmp_path / "b.mrc"), "--out", str(tmp_path / "o"), "--z-extract", "5", "500"])
+    assert "--z-extract 5 500: reaches past" in err
+    with pytest.raises(PicketError, match="voxel_spacing 'abc' is not a number"):
+        parse("copick://c.json?run=r&voxel_spacing=abc")

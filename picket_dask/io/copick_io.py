@@ -49,7 +49,11 @@ def parse(spec: str) -> CopickSource:
     if "run" not in q:
         raise PicketError(spec, "names no copick run", "write copick://CONFIG.json?run=RUN_NAME (or --copick CONFIG --run RUN)")
     vs = q.get("voxel_spacing")
-    return CopickSource((u.netloc + u.path), q["run"], float(vs) if vs else None, q.get("tomo_type"))
+    try:
+        spacing = float(vs) if vs else None
+    except ValueError:
+        raise PicketError(spec, f"voxel_spacing {vs!r} is not a number", "write voxel_spacing=10.0 (Angstrom) or leave it out") from None
+    return CopickSource((u.netloc + u.path), q["run"], spacing, q.get("tomo_type"))
 
 
 def _root_run(src: CopickSource):
