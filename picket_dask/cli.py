@@ -105,7 +105,7 @@ def _config(args) -> RunConfig:
         seg["device"] = "gpu"
     for key, target in (("sigma_vox", seg), ("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
                         ("kmeans_cut", seg), ("gmm_starts", seg), ("fit_schedule", seg), ("lamella", seg), ("resample", seg), ("nodata", seg), ("extreme_refit", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
-                        ("context", loc), ("shells", loc), ("merge_close", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
+                        ("context", loc), ("shells", loc), ("merge_close", loc), ("face_layer", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
         v = getattr(args, key, None)
         if v is not None:
             target[key] = v
@@ -329,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--merge-close", choices=["auto", "wide", "off"], help="auto (default): picks closer than the smallest "
                    "particle's diameter become one pick (two particles cannot overlap); wide: also picks closer than "
                    "the sum of their instances' equivalent radii (one pick per large particle, for averaging)")
+    r.add_argument("--face-layer", choices=["auto", "off"], help="auto (default): drop picks on the first labelled "
+                   "layer at the volume's faces (the blur raises the noise there: a row of false picks along the faces)")
     r.add_argument("--sigma-vox", type=float, metavar="S", help="Gaussian blur sigma in voxels (default: matched to "
                    "the smallest particle of the size prior, its radius / sqrt(3), e.g. 1.73 for 60 A at 10 A voxels; "
                    "2 without a prior and in --preset reference)")

@@ -40,7 +40,7 @@ PRESETS = ("default", "reference")
 REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
                      "gmm_starts": "kmeans", "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
-REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "shells": "off", "merge_close": "off", "min_score": None,
+REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "shells": "off", "merge_close": "off", "face_layer": "off", "min_score": None,
                       "max_picks": None, "fdr": None}
 
 
@@ -166,6 +166,10 @@ class LocalizeParams(_Strict):
         "auto", description="auto: picks closer than the smallest particle's diameter (the size prior) are one particle "
         "and become one pick (localize/duplicates.py); wide: also picks closer than the sum of their instances' "
         "equivalent-sphere radii (one pick per large particle, for averaging); off: keep them apart (the reference)")
+    face_layer: Literal["auto", "off"] = Field(
+        "auto", description="auto: drop instances on the first labelled layer at the volume's faces (the blur folds the "
+        "noise back at a face and raises its variance there: a row of false picks along the faces; localize/faces.py); "
+        "off: keep them (the reference)")
     drop_face_touching: bool = Field(False, description="drop instances touching the x/y faces (cut particles, "
                                      "reconstruction edge artefacts); False: keep them (the reference)")
     min_score: Optional[float] = Field(None, description="drop picks scoring below this (score: particle contrast in noise SDs)")

@@ -85,6 +85,9 @@ def test_defaults_and_reference_end_to_end(tmp_path):
     assert "rlnAutopickFigureOfMerit" in star
     inst = json.loads((res.image / "labels" / "instances-gabor-gmm-cc" / ".zattrs").read_text())["picket_dask"]
     assert inst["duplicates"]["distance_vox"] == 6.0  # the smallest particle's diameter, 60 A at 10 A voxels
+    assert inst["params"]["face_layer"] == "auto" and inst["face_layer"] >= 0
+    z, y, x = df[["z", "y", "x"]].to_numpy().T  # no pick left on the first labelled layer (2 voxels in) of any face
+    assert (np.minimum.reduce([z, y, x, 47 - z, 95 - y, 95 - x]) >= 3).all()
     ref = run(files["tomogram"], tmp_path / "ref", ["gabor-gmm-cc"], chunks=32, max_fit_voxels=20_000, preset="reference")[0]
     rdoc = json.loads(ref.run_json.read_text())
     assert rdoc["config"]["preset"] == "reference" and rdoc["context"] == {"mode": "off"} and not rdoc["lamella"]["found"]
@@ -92,6 +95,7 @@ def test_defaults_and_reference_end_to_end(tmp_path):
     assert sem["params"]["lamella"] == "off"
     rinst = json.loads((ref.image / "labels" / "instances-gabor-gmm-cc" / ".zattrs").read_text())["picket_dask"]
     assert "duplicates" not in rinst and rinst["params"]["merge_close"] == "off"
+    assert "face_layer" not in rinst and rinst["params"]["face_layer"] == "off"
     # the blur: matched to the size prior's smallest particle by default (60 A at 10 A voxels), PickET's 2 voxels in the reference
     assert doc["blur_sigma_vox"] == 1.7321 and rdoc["blur_sigma_vox"] == 2.0 and sem["params"]["sigma_vox"] == 2.0
     dsem = json.loads((res.image / "labels" / "semantic-gabor-gmm" / ".zattrs").read_text())["picket_dask"]
@@ -242,3 +246,17 @@ def test_closed_form_hessian_eigenvalues_equal_eigvalsh():
     scale = np.abs(np.stack(h)).max()
     for got, ref in zip(symmetric_eigvals(h), hessian_matrix_eigvals(h)):
         np.testing.assert_allclose(got, ref, atol=1e-9 * scale)
+
+
+def test_face_layer_is_the_first_labelled_layer_at_any_face():
+    """Centroids less than one voxel inside the first labelled layer (2 voxels from a face) at any of the six
+    faces are the blur's face artefacts; one voxel further in, or a particle cut by a face, is not."""
+    from picket_dask.localize.faces import on_face_layer, touches_faces
+
+    shape = (40, 60, 80)
+    c = np.array([[20, 30, 2.0], [20, 30, 2.9], [20, 30, 3.0], [20, 30, 76.0], [20, 30, 77.0],
+                  [2.4, 30, 40], [37.5, 30, 40], [20, 57.2, 40], [20, 56.0, 40], [20, 30, 40]])
+    assert on_face_layer(c, shape, 2).tolist() == [True, True, False, False, True, True, True, True, False, False]
+    assert on_face_layer(np.zeros((0, 3)), shape, 2).shape == (0,)
+    lo, hi = np.array([[10, 2, 30], [10, 20, 30]]), np.array([[12, 8, 35], [12, 25, 35]])
+    assert touches_faces(lo, hi, shape, 2).tolist() == [True, False]

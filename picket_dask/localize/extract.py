@@ -18,11 +18,13 @@ from ..io.atomic import remove
 from ..io.omezarr import open_labels, write_labels
 from ..progress import compute, note
 from ..provenance import Timings, environment
+from ..segment.neighborhoods import HALF
 from ..segment.lamella import Lamella
 from .centroids import InstanceTable, in_size_range, instance_table, relabel
 from .components import connected_components_chunked
 from .context import centres_near, context_mask
 from .duplicates import merge_duplicates
+from .faces import on_face_layer, touches_faces
 from .mask import particle_mask
 from .score import instance_means_and_background, score_instances
 from .shells import find_shells, merge_shells
@@ -142,8 +144,12 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
             table = instance_table(stored, n)
             in_range = in_size_range(table.counts, params.min_size_vox, params.max_size_vox)
             keep = in_range.copy()
+            if params.face_layer == "auto" and len(table):  # the blur's noisier face layer (localize/faces.py)
+                on_face = on_face_layer(table.centroids, semantic.shape, HALF)
+                report["face_layer"] = int((keep & on_face).sum())
+                keep &= ~on_face
             if params.drop_face_touching and len(table):  # cut by the x/y faces: centroid off, edge artefacts
-                touching = _touches_faces(table, semantic.shape)
+                touching = touches_faces(table.bbox_min, table.bbox_max, semantic.shape, HALF)
                 report["touching_faces"] = int((keep & touching).sum())
                 keep &= ~touching
             if ctx is not None and len(table):  # pieces of a membrane cut off by the mask: centres at its edge
@@ -216,14 +222,6 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
         return Instances(table, path, report, timings, scores, contrast)
     finally:
         remove(work)
-
-
-def _touches_faces(table: InstanceTable, shape) -> np.ndarray:
-    """Instances whose bounding box reaches the first or last interior voxel along y or x."""
-    from ..segment.apply import HALF
-
-    lo, hi = table.bbox_min, table.bbox_max
-    return ((lo[:, 1] <= HALF) | (lo[:, 2] <= HALF) | (hi[:, 1] >= shape[1] - 1 - HALF) | (hi[:, 2] >= shape[2] - 1 - HALF))
 
 
 def _binned_image(image_path, image: da.Array) -> da.Array:
