@@ -12,8 +12,10 @@ each segmentation serves both extractors. Output layout, per tomogram NAME under
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -214,9 +216,16 @@ def run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models=None, share
     ``models``: segmentations fitted elsewhere (``fit_shared``), applied instead of fitting here.
     Bad input found on the way (a PicketError) removes the tomogram's folder if this run created it.
     """
-    name = tomogram_name(path)
-    with exclusive(Path(out) / f".{name}.lock", Path(out) / name), removed_on_input_error(Path(out) / name):
+    with writing_folder(Path(out), tomogram_name(path)):
         return _run_tomogram(path, cfg, out, models, shared_fit)
+
+
+@contextmanager
+def writing_folder(out: Path, name: str) -> Iterator[Path]:
+    """``out/name`` while a run writes it: locked against a second run (``out/.name.lock``), and removed again
+    when bad input ends the work and this run created it (io/atomic.py)."""
+    with exclusive(out / f".{name}.lock", out / name), removed_on_input_error(out / name):
+        yield out / name
 
 
 def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fit: str | None) -> TomogramResult:
@@ -380,8 +389,7 @@ def segment_only(tomograms, out: str | Path, pairs: list[tuple[str, str]], cfg: 
     with removed_on_input_error(out, only_if_empty=True):
         ensure_dir(out)
         for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms):
-            name = tomogram_name(p)
-            with exclusive(Path(out) / f".{name}.lock", Path(out) / name), removed_on_input_error(Path(out) / name):
+            with writing_folder(Path(out), tomogram_name(p)):
                 name, _, image, tomo, grid = prepare_image(p, cfg, Path(out), Timings())
                 params = segment_params(cfg, grid)
                 warn_unset_voxel_size(name, cfg, grid.source_voxel_A, params)
