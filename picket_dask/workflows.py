@@ -167,10 +167,12 @@ def check_z_bounds(path, tomo, cfg: RunConfig) -> None:
                           f"give slices within 0..{nz - 1}")
     zf = cfg.segment.z_fit
     if zf is not None:
-        lo, hi = max(2, zf[0] or 0), min(nz - 2, nz if zf[1] is None else zf[1])
+        from .segment.neighborhoods import HALF, interior_range
+
+        lo, hi = interior_range(nz, zf)
         if hi <= lo:
             raise PicketError(f"--z-fit {zf[0]} {zf[1]}", f"leaves no slice of {path} to fit on ({nz} slices; a voxel's "
-                              "5x5x5 neighbourhood needs two more on each side)", f"give slices within 2..{nz - 2}")
+                              "5x5x5 neighbourhood needs two more on each side)", f"give slices within {HALF}..{nz - HALF}")
 
 
 def workflow_pairs(workflows: list[str]) -> list[tuple[str, str]]:

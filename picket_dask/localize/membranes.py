@@ -192,8 +192,9 @@ def facing_fraction(above: da.Array, normal: da.Array, labels: da.Array, n_label
     from ..chunking import at_least, axis_depths, block_ids
     from ..progress import compute
 
-    labels = at_least(labels, int(np.ceil(4 * FACING_SIGMA_VOX)) + 1)
-    d = axis_depths(labels.chunks, int(np.ceil(4 * FACING_SIGMA_VOX)))  # scipy's Gaussian support (truncate 4)
+    reach = int(np.ceil(4 * FACING_SIGMA_VOX))  # scipy's Gaussian support (truncate 4)
+    labels = at_least(labels, reach + 1)
+    d = axis_depths(labels.chunks, reach)
     ao = da.overlap.overlap(above.astype(np.float32).rechunk(labels.chunks), depth=dict(enumerate(d)),
                             boundary="reflect")
     nb = normal.rechunk(((3,),) + labels.chunks).to_delayed()

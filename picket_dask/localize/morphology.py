@@ -87,13 +87,14 @@ def _ball_hits(region: np.ndarray, local: np.ndarray, radius: int, batch: int) -
     hit = np.zeros(len(local), bool)
     if not region.any():
         return hit
-    offsets = np.argwhere(ball(radius)) - radius  # (K, 3)
     r = int(radius)
+    in_ball = ball(r)
     padded = np.pad(region, 2 * r)  # False around: offsets beyond the region never hit
-    if len(local) * len(offsets) > padded.size:  # many points: the squared distance to the nearest True
-        sq = distance_sq(~padded)                # voxel, <= r^2 exactly where the ball holds one
+    if len(local) * int(in_ball.sum()) > padded.size:  # many points: the squared distance to the nearest True
+        sq = distance_sq(~padded)                        # voxel, <= r^2 exactly where the ball holds one
         c = local + 2 * r
         return sq[c[:, 0], c[:, 1], c[:, 2]] <= r * r
+    offsets = np.argwhere(in_ball) - r  # (K, 3): only where the points look them up one by one
     step = max(1, batch // max(len(offsets), 1))
     for i in range(0, len(local), step):
         c = local[i:i + step, None, :] + offsets[None] + 2 * r  # (n, K, 3), inside padded

@@ -18,11 +18,18 @@ from .preprocess import read_scaled_block
 HALF = 2  # neighborhood_size 5
 
 
-def slab_bounds(shape: tuple[int, int, int], z_bounds: tuple[int | None, int | None] | None, half: int = HALF) -> tuple[int, int]:
-    """Centre-voxel z range [lo, hi) of the fitting slab, clipped to interior voxels."""
+def interior_range(nz: int, z_bounds: tuple[int | None, int | None] | None, half: int = HALF) -> tuple[int, int]:
+    """Centre-voxel z range [lo, hi) of slices ``z_bounds`` clipped to the interior of ``nz`` slices (a full
+    neighbourhood each side); empty (hi <= lo) when they leave none."""
     lo, hi = (None, None) if z_bounds is None else z_bounds
     lo = half if lo is None else max(int(lo), half)
-    hi = shape[0] - half if hi is None else min(int(hi), shape[0] - half)
+    hi = nz - half if hi is None else min(int(hi), nz - half)
+    return lo, hi
+
+
+def slab_bounds(shape: tuple[int, int, int], z_bounds: tuple[int | None, int | None] | None, half: int = HALF) -> tuple[int, int]:
+    """Centre-voxel z range [lo, hi) of the fitting slab, clipped to interior voxels."""
+    lo, hi = interior_range(shape[0], z_bounds, half)
     if hi <= lo:
         raise PicketError(f"z bounds {z_bounds}", f"leave no interior slice of a volume with {shape[0]} slices",
                           f"choose bounds within [{half}, {shape[0] - half})")
