@@ -80,6 +80,48 @@ def axis_depths(chunks: tuple[tuple[int, ...], ...], depth: int) -> tuple[int, .
     return tuple(int(depth) if len(c) > 1 else 0 for c in chunks)
 
 
+def reflect_faces(block: np.ndarray, depth: tuple[int, ...], location: tuple[int, ...], numblocks: tuple[int, ...]) -> np.ndarray:
+    """``block`` (any leading axes, then z, y, x) mirrored by ``depth`` voxels across each of its faces that is
+    a face of the volume (block ``location`` of ``numblocks`` per spatial axis): numpy's 'symmetric' padding,
+    which is dask's and scipy's 'reflect' (the edge voxel repeated)."""
+    lead = block.ndim - 3
+    pads = [(0, 0)] * lead + [(d if loc == 0 else 0, d if loc == n - 1 else 0)
+                              for d, loc, n in zip(depth, location[-3:], numblocks[-3:])]
+    return np.pad(block, pads, mode="symmetric") if any(a or b for a, b in pads) else block
+
+
+def overlap_none(x: da.Array, depth: tuple[int, ...]) -> da.Array:
+    """``x``'s blocks grown by ``depth`` voxels per spatial axis (the last three) from their neighbours only
+    (dask's boundary 'none': nothing added at the volume's faces; ``reflect_faces`` adds it in the task)."""
+    lead = x.ndim - 3
+    return da.overlap.overlap(x, depth={a: (int(depth[a - lead]) if a >= lead else 0) for a in range(x.ndim)},
+                              boundary="none")
+
+
+def map_reflected(x: da.Array, fn, depth: tuple[int, ...], *args, trim: bool = False, **kwargs) -> da.Array:
+    """``fn(block, *args)`` on every block of ``x`` grown by ``depth`` voxels per spatial axis (the last three),
+    from its neighbours inside the volume and by mirror reflection across the volume's faces: the blocks of
+    ``da.overlap.overlap(x, depth, boundary='reflect')``; ``trim``: the halo is cut from ``fn``'s result
+    (map_overlap's default). ``kwargs`` go to map_blocks (dtype, chunks, new_axis, ...).
+
+    By hand because dask's reflect boundary cuts every face region of every block into its own slicing
+    and concatenation tasks: 3,185 tasks for a 32-chunk volume against 465 with boundary 'none' and the
+    padding done here in the task; under distributed each task costs ~0.5 ms of scheduling on a 2-core
+    machine, and the context stage's two such overlaps were a third of its graph (~6,400 tasks)."""
+    depth = tuple(int(d) for d in depth)
+    numblocks = x.numblocks
+
+    def run(block, *a, block_info=None):
+        b = reflect_faces(block, depth, block_info[0]["chunk-location"], numblocks)
+        out = fn(b, *a)
+        if trim:
+            out = out[(Ellipsis,) + tuple(slice(d, out.shape[i - 3] - d) for i, d in enumerate(depth))]
+        return out
+
+    kwargs.setdefault("chunks", x.chunks)
+    return overlap_none(x, depth).map_blocks(run, *args, **kwargs)
+
+
 def at_least(arr: da.Array, size: int) -> da.Array:
     """Rechunk so that every chunk is at least ``size`` long (a small last chunk joins its neighbour)."""
     new = []

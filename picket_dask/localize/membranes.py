@@ -138,7 +138,7 @@ def planarity_block(block: np.ndarray, rho_vox: float, depth: tuple[int, int, in
 def planarity_and_normal(image: da.Array, voxel_A: float, f: int) -> da.Array:
     """Lazy (4, z, y, x) float32: planarity and unit normal (``planarity_block``) of a full-resolution
     tomogram with voxels of ``voxel_A``, on the grid binned by ``f`` (trimmed to whole f^3 cubes, like ``binned``)."""
-    from ..chunking import at_least, axis_depths
+    from ..chunking import at_least, axis_depths, map_reflected
 
     sg = max(GRADIENT_SIGMA_A / voxel_A, 0.5)
     d = int(np.ceil(4 * sg)) + 1
@@ -146,15 +146,13 @@ def planarity_and_normal(image: da.Array, voxel_A: float, f: int) -> da.Array:
     x = image[tuple(slice(0, s) for s in shape)].astype(np.float32)
     x = at_least(x.rechunk(tuple(min(s, FILTER_CHUNK * f) for s in shape)), d + f)  # chunks: multiples of f, > halo
     dx = axis_depths(x.chunks, d)
-    xo = da.overlap.overlap(x, depth=dict(enumerate(dx)), boundary="reflect")
     out_chunks = ((6,),) + tuple(tuple(c // f for c in cs) for cs in x.chunks)
-    prods = xo.map_blocks(gradient_products_block, sg, dx, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
+    prods = map_reflected(x, gradient_products_block, dx, sg, dx, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
     rho = INTEGRATION_SIGMA_A / (voxel_A * f)
     r = int(np.ceil(4 * rho)) + 1
     prods = at_least(prods, r + 1) if min(min(c) for c in prods.chunks[1:]) <= r else prods
     dp = axis_depths(prods.chunks[1:], r)
-    po = da.overlap.overlap(prods, depth={0: 0, 1: dp[0], 2: dp[1], 3: dp[2]}, boundary="reflect")
-    return po.map_blocks(planarity_block, rho, dp, chunks=((4,),) + prods.chunks[1:], dtype=np.float32)
+    return map_reflected(prods, planarity_block, dp, rho, dp, chunks=((4,),) + prods.chunks[1:], dtype=np.float32)
 
 
 def planarity(image: da.Array, voxel_A: float, f: int) -> da.Array:
@@ -189,18 +187,18 @@ def facing_fraction(above: da.Array, normal: da.Array, labels: da.Array, n_label
     from per-block sums reduced per id (as localize/centroids.py does): memory is one block per task."""
     import dask
 
-    from ..chunking import at_least, axis_depths, block_ids
+    from ..chunking import at_least, axis_depths, block_ids, overlap_none, reflect_faces
     from ..progress import compute
 
     reach = int(np.ceil(4 * FACING_SIGMA_VOX))  # scipy's Gaussian support (truncate 4)
     labels = at_least(labels, reach + 1)
     d = axis_depths(labels.chunks, reach)
-    ao = da.overlap.overlap(above.astype(np.float32).rechunk(labels.chunks), depth=dict(enumerate(d)),
-                            boundary="reflect")
+    ao = overlap_none(above.astype(np.float32).rechunk(labels.chunks), d)  # the faces mirrored in the task
     nb = normal.rechunk(((3,),) + labels.chunks).to_delayed()
     ab, lb = ao.to_delayed(), labels.to_delayed()
-    parts = compute(*[dask.delayed(facing_sums_block)(ab[b], nb[(0,) + b], lb[b], d) for b in block_ids(labels.chunks)],
-                    label="context: membrane surfaces")
+    grown_block = dask.delayed(reflect_faces)
+    parts = compute(*[dask.delayed(facing_sums_block)(grown_block(ab[b], d, b, labels.numblocks), nb[(0,) + b], lb[b], d)
+                      for b in block_ids(labels.chunks)], label="context: membrane surfaces")
     along, total = np.zeros(n_labels + 1), np.zeros(n_labels + 1)
     for p in parts:
         if p is not None:

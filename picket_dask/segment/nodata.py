@@ -90,13 +90,13 @@ def may_hold_no_data(data: da.Array) -> bool:
 def no_data_mask(data: da.Array, sigma_vox: float) -> da.Array:
     """Lazy boolean mask (z, y, x) of the voxels step 1 leaves unassigned for want of data (module
     docstring); ``data`` the raw tomogram, ``sigma_vox`` the blur (voxels)."""
-    from ..chunking import at_least
+    from ..chunking import at_least, map_reflected
 
     reach = reach_vox(sigma_vox)
     depth = reach + CUBE // 2
     x = at_least(data, depth + 1)
     # the faces mirrored: a constant run that meets a face continues past it, as it would in the data
-    return x.map_overlap(no_data_block, depth=depth, boundary="reflect", dtype=bool, reach=reach)
+    return map_reflected(x, no_data_block, (depth,) * 3, reach, trim=True, dtype=bool)
 
 
 def find_no_data(data: da.Array, sigma_vox: float, scratch: str) -> tuple[da.Array | None, dict]:
