@@ -124,11 +124,11 @@ def cmd_run(args) -> int:
     cfg = _config(args)
     if not cfg.tomograms:
         raise PicketError("run", "no tomograms given", "name MRC/REC files, .zarr images or folders, or list them in --config")
-    checked_inputs(cfg.tomograms, cfg)  # a bad input or option: one line, before a cluster starts
+    paths = checked_inputs(cfg.tomograms, cfg)  # a bad input or option: one line, before a cluster starts
     with removed_on_input_error(cfg.out, only_if_empty=True):  # bad input leaves no empty output folder
         ensure_dir(cfg.out)  # an output folder that cannot be created: one line, before a cluster starts
         with _client(args):
-            results = run(cfg.tomograms, cfg.out, config=cfg)
+            results = run(paths, cfg.out, config=cfg)
     for r in results:
         print(f"{r.name}: " + ", ".join(f"{wf} {n} picks" for wf, n in r.counts.items()))
         for wf, where in r.classes.items():
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--copick", metavar="CONFIG.json", help="read tomograms from this copick project and write picks and "
                    "segmentations back (with --run)")
     r.add_argument("--run", dest="copick_runs", action="append", metavar="RUN_NAME", help="copick run (repeat for several)")
-    r.add_argument("--copick-voxel-spacing", type=float, help="copick voxel spacing to read (default: the run's first)")
+    r.add_argument("--copick-voxel-spacing", type=float, help="copick voxel spacing to read (default: of several, the coarsest that resolves the smallest particle, 6 voxels across)")
     r.add_argument("--copick-tomo-type", help="copick tomogram type to read (default: the first)")
     r.add_argument("--copick-object", help="pickable object the picks are stored as (default particle)")
     r.add_argument("--concurrent", type=int, help="tomograms processed at once on the cluster (default 2)")

@@ -133,12 +133,28 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
     """The tomograms (files, folders, copick specs) as a list of inputs, each opened (its header: no data read)
     and checked against the options (size prior, z bounds), so that a bad input among many fails before any
     work, and before a cluster starts (the CLI calls this first)."""
-    paths = expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)
+    paths = [_copick_checked(p, cfg) if is_copick(p) else p
+             for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)]
     for p in paths:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
         check_diameter_fits(p, t, cfg)
         check_z_bounds(p, t, cfg)
     return paths
+
+
+def _copick_checked(spec: str, cfg: RunConfig) -> str:
+    """A copick input with its voxel spacing chosen (``copick_io.with_spacing``: for the size prior's working
+    grid) and its pickable object checked, before any work."""
+    from .io.copick_io import check_object, with_spacing
+    from .io.grid import WORK_VOXELS_PER_DIAMETER
+    from .progress import note
+
+    target = (cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)[0] / WORK_VOXELS_PER_DIAMETER
+    spec, said = with_spacing(spec, target)
+    if said:
+        note(said)
+    check_object(spec, cfg.copick_object)
+    return spec
 
 
 def check_diameter_fits(path, tomo, cfg: RunConfig) -> None:

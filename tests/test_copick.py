@@ -54,3 +54,39 @@ def test_copick_bad_run(project, capsys):
 
     assert main(["run", "--copick", str(project), "--run", "nope", "--cluster", "threads"]) == 2
     assert "has no run 'nope'" in capsys.readouterr().err
+
+
+def test_copick_missing_object_refused_before_any_work(project, tmp_path, capsys, monkeypatch):
+    """A pickable object the project lacks was found only when the picks were written back, after the whole
+    run (whose output was then removed): now one line before anything is converted or written."""
+    from picket_dask import workflows
+    from picket_dask.cli import main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(workflows, "_run_all", no_work)
+    out = tmp_path / "out"
+    assert main(["run", "--copick", str(project), "--run", "TS_001", "--out", str(out), "--cluster", "threads",
+                 "--copick-object", "ribosome"]) == 2
+    err = capsys.readouterr().err
+    assert "has no pickable object 'ribosome'" in err and "writing" not in err
+    assert not out.exists()
+
+
+def test_copick_spacing_for_the_size_prior(project, tmp_path, sim_tiny):
+    """Of a run's voxel spacings (here 10 A and a 20 A copy), the run reads the coarsest that resolves the
+    smallest particle (10 A for 60 A), records it, and writes the segmentation back at that spacing."""
+    from picket_dask.cli import main
+
+    root = copick.from_file(str(project))
+    data = mrcfile.read(str(sim_tiny["tomogram"])).astype(np.float32)[::2, ::2, ::2].copy()
+    root.get_run("TS_001").new_voxel_spacing(20.0).new_tomogram("wbp").from_numpy(data)
+    code = main(["run", "--copick", str(project), "--run", "TS_001", "--out", str(tmp_path / "out"), "--cluster", "threads",
+                 "--workflows", "gabor-kmeans-cc", "--chunks", "32", "--max-fit-voxels", "20000"])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "TS_001" / "run.json").read_text())
+    assert record["tomogram"].endswith("voxel_spacing=10") and record["voxel_size_A"][0] == 10.0
+    run = copick.from_file(str(project)).get_run("TS_001")
+    segs = run.get_segmentations(user_id="picket", name="particle", session_id="gabor-kmeans")
+    assert [float(s.voxel_size) for s in segs] == [10.0]

@@ -333,3 +333,14 @@ def test_bad_options_fail_before_a_cluster_starts(tmp_path, vol, capsys, monkeyp
     assert "--z-extract 5 500: reaches past" in err
     with pytest.raises(PicketError, match="voxel_spacing 'abc' is not a number"):
         parse("copick://c.json?run=r&voxel_spacing=abc")
+
+
+def test_copick_spacing_choice():
+    """Of a copick run's voxel spacings: the coarsest within the working grid's target (5 % tolerance), else the
+    finest (a bin-1 tomogram is never read when a bin-4 one resolves the particles)."""
+    from picket_dask.io.copick_io import choose_spacing
+
+    assert choose_spacing([5.0, 10.0, 20.0], 10.0) == 10.0
+    assert choose_spacing([4.99, 10.012, 13.48], 10.0) == 10.012  # the portal's headers round
+    assert choose_spacing([1.25, 5.0, 20.0], 10.0) == 5.0
+    assert choose_spacing([14.0, 20.0], 10.0) == 14.0

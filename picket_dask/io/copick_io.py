@@ -84,6 +84,42 @@ def _voxel_spacing(run, src: CopickSource):
     return vs
 
 
+def check_object(spec: str, object_name: str) -> None:
+    """Refuse a pickable object the project does not define: the picks could not be written back, and
+    a run would find that out only after all its work (its output then removed as half-written)."""
+    src = parse(spec)
+    root, _ = _root_run(src)
+    names = [o.name for o in root.config.pickable_objects]
+    if object_name not in names:
+        raise PicketError(src.config, f"has no pickable object {object_name!r} (objects: {names})",
+                          "pass --copick-object with one of them")
+
+
+def choose_spacing(spacings: list[float], target_A: float) -> float:
+    """Of a run's voxel spacings (Angstrom), the one to pick on: the coarsest at most ``target_A`` (5 %
+    tolerance, as io/grid.py's resampling), which resolves the smallest particle without reading a finer
+    tomogram than that needs (a bin-1 tomogram beside a bin-4 one has 64x the voxels); the finest when
+    every spacing is coarser."""
+    fine = [v for v in spacings if v <= target_A * 1.05]
+    return max(fine) if fine else min(spacings)
+
+
+def with_spacing(spec: str, target_A: float) -> tuple[str, str | None]:
+    """``spec`` with its voxel spacing made explicit (``choose_spacing`` when it names none and the run has
+    several), and a line for the console saying what was chosen (None when there was no choice)."""
+    src = parse(spec)
+    if src.voxel_spacing is not None:
+        return spec, None
+    _, run = _root_run(src)
+    have = sorted(float(v.voxel_size) for v in run.voxel_spacings)
+    if len(have) < 2:
+        return spec, None
+    pick = choose_spacing(have, target_A)
+    chosen = CopickSource(src.config, src.run, pick, src.tomo_type).spec()
+    return chosen, (f"{src.run}: voxel spacings {', '.join(f'{v:g}' for v in have)} A: reading {pick:g} A (the coarsest "
+                    f"within {target_A:g} A, where the smallest particle spans 6 voxels; --copick-voxel-spacing chooses)")
+
+
 def open_copick(spec: str, chunks=128) -> tuple[da.Array, tuple[float, float, float], str]:
     """The run's tomogram (level 0 of its OME-Zarr) lazily, its voxel spacing (z, y, x) and the run's name.
 
@@ -110,11 +146,8 @@ def write_picks(spec: str, df: pd.DataFrame, session_id: str, object_name: str =
     """Store picks (Angstrom) as copick picks of ``object_name`` by ``user_id`` in ``session_id``; return the file's id."""
     from copick.models import CopickLocation, CopickPoint
 
-    src = parse(spec)
-    root, run = _root_run(src)
-    if object_name not in [o.name for o in root.config.pickable_objects]:
-        raise PicketError(src.config, f"has no pickable object {object_name!r} (objects: {[o.name for o in root.config.pickable_objects]})",
-                          "pass --copick-object with one of them")
+    check_object(spec, object_name)
+    _, run = _root_run(parse(spec))
     picks = run.new_picks(object_name=object_name, session_id=session_id, user_id=user_id, exist_ok=True)
     picks.points = [CopickPoint(location=CopickLocation(x=float(r.x_A), y=float(r.y_A), z=float(r.z_A))) for r in df.itertuples()]
     picks.store()
