@@ -106,8 +106,10 @@ def map_reflected(x: da.Array, fn, depth: tuple[int, ...], *args, trim: bool = F
 
     By hand because dask's reflect boundary cuts every face region of every block into its own slicing
     and concatenation tasks: 3,185 tasks for a 32-chunk volume against 465 with boundary 'none' and the
-    padding done here in the task; under distributed each task costs ~0.5 ms of scheduling on a 2-core
-    machine, and the context stage's two such overlaps were a third of its graph (~6,400 tasks)."""
+    padding done here in the task. The context stage's two such overlaps made the defaults' run on
+    200x512x512 6,311 tasks instead of 4,515; under a LocalCluster on 2 cores the 1,796 tasks cost ~2.6 s of
+    the workers' CPU (their slicing and copies) and ~0.7 s of the client's, where the scheduler runs
+    (benchmarks/HISTORY.md, thirteenth session)."""
     depth = tuple(int(d) for d in depth)
     numblocks = x.numblocks
 

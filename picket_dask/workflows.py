@@ -149,7 +149,7 @@ def _copick_checked(spec: str, cfg: RunConfig) -> str:
     from .io.grid import WORK_VOXELS_PER_DIAMETER
     from .progress import note
 
-    target = (cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)[0] / WORK_VOXELS_PER_DIAMETER
+    target = (cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)[0] / WORK_VOXELS_PER_DIAMETER  # the default prior's without one
     spec, said = with_spacing(spec, target)
     if said:
         note(said)

@@ -100,7 +100,9 @@ def choose_spacing(spacings: list[float], target_A: float) -> float:
     tolerance, as io/grid.py's resampling), which resolves the smallest particle without reading a finer
     tomogram than that needs (a bin-1 tomogram beside a bin-4 one has 64x the voxels); the finest when
     every spacing is coarser."""
-    fine = [v for v in spacings if v <= target_A * 1.05]
+    from .grid import TOLERANCE
+
+    fine = [v for v in spacings if v <= target_A * (1 + TOLERANCE)]
     return max(fine) if fine else min(spacings)
 
 
@@ -114,10 +116,13 @@ def with_spacing(spec: str, target_A: float) -> tuple[str, str | None]:
     have = sorted(float(v.voxel_size) for v in run.voxel_spacings)
     if len(have) < 2:
         return spec, None
+    from .grid import WORK_VOXELS_PER_DIAMETER
+
     pick = choose_spacing(have, target_A)
     chosen = CopickSource(src.config, src.run, pick, src.tomo_type).spec()
     return chosen, (f"{src.run}: voxel spacings {', '.join(f'{v:g}' for v in have)} A: reading {pick:g} A (the coarsest "
-                    f"within {target_A:g} A, where the smallest particle spans 6 voxels; --copick-voxel-spacing chooses)")
+                    f"within {target_A:g} A, where the smallest particle spans {WORK_VOXELS_PER_DIAMETER:g} voxels; "
+                    "--copick-voxel-spacing chooses)")
 
 
 def open_copick(spec: str, chunks=128) -> tuple[da.Array, tuple[float, float, float], str]:

@@ -31,7 +31,7 @@ def _block_sums(labels: np.ndarray, image: np.ndarray, background: np.ndarray):
     image = np.asarray(image)
     nz = labels > 0
     inst = None
-    if nz.any():  # bincounts over the ids, not np.unique's sort of the block's ~10^5 instance voxels (4x the time)
+    if nz.any():  # bincounts over the ids, not np.unique's sort of the block's ~10^5 instance voxels (2.4x the time)
         lab = labels[nz]
         present = np.flatnonzero(np.bincount(lab))
         inst = present, np.bincount(lab, weights=image[nz].astype(np.float64))[present]
