@@ -344,3 +344,43 @@ def test_copick_spacing_choice():
     assert choose_spacing([4.99, 10.012, 13.48], 10.0) == 10.012  # the portal's headers round
     assert choose_spacing([1.25, 5.0, 20.0], 10.0) == 5.0
     assert choose_spacing([14.0, 20.0], 10.0) == 14.0
+
+
+def _other_writers_image(path, data, axes, scale):
+    """An OME-Zarr image (NGFF 0.4) as other tools write it: their own axes, units and leading axes."""
+    from picket_dask.io.omezarr import _create, _open_group, _set_ome_attrs
+
+    group = _open_group(path, "0.4", "w")
+    _create(group, "0", data.shape, data.shape, data.dtype, "0.4")[...] = data
+    _set_ome_attrs(group, "0.4", "multiscales", [{"name": "t", "axes": axes, "datasets": [
+        {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}])
+
+
+def test_ome_zarr_units_and_leading_axes(tmp_path, vol):
+    """The voxel size of an OME-Zarr written in nanometres (or micrometres) is read in Angstrom (it was taken
+    as Angstrom whatever the unit: 1 nm voxels became 1 A ones); a (t, c, z, y, x) image with one time point
+    and channel is a tomogram; an unknown unit and a second channel are one line each."""
+    from picket_dask.io.omezarr import open_image
+
+    space = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+    _other_writers_image(tmp_path / "nm.zarr", vol, space, [1.2, 1.0, 1.0])
+    arr, vs, _ = open_image(tmp_path / "nm.zarr")
+    assert vs == pytest.approx((12.0, 10.0, 10.0))
+    np.testing.assert_array_equal(arr.compute(), vol)
+    t = open_tomogram(tmp_path / "nm.zarr")
+    assert t.voxel_size == pytest.approx((12.0, 10.0, 10.0))
+
+    lead = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}]
+    um = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    _other_writers_image(tmp_path / "tczyx.zarr", vol[None, None], lead + um, [1.0, 1.0, 0.001, 0.001, 0.001])
+    arr, vs, _ = open_image(tmp_path / "tczyx.zarr")
+    assert arr.shape == vol.shape and vs == pytest.approx((10.0, 10.0, 10.0))
+    np.testing.assert_array_equal(arr.compute(), vol)
+
+    _other_writers_image(tmp_path / "two.zarr", np.stack([vol, vol])[None], lead + um, [1.0, 1.0, 0.001, 0.001, 0.001])
+    with pytest.raises(PicketError, match="axes before z, y, x may only have size 1"):
+        open_image(tmp_path / "two.zarr")
+    furlong = [{"name": a, "type": "space", "unit": "furlong"} for a in "zyx"]
+    _other_writers_image(tmp_path / "f.zarr", vol, furlong, [1.0, 1.0, 1.0])
+    with pytest.raises(PicketError, match="unit 'furlong'"):
+        open_image(tmp_path / "f.zarr")

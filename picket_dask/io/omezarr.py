@@ -180,12 +180,35 @@ def open_image(path: str | Path, level: int = 0) -> tuple[da.Array, tuple[float,
         raise PicketError(path, "zarr group has no OME multiscales metadata", "convert the tomogram with `picket-dask convert`")
     ds = ms[0]["datasets"][level]
     scale = next(t["scale"] for t in ds["coordinateTransformations"] if t["type"] == "scale")
-    axes = [a["name"] if isinstance(a, dict) else a for a in ms[0].get("axes", ["z", "y", "x"])]
+    axes = ms[0].get("axes", ["z", "y", "x"])
     zarr_arr = group[ds["path"]]
-    if zarr_arr.ndim != 3:
-        raise PicketError(path, f"image has {zarr_arr.ndim} dimensions {axes}", "give a 3-D (z, y, x) tomogram")
+    lead = zarr_arr.shape[:-3]
+    if zarr_arr.ndim < 3 or any(n != 1 for n in lead):  # (t, c, z, y, x) with one time point and channel is a tomogram
+        names = [a["name"] if isinstance(a, dict) else a for a in axes]
+        raise PicketError(path, f"image has {zarr_arr.ndim} dimensions {names} of sizes {list(zarr_arr.shape)}",
+                          "give a 3-D (z, y, x) tomogram (axes before z, y, x may only have size 1)")
     arr = da.from_zarr(zarr_arr)
-    return arr, tuple(float(s) for s in scale[-3:]), attrs
+    if lead:
+        arr = arr[(0,) * len(lead)]
+    return arr, space_scale_A(axes, scale, path), attrs
+
+
+# NGFF units (UDUNITS-2 names) in Angstrom
+UNIT_A = {"angstrom": 1.0, "nanometer": 10.0, "micrometer": 1e4, "picometer": 1e-2, "millimeter": 1e7, "meter": 1e10}
+
+
+def space_scale_A(axes: list, scale: list, path) -> tuple[float, float, float]:
+    """The last three axes' scale (z, y, x) in Angstrom from their NGFF ``unit``: picket-dask and the CZ portal
+    write angstrom, other writers often nanometer or micrometer. An axis without a unit is taken as Angstrom."""
+    out = []
+    for a, v in zip(list(axes)[-3:], list(scale)[-3:]):
+        unit = str(a.get("unit") or "angstrom").lower() if isinstance(a, dict) else "angstrom"
+        if unit not in UNIT_A:
+            name = a.get("name", "?") if isinstance(a, dict) else a
+            raise PicketError(path, f"axis {name} has the unit {unit!r}, not a length picket-dask knows",
+                              f"use one of {', '.join(UNIT_A)} (NGFF's names), or convert the MRC with `picket-dask convert`")
+        out.append(float(v) * UNIT_A[unit])
+    return tuple(out)
 
 
 def ngff_version(path: str | Path) -> str:
