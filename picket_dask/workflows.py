@@ -134,12 +134,34 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
     and checked against the options (size prior, z bounds), so that a bad input among many fails before any
     work, and before a cluster starts (the CLI calls this first)."""
     paths = [_copick_checked(p, cfg) if is_copick(p) else p
-             for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)]
+             for p in distinct_inputs(expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms))]
     for p in paths:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
         check_diameter_fits(p, t, cfg)
         check_z_bounds(p, t, cfg)
     return paths
+
+
+def distinct_inputs(paths: list) -> list:
+    """``paths`` with an input given twice kept once, and refused when two inputs share a name: each writes
+    OUT/NAME (NAME: the file name without its suffix, a copick run's name), so ``TS_01/tomo.mrc`` and
+    ``TS_02/tomo.mrc``, or ``a.mrc`` and ``a.rec``, would write one folder (the second run's results over the
+    first's, or one stopping at the other's lock)."""
+    by_name: dict[str, object] = {}
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        sid = source_id(p)
+        if sid in seen:
+            continue
+        seen.add(sid)
+        name = tomogram_name(p)
+        if name in by_name:
+            raise PicketError(f"{by_name[name]} and {p}", f"both write OUT/{name} (one name per tomogram)",
+                              "rename or link one under another name, or run them with separate --out folders")
+        by_name[name] = p
+        out.append(p)
+    return out
 
 
 def _copick_checked(spec: str, cfg: RunConfig) -> str:

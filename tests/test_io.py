@@ -384,3 +384,27 @@ def test_ome_zarr_units_and_leading_axes(tmp_path, vol):
     _other_writers_image(tmp_path / "f.zarr", vol, furlong, [1.0, 1.0, 1.0])
     with pytest.raises(PicketError, match="unit 'furlong'"):
         open_image(tmp_path / "f.zarr")
+
+
+def test_inputs_sharing_a_name_refused(tmp_path, vol, capsys):
+    """Two inputs with one name (``TS_01/tomo.mrc`` and ``TS_02/tomo.mrc``; ``a.mrc`` and ``a.rec``) would both write
+    OUT/NAME: the second stopped at the first's lock, or wrote over its results. Refused before any work; an
+    input given twice runs once."""
+    from picket_dask.workflows import distinct_inputs
+
+    for d in ("TS_01", "TS_02"):
+        (tmp_path / d).mkdir()
+        write_mrc(tmp_path / d / "tomo.mrc", vol, 10)
+    with pytest.raises(PicketError, match="both write OUT/tomo"):
+        distinct_inputs([tmp_path / "TS_01" / "tomo.mrc", tmp_path / "TS_02" / "tomo.mrc"])
+    one = tmp_path / "TS_01" / "tomo.mrc"
+    assert distinct_inputs([one, tmp_path / "TS_01" / ".." / "TS_01" / "tomo.mrc"]) == [one]
+
+    folder = tmp_path / "both"
+    folder.mkdir()
+    write_mrc(folder / "a.mrc", vol, 10)
+    write_mrc(folder / "a.rec", vol, 10)
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "--out", str(out), "--cluster", "threads"]) == 2
+    assert "both write OUT/a" in capsys.readouterr().err
+    assert not out.exists()
