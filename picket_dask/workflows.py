@@ -171,6 +171,9 @@ def _copick_checked(spec: str, cfg: RunConfig) -> str:
     from .io.grid import WORK_VOXELS_PER_DIAMETER
     from .progress import note
 
+    if cfg.voxel_size is not None:  # a copick tomogram's voxel size is its spacing in the project (picks go back there)
+        raise PicketError(f"--voxel-size {cfg.voxel_size:g}", f"does not apply to the copick input {spec} (its voxel spacing "
+                          "is the project's)", "leave it out, or choose a spacing with --copick-voxel-spacing")
     target = (cfg.localize.particle_diameter_A or DEFAULT_DIAMETER_A)[0] / WORK_VOXELS_PER_DIAMETER  # the default prior's without one
     spec, said = with_spacing(spec, target)
     if said:

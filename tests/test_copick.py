@@ -90,3 +90,11 @@ def test_copick_spacing_for_the_size_prior(project, tmp_path, sim_tiny):
     run = copick.from_file(str(project)).get_run("TS_001")
     segs = run.get_segmentations(user_id="picket", name="particle", session_id="gabor-kmeans")
     assert [float(s.voxel_size) for s in segs] == [10.0]
+
+
+def test_copick_voxel_size_override_refused(project, capsys):
+    """--voxel-size was silently ignored for a copick run (its spacing is the project's): one line instead."""
+    from picket_dask.cli import main
+
+    assert main(["run", "--copick", str(project), "--run", "TS_001", "--cluster", "threads", "--voxel-size", "14"]) == 2
+    assert "does not apply to the copick input" in capsys.readouterr().err
