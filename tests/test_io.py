@@ -408,3 +408,22 @@ def test_inputs_sharing_a_name_refused(tmp_path, vol, capsys):
     assert main(["run", str(folder), "--out", str(out), "--cluster", "threads"]) == 2
     assert "both write OUT/a" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_space_group_zero_tomogram_read_tilt_series_refused(tmp_path, vol, capsys):
+    """MRC2014 marks an image stack with space group 0, but many writers (SUSAN until 2022, for one) have put 0 on every
+    file: a .rec/.mrc with it was refused as "not a 3-D volume". It is read as the tomogram it holds; a tilt
+    series (.st, .ali) or particle stack (.mrcs) with space group 0 is refused, one line saying so."""
+    import mrcfile
+
+    for name in ("tomo.rec", "ts.st"):
+        with mrcfile.new(str(tmp_path / name)) as m:
+            m.set_data(vol)
+            m.voxel_size = 10.0
+            m.header.ispg = 0
+    t = open_tomogram(tmp_path / "tomo.rec")
+    assert t.shape == vol.shape
+    np.testing.assert_array_equal(t.data.compute(), vol)
+    assert main(["convert", str(tmp_path / "ts.st"), str(tmp_path / "ts.zarr")]) == 2
+    assert "image stack of 20 images (a tilt series?)" in capsys.readouterr().err
+    assert not (tmp_path / "ts.zarr").exists()

@@ -23,6 +23,11 @@ import numpy as np
 from ..errors import PicketError
 
 MRC_SUFFIXES = (".mrc", ".rec", ".map", ".mrcs", ".st", ".ali")
+# Files whose header space group 0 (MRC2014: an image stack) is believed: tilt series (.st, aligned .ali) and
+# particle stacks (.mrcs). A .mrc/.rec/.map with space group 0 is read as the volume it holds: many writers have
+# put 0 on volumes too (SUSAN until 2022, its issue #3; Scipion reads "some mrc volumes as stacks", its issue #1),
+# and the space group is all that tells a stack from a volume.
+STACK_SUFFIXES = (".mrcs", ".st", ".ali")
 # A box narrower than the file is read one plane at a time as the contiguous span of its rows when a
 # file row is at most this long: the span holds nx / box-width times the box's bytes, but one read per
 # plane instead of one per row, and the GIL released while it reads. Reading every 128^3 box, one thread:
@@ -105,12 +110,15 @@ def read_header(path: str | Path) -> tuple[MrcBlockReader, tuple[float, float, f
             offset = int(mrc.header.nbytes + mrc.extended_header.nbytes)
             vs = mrc.voxel_size
             voxel = (float(vs.z), float(vs.y), float(vs.x))
-            is_stack = mrc.is_image_stack()
+            is_stack = mrc.is_image_stack() and path.suffix.lower() in STACK_SUFFIXES
             mapping = (int(mrc.header.maps), int(mrc.header.mapr), int(mrc.header.mapc))  # storage axes 0, 1, 2
     except (ValueError, OSError, EOFError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PicketError(path, f"not a readable MRC file ({msg})", "give an MRC/REC tomogram or an OME-Zarr image") from None
-    if len(shape) != 3 or is_stack or min(shape) < 2:
+    if is_stack:
+        raise PicketError(path, f"is an image stack of {shape[0]} images (a tilt series?), not a tomogram",
+                          "give the reconstructed tomogram (z, y, x)")
+    if len(shape) != 3 or min(shape) < 2:
         raise PicketError(path, f"data has shape {shape}, not a 3-D volume", "give a 3-D tomogram (z, y, x), not an image or a stack")
     if np.dtype(dtype).kind == "c":
         raise PicketError(path, "complex-valued MRC", "give a real-valued tomogram")
