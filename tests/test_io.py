@@ -427,3 +427,13 @@ def test_space_group_zero_tomogram_read_tilt_series_refused(tmp_path, vol, capsy
     assert main(["convert", str(tmp_path / "ts.st"), str(tmp_path / "ts.zarr")]) == 2
     assert "image stack of 20 images (a tilt series?)" in capsys.readouterr().err
     assert not (tmp_path / "ts.zarr").exists()
+
+
+def test_folder_input_skips_tilt_series(tmp_path, vol):
+    """An IMOD folder holds TS_01.st, TS_01.ali and TS_01.rec: a folder given as input is its tomograms (.rec, .mrc,
+    .map, .zarr), not the stacks beside them (they were taken too, then refused, and the run with them)."""
+    from picket_dask.workflows import expand_inputs
+
+    for name in ("TS_01.st", "TS_01.ali", "TS_01.rec", "other.mrcs"):
+        write_mrc(tmp_path / name, vol, 10)
+    assert expand_inputs([tmp_path]) == [tmp_path / "TS_01.rec"]
