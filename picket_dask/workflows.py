@@ -134,7 +134,7 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
     and checked against the options (size prior, z bounds), so that a bad input among many fails before any
     work, and before a cluster starts (the CLI calls this first)."""
     paths = [_copick_checked(p, cfg) if is_copick(p) else p
-             for p in distinct_inputs(expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms))]
+             for p in expand_inputs([tomograms] if isinstance(tomograms, (str, Path)) else tomograms)]
     for p in paths:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
         check_diameter_fits(p, t, cfg)
@@ -464,7 +464,8 @@ def localize_only(image: str | Path, semantic_name: str, extractor: str, out: st
 
 def expand_inputs(items) -> list:
     """Tomogram paths from files and folders (a folder: its .mrc/.rec/.map files and .zarr images; not the tilt
-    series and stacks, .st/.ali/.mrcs, that an IMOD or Warp folder holds beside its tomograms under one name)."""
+    series and stacks, .st/.ali/.mrcs, that an IMOD or Warp folder holds beside its tomograms under one name),
+    each once and each with a name of its own (``distinct_inputs``: every input writes OUT/NAME)."""
     from .io.mrc import MRC_SUFFIXES, STACK_SUFFIXES
 
     out: list[Path] = []
@@ -483,4 +484,4 @@ def expand_inputs(items) -> list:
             out.append(p)
     if not out:
         raise PicketError("tomograms", "none given", "name at least one MRC/REC file or OME-Zarr image")
-    return out
+    return distinct_inputs(out)

@@ -408,6 +408,9 @@ def test_inputs_sharing_a_name_refused(tmp_path, vol, capsys):
     assert main(["run", str(folder), "--out", str(out), "--cluster", "threads"]) == 2
     assert "both write OUT/a" in capsys.readouterr().err
     assert not out.exists()
+    assert main(["segment", str(folder), "--out", str(out), "--cluster", "threads"]) == 2  # step 1 alone too
+    assert "both write OUT/a" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_space_group_zero_tomogram_read_tilt_series_refused(tmp_path, vol, capsys):

@@ -88,7 +88,10 @@ def check_object(spec: str, object_name: str) -> None:
     """Refuse a pickable object the project does not define: the picks could not be written back, and
     a run would find that out only after all its work (its output then removed as half-written)."""
     src = parse(spec)
-    root, _ = _root_run(src)
+    _check_object(_root_run(src)[0], src, object_name)
+
+
+def _check_object(root, src: CopickSource, object_name: str) -> None:
     names = [o.name for o in root.config.pickable_objects]
     if object_name not in names:
         raise PicketError(src.config, f"has no pickable object {object_name!r} (objects: {names})",
@@ -151,8 +154,9 @@ def write_picks(spec: str, df: pd.DataFrame, session_id: str, object_name: str =
     """Store picks (Angstrom) as copick picks of ``object_name`` by ``user_id`` in ``session_id``; return the file's id."""
     from copick.models import CopickLocation, CopickPoint
 
-    check_object(spec, object_name)
-    _, run = _root_run(parse(spec))
+    src = parse(spec)
+    root, run = _root_run(src)
+    _check_object(root, src, object_name)
     picks = run.new_picks(object_name=object_name, session_id=session_id, user_id=user_id, exist_ok=True)
     picks.points = [CopickPoint(location=CopickLocation(x=float(r.x_A), y=float(r.y_A), z=float(r.z_A))) for r in df.itertuples()]
     picks.store()
