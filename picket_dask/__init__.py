@@ -1,10 +1,11 @@
 """picket-dask: PickET (template-free particle picking in cryo-ET) as a chunked Dask engine.
 
-Public API: convert, simulate, run, segment_tomogram, localize, evaluate_files, get_client,
+Public API: convert, simulate, run, collect, segment_tomogram, localize, evaluate_files, get_client,
 classify_picks and the parameter models SegmentParams, LocalizeParams, RunConfig.
 """
 
 from .cluster import get_client
+from .collect import collect
 from .config import ALL_WORKFLOWS, DEFAULT_WORKFLOWS, LocalizeParams, RunConfig, SegmentParams, load_config
 from .errors import PicketError
 from .evaluate import evaluate_files, score
@@ -27,5 +28,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["ALL_WORKFLOWS", "DEFAULT_WORKFLOWS", "LocalizeParams", "PicketError", "RunConfig", "SegmentParams",
-           "classify_picks", "convert", "evaluate_files", "get_client", "load_config", "localize", "open_tomogram", "run", "score",
+           "classify_picks", "collect", "convert", "evaluate_files", "get_client", "load_config", "localize", "open_tomogram", "run", "score",
            "segment_tomogram", "simulate"]

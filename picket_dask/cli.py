@@ -1,4 +1,4 @@
-"""The ``picket-dask`` command: convert, simulate, run, evaluate, preview, demo."""
+"""The ``picket-dask`` command: convert, simulate, run, segment, localize, classify, collect, evaluate, preview, view, demo."""
 
 from __future__ import annotations
 
@@ -260,6 +260,17 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    from .collect import collect
+
+    done = collect(args.out, [w for w in args.workflows.split(",") if w] if args.workflows else None, args.min_score)
+    for c in done.values():
+        print(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) -> {c.star}, {c.csv}")
+        if c.missing:
+            print(f"  without {c.workflow} picks: {', '.join(c.missing)}")
+    return 0
+
+
 def cmd_view(args) -> int:
     from .view import open_in_napari
 
@@ -422,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--csv", help="also write the table here")
     e.add_argument("--pr-curve", metavar="PNG", help="precision-recall curve of each picks CSV from its scores")
     e.set_defaults(func=cmd_evaluate)
+
+    co = sub.add_parser("collect", help="the picks of every tomogram in a run's --out: one RELION 5 STAR and one CSV "
+                        "per workflow (OUT/WF.star, OUT/WF.csv; run writes them too)")
+    co.add_argument("out", help="the --out folder of `picket-dask run` (its tomogram folders OUT/NAME)")
+    co.add_argument("--workflows", help="comma-separated (default: every workflow with picks there)")
+    co.add_argument("--min-score", type=float, help="keep picks scoring at least S (written as WF_min-score-S.star/.csv)")
+    co.set_defaults(func=cmd_collect)
 
     v = sub.add_parser("preview", help="PNG of central XY/XZ slices with segmentation and picks")
     v.add_argument("image", help="the OME-Zarr image written by run (NAME/NAME.zarr)")

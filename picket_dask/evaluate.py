@@ -135,18 +135,15 @@ def find_truth(truth, name: str):
 
 def evaluate_run(results_dir, truth, threshold_A: float = 100.0) -> pd.DataFrame:
     """Scores of every workflow of every tomogram under a run's output folder (one row each)."""
-    from pathlib import Path
-
     from .errors import PicketError
-    from .io.results import RUN_JSON, read_run
+    from .io.results import read_run, run_folders
 
-    own = Path(results_dir) / RUN_JSON  # one tomogram's folder (OUT/NAME) is a run folder of one
-    runs = [own] if own.is_file() else sorted(Path(results_dir).glob(f"*/{RUN_JSON}"))
-    if not runs:
+    folders = run_folders(results_dir)  # one tomogram's folder (OUT/NAME) is a run folder of one
+    if not folders:
         raise PicketError(results_dir, "holds no run.json", "give the --out folder of `picket-dask run` or one tomogram's folder in it")
     rows = []
-    for rj in runs:
-        doc = read_run(rj.parent)  # picks paths resolved against the tomogram's folder
+    for folder in folders:
+        doc = read_run(folder)  # picks paths resolved against the tomogram's folder
         tfile = find_truth(truth, doc["name"])
         for wf, paths in doc["picks"].items():
             s = evaluate_files(paths["csv"], tfile, doc["shape_zyx"], doc["voxel_size_A"], threshold_A)

@@ -406,7 +406,24 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
             raise PicketError(k, "is not a run parameter", "see help(picket_dask.run) and picket_dask.config")
     paths = checked_inputs(tomograms, cfg)
     with removed_on_input_error(out, only_if_empty=True):
-        return _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
+        results = _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
+    collect_run(out, cfg.workflows)
+    return results
+
+
+def collect_run(out: str | Path, workflows: list[str]) -> None:
+    """The run's workflows gathered over every tomogram folder in ``out`` (collect.py: OUT/WF.star, OUT/WF.csv).
+    After the tomograms' own outputs are written, a folder it cannot read (another run's) is one line, not a failure."""
+    from .collect import collect
+    from .progress import note
+
+    try:
+        done = collect(out, workflows)
+    except PicketError as exc:
+        note(f"particles of the run's tomograms not collected into {out}: {exc} (each tomogram's own picks are written)")
+        return
+    for c in done.values():
+        note(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) in {c.star} and {c.csv.name}")
 
 
 def _run_all(paths: list, cfg: RunConfig, out: Path) -> list[TomogramResult]:

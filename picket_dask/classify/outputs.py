@@ -6,7 +6,7 @@
 | classes.csv | per class: count, size, descriptor summary, junk, junk_reason |
 | averages/class_NN.mrc | class averages (aligned to principal axes), voxel size of the tomogram |
 | gallery.png | central slices of each average with its count and junk reason |
-| picks.star | RELION 5 picks with rlnClassNumber and rlnMaxValueProbDistribution (the confidence) |
+| picks.star | RELION 5 picks (rlnAutopickFigureOfMerit = score) with rlnClassNumber and rlnMaxValueProbDistribution (the confidence) |
 | copick/class_NN.json | copick picks, one pickable object (``class_NN``) per class |
 | picks_clean.csv / .star | with --drop-junk: the picks without the junk ones (same columns as the workflow's) |
 | subvolumes.mrcs / .star | with --export-subvolumes: the boxes as an MRC volume stack + rlnImageName, rlnTomoName, centred coordinates |
@@ -21,30 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.picks import write_copick_json, write_csv
+from ..io.picks import star_frame, write_copick_json, write_csv
+from ..io.picks import write_star_frame as write_star
 
 
 def class_object(k: int) -> str:
     return f"class_{k:02d}"
-
-
-def star_frame(df: pd.DataFrame, tomo_name: str, shape_zyx, voxel_size) -> pd.DataFrame:
-    vz, vy, vx = voxel_size
-    nz, ny, nx = shape_zyx
-    return pd.DataFrame({
-        "rlnTomoName": [tomo_name] * len(df),
-        "rlnCenteredCoordinateXAngst": (df.x.to_numpy() - nx / 2) * vx,
-        "rlnCenteredCoordinateYAngst": (df.y.to_numpy() - ny / 2) * vy,
-        "rlnCenteredCoordinateZAngst": (df.z.to_numpy() - nz / 2) * vz,
-        "rlnCoordinateX": df.x.to_numpy(), "rlnCoordinateY": df.y.to_numpy(), "rlnCoordinateZ": df.z.to_numpy(),
-    })
-
-
-def write_star(frame: pd.DataFrame, path: Path) -> Path:
-    import starfile
-
-    starfile.write({"particles": frame}, path, overwrite=True)
-    return path
 
 
 def write_picks_tables(out: Path, picks: pd.DataFrame, tomo_name: str, shape, voxel_size, workflow: str,

@@ -30,7 +30,7 @@ FORMATS = ("csv", "yaml", "star", "copick", "ndjson")
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # pid: two runs collecting into one folder
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -103,11 +103,17 @@ def write_picket_yaml(df: pd.DataFrame, path: Path, metadata: dict) -> Path:
 
 
 def write_star(df: pd.DataFrame, path: Path, tomo_name: str, shape_zyx: tuple[int, int, int], voxel_size) -> Path:
+    """RELION 5 particles STAR of one tomogram's picks (see the module docstring)."""
+    return write_star_frame(star_frame(df, tomo_name, shape_zyx, voxel_size), path)
+
+
+def write_star_frame(star: pd.DataFrame, path: Path) -> Path:
+    """Write a particles table (first column ``rlnTomoName``) as a STAR file's ``data_particles`` block,
+    atomically: formatted directly where ``star_text`` can, else by starfile."""
     import starfile
 
-    star = star_frame(df, tomo_name, shape_zyx, voxel_size)
-    tmp = path.with_name(f".{path.name}.tmp")
-    text = star_text(star, tomo_name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # pid: two runs collecting into one folder
+    text = star_text(star)
     if text is None:
         starfile.write({"particles": star}, tmp, overwrite=True)
     else:
@@ -132,20 +138,23 @@ def star_frame(df: pd.DataFrame, tomo_name: str, shape_zyx: tuple[int, int, int]
     return star
 
 
-def star_text(star: pd.DataFrame, tomo_name: str) -> str | None:
+def star_text(star: pd.DataFrame) -> str | None:
     """What ``starfile.write({"particles": star})`` writes (its header line, one loop block, values
-    at %.6f, the name quoted as starfile quotes it), for a first column of ``tomo_name`` and finite
-    numbers after it; None otherwise (starfile then writes it). starfile formats every value
+    at %.6f, the names quoted as starfile quotes them), for a first column of tomogram names and
+    finite numbers after it; None otherwise (starfile then writes it). starfile formats every value
     through DataFrame.map and to_csv: 1.4 s for 58,000 picks."""
     try:
         from starfile.writer import package_info, quote
     except ImportError:  # pragma: no cover - a starfile without these helpers
         return None
-    rest = star.iloc[:, 1:]
-    if not isinstance(tomo_name, str) or any(c in tomo_name for c in "\t\n\r%") or not _finite_numeric(rest):
+    names, rest = star.iloc[:, 0].to_numpy(), star.iloc[:, 1:]
+    if not all(isinstance(n, str) and not any(c in n for c in "\t\n\r%") for n in names) or not _finite_numeric(rest):
         return None
     head = [package_info(), "", "", "data_particles", "", "loop_"] + [f"_{c} #{i}" for i, c in enumerate(star.columns, 1)]
-    return "".join(line + "\n" for line in head) + _rows(rest, "%.6f", "\t", str(quote(tomo_name))) + "\n\n"
+    # one block of rows per run of equal names (a file of several tomograms holds one run each)
+    starts = [0, *(np.flatnonzero(names[1:] != names[:-1]) + 1).tolist(), len(names)] if len(names) else []
+    rows = "".join(_rows(rest.iloc[a:b], "%.6f", "\t", str(quote(names[a]))) for a, b in zip(starts, starts[1:]))
+    return "".join(line + "\n" for line in head) + rows + "\n\n"
 
 
 def copick_points(df: pd.DataFrame) -> list[dict]:

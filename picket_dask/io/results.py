@@ -49,6 +49,15 @@ def write_run(folder: str | Path, doc: dict) -> Path:
     return out
 
 
+def run_folders(out: str | Path) -> list[Path]:
+    """The tomogram folders (OUT/NAME holding a run.json) of a run's output folder, sorted by name;
+    ``out`` itself when it is one tomogram's folder."""
+    out = Path(out)
+    if (out / RUN_JSON).is_file():
+        return [out]
+    return sorted(rj.parent for rj in out.glob(f"*/{RUN_JSON}"))
+
+
 def read_run(folder: str | Path) -> dict:
     """``folder/run.json`` with its image and picks paths resolved against ``folder``."""
     folder = Path(folder)

@@ -1,0 +1,98 @@
+"""One particle file per workflow for every tomogram of a run's output folder.
+
+RELION 5 reads a data set's particles from one STAR file (its particle set: ``rlnTomoName`` names
+each row's tomogram), and a batch of tomograms (a folder, a SLURM array of runs into one ``--out``)
+leaves one picks file per tomogram in ``OUT/NAME/picks/``. ``collect`` gathers them::
+
+    OUT/WF.star   RELION 5 particles of all tomograms: rlnTomoName, rlnCenteredCoordinate{X,Y,Z}Angst
+                  (each tomogram's own centre and voxel size), rlnCoordinate{X,Y,Z}, rlnAutopickFigureOfMerit
+    OUT/WF.csv    the tomograms' CSV picks with a first column ``tomogram``
+
+for each workflow WF; ``min_score`` keeps the picks scoring at least that, written as
+``WF_min-score-S.{star,csv}`` so the full set is never replaced by a cut. ``run`` calls it at the end,
+over every tomogram folder in ``--out`` (earlier runs' too); ``picket-dask collect OUT`` does it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .config import ALL_WORKFLOWS
+from .errors import PicketError
+from .io.picks import write_csv, write_star_frame
+from .io.results import RUN_JSON, read_run, run_folders
+
+
+@dataclass
+class Collected:
+    """One workflow's collected particles: where they were written and what went in."""
+
+    workflow: str
+    star: Path
+    csv: Path
+    n_picks: int
+    tomograms: list[str]
+    missing: list[str] = field(default_factory=list)  # tomogram folders without this workflow's picks
+
+
+def _read_picks(paths: dict[str, Path], min_score: float | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A tomogram's STAR rows (as written: RELION gets the numbers of the tomogram's own STAR) and CSV
+    rows, both in score order; with ``min_score`` those whose STAR figure of merit is at least it."""
+    import starfile
+
+    star = starfile.read(paths["star"], always_dict=True).get("particles", pd.DataFrame())
+    table = pd.read_csv(paths["csv"], comment="#")
+    if len(star) != len(table):
+        raise PicketError(paths["star"].parent, f"holds {len(star)} STAR and {len(table)} CSV picks",
+                          "run the tomogram again (a file was replaced by hand?)")
+    if min_score is None:
+        return star, table
+    if "rlnAutopickFigureOfMerit" not in star.columns:
+        raise PicketError(paths["star"], "has no rlnAutopickFigureOfMerit to cut at --min-score",
+                          "run the tomogram again with this version (every pick is scored), or collect without --min-score")
+    keep = star["rlnAutopickFigureOfMerit"].to_numpy(float) >= min_score
+    return star.loc[keep].reset_index(drop=True), table.loc[keep].reset_index(drop=True)
+
+
+def stem(workflow: str, min_score: float | None) -> str:
+    """File stem of a workflow's collected particles: ``WF``, or ``WF_min-score-S`` with a cut."""
+    return workflow if min_score is None else f"{workflow}_min-score-{min_score:g}"
+
+
+def collect(out: str | Path, workflows: list[str] | None = None, min_score: float | None = None) -> dict[str, Collected]:
+    """Gather every tomogram's picks under ``out`` (a ``run``'s output folder) into one RELION 5 STAR
+    and one CSV per workflow (module docstring). ``workflows``: those to gather (default: every
+    workflow any tomogram has picks of); ``min_score``: keep picks scoring at least this."""
+    out = Path(out)
+    if (out / RUN_JSON).is_file():
+        raise PicketError(out, "is one tomogram's folder", f"give the run's --out folder that holds it ({out.parent})")
+    docs = [read_run(f) for f in run_folders(out)]
+    if not docs:
+        raise PicketError(out, "holds no tomogram folders with a run.json", "give the --out folder of `picket-dask run`")
+    have = [{wf: {f: Path(paths[f]) for f in ("star", "csv")} for wf, paths in d.get("picks", {}).items()
+             if all(paths.get(f) and Path(paths[f]).is_file() for f in ("star", "csv"))}
+            for d in docs]  # per folder: workflow -> its STAR and CSV
+    found = [wf for wf in ALL_WORKFLOWS if any(wf in h for h in have)]
+    for wf in workflows or []:
+        if wf not in found:
+            raise PicketError(wf, f"has no picks in {out}", f"collect one it has ({', '.join(found) or 'none'}) or run it first")
+    result = {}
+    for wf in workflows or found:
+        stars, tables, names, missing = [], [], [], []
+        for d, h in zip(docs, have):
+            if wf not in h:
+                missing.append(d["name"])
+                continue
+            star, df = _read_picks(h[wf], min_score)
+            stars.append(star)
+            tables.append(df.assign(tomogram=d["name"])[["tomogram", *df.columns]])
+            names.append(d["name"])
+        s = stem(wf, min_score)
+        star = write_star_frame(pd.concat(stars, ignore_index=True), out / f"{s}.star")
+        table = pd.concat(tables, ignore_index=True)
+        csv_path = write_csv(table, out / f"{s}.csv")  # x, y, z in the voxels of each row's tomogram
+        result[wf] = Collected(wf, star, csv_path, len(table), names, missing)
+    return result

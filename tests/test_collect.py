@@ -1,0 +1,91 @@
+"""collect: every tomogram's picks of a run's --out in one RELION 5 STAR and one CSV per workflow."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+
+from picket_dask.cli import main
+from picket_dask.collect import collect
+from picket_dask.errors import PicketError
+from picket_dask.io.picks import read_points
+from picket_dask.workflows import collect_run, run
+
+WF = "intensities-kmeans-cc"
+
+
+def _star(path):
+    star = starfile.read(path)
+    return star["particles"] if isinstance(star, dict) else star
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, sim_tiny):
+    """Two tomograms run one after the other into one --out (as two batch jobs would)."""
+    data = tmp_path_factory.mktemp("inputs")
+    a, b = data / "TS_01.mrc", data / "TS_02.mrc"
+    shutil.copy(sim_tiny["tomogram"], a)
+    shutil.copy(sim_tiny["tomogram"], b)
+    out = tmp_path_factory.mktemp("out")
+    first = run(a, out, [WF], chunks=32, max_fit_voxels=20_000)[0]
+    after_first = _star(out / f"{WF}.star")
+    second = run(b, out, [WF], chunks=32, max_fit_voxels=20_000)[0]
+    return out, first, second, after_first
+
+
+def test_run_collects_every_tomogram_of_its_out(two_runs):
+    out, first, second, after_first = two_runs
+    assert set(after_first["rlnTomoName"]) == {"TS_01"}  # the first run: its own tomogram
+    star = _star(out / f"{WF}.star")
+    assert list(pd.unique(star["rlnTomoName"])) == ["TS_01", "TS_02"]  # the second: both, by folder name
+    for res in (first, second):
+        own = _star(res.picks[WF]["star"])
+        part = star[star["rlnTomoName"] == res.name].reset_index(drop=True)
+        pd.testing.assert_frame_equal(part, own)  # each tomogram's rows are its own STAR's, score included
+        assert len(part) == res.counts[WF] > 0 and "rlnAutopickFigureOfMerit" in part.columns
+    table = pd.read_csv(out / f"{WF}.csv", comment="#")
+    assert list(table.columns[:4]) == ["tomogram", "x", "y", "z"] and len(table) == len(star)
+    own = pd.read_csv(second.picks[WF]["csv"], comment="#")
+    pd.testing.assert_frame_equal(table[table.tomogram == "TS_02"].drop(columns="tomogram").reset_index(drop=True), own)
+    # RELION 5's centred Angstrom coordinates back to each tomogram's voxels (read_points, the evaluate reader)
+    back = read_points(out / f"{WF}.star", first.voxel_size[0], first.shape)
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), table[["x", "y", "z"]].to_numpy(), atol=5e-4)  # CSV: 3 decimals
+
+
+def test_min_score_writes_a_cut_beside_the_full_set(two_runs):
+    out, first, second, _ = two_runs
+    full = (out / f"{WF}.star").read_text()
+    scores = pd.read_csv(out / f"{WF}.csv", comment="#")["score"]
+    cut = float(np.median(scores))
+    done = collect(out, [WF], min_score=cut)[WF]
+    assert done.star.name == f"{WF}_min-score-{cut:g}.star" and done.n_picks == int((scores >= cut).sum())
+    kept = pd.read_csv(done.csv, comment="#")
+    assert (kept["score"] >= cut).all() and (out / f"{WF}.star").read_text() == full
+
+
+def test_cli_collect_and_bad_input(two_runs, tmp_path, capsys):
+    out, first, *_ = two_runs
+    assert main(["collect", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"{WF}: {first.counts[WF] * 2} picks of 2 tomogram(s)" in said
+    for argv, words in ((["collect", str(out / "TS_01")], "one tomogram's folder"),
+                        (["collect", str(tmp_path)], "holds no tomogram folders"),
+                        (["collect", str(out), "--workflows", "gabor-gmm-ws"], f"collect one it has ({WF})")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing written for a refused call
+
+
+def test_an_unreadable_folder_beside_does_not_fail_the_run(two_runs, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(two_runs[0], out)
+    (out / "broken").mkdir()
+    (out / "broken" / "run.json").write_text("{")
+    before = (out / f"{WF}.star").read_text()
+    with pytest.raises(PicketError, match="not valid JSON"):
+        collect(out)
+    collect_run(out, [WF])  # what run calls after its tomograms are written: one line, no failure
+    assert (out / f"{WF}.star").read_text() == before
