@@ -78,6 +78,8 @@ def _config(args) -> RunConfig:
         d["voxel_size"] = args.voxel_size
     if getattr(args, "classify", False):
         d["classify"] = True
+    if getattr(args, "mask", None):
+        d["mask"] = args.mask
     for key in ("concurrent", "fit_on"):
         if getattr(args, key, None) is not None:
             d[key] = getattr(args, key)
@@ -379,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
     r.add_argument("--classify", action="store_true", help="last stage: sort each workflow's picks into classes "
                    "(OUT/NAME/classes/WF; see picket-dask classify)")
+    r.add_argument("--mask", metavar="FILE|FOLDER", help="picks only where this mask is nonzero at their centre: an "
+                   "MRC/OME-Zarr of the tomogram's shape, or a folder of NAME_mask.mrc for each tomogram NAME")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default: the size prior's "
                    "smallest diameter; 15 in the reference preset)")
     r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")

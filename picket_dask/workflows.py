@@ -27,6 +27,7 @@ from .io.picks import picks_frame, write_all
 from .io.results import RUN_JSON, read_run, write_run
 from .io.copick_io import is_copick
 from .io.grid import Grid, resample, work_params, working_grid
+from .io.roi import find_mask, inside, open_mask, voxels_inside
 from .io.tomogram import convert, is_zarr, open_tomogram, source_id, source_stamp, tomogram_name
 from .localize.extract import localize
 from .provenance import Timings, environment
@@ -129,6 +130,23 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
     return name, tdir, image, open_tomogram(image, cfg.chunks), grid
 
 
+def user_mask(path, cfg: RunConfig, timings: Timings) -> tuple:
+    """``--mask``: the tomogram's mask (lazy, its voxels) and the run.json record, or (None, None); a mask
+    without a nonzero voxel is refused here, before the tomogram is converted."""
+    if not cfg.mask:
+        return None, None
+    with timings.stage("mask"):
+        where = find_mask(cfg.mask, path, tomogram_name(path))
+        shape = open_tomogram(path, cfg.chunks, cfg.voxel_size).shape
+        mask = open_mask(where, shape, path, cfg.chunks)
+        n = voxels_inside(mask)
+    if n == 0:
+        raise PicketError(f"--mask {where}", "has no nonzero voxel: every pick would be dropped",
+                          "give a mask that is nonzero where picks may be (or leave --mask out)")
+    return mask, {"path": source_id(where), "voxels_inside": n, "fraction": round(n / float(np.prod(shape)), 6),
+                  "rule": "picks kept where the mask is nonzero at their centre"}
+
+
 def checked_inputs(tomograms, cfg: RunConfig) -> list:
     """The tomograms (files, folders, copick specs) as a list of inputs, each opened (its header: no data read)
     and checked against the options (size prior, z bounds), so that a bad input among many fails before any
@@ -139,6 +157,8 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
         check_diameter_fits(p, t, cfg)
         check_z_bounds(p, t, cfg)
+        if cfg.mask:  # found and of the tomogram's shape (its voxels are counted when the tomogram's turn comes)
+            open_mask(find_mask(cfg.mask, p, tomogram_name(p)), t.shape, p, cfg.chunks)
     return paths
 
 
@@ -232,13 +252,14 @@ def source_picks(inst, grid: Grid):
 
 
 def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, seg_params: SegmentParams, tdir: Path, path,
-                     timings: Timings, grid: Grid) -> tuple[dict, int]:
+                     timings: Timings, grid: Grid, roi=None) -> tuple[dict, int]:
     """Step 2 of one workflow on an existing segmentation; picks in every format. Returns (paths, n).
     ``seg_params``: step 1's parameters as used for this tomogram (segment_params), recorded with the picks.
-    ``grid``: the tomogram's working grid (prepare_image); picks are written in the source's voxels."""
+    ``grid``: the tomogram's working grid (prepare_image); picks are written in the source's voxels.
+    ``roi``: where picks may be (localize's ``roi``: centres on the working grid -> bool), from ``--mask``."""
     f, c, e = split_workflow(wf)
     loc = localize_params(cfg, grid)
-    inst = localize(image, f"semantic-{f}-{c}", e, loc, tomo.voxel_size, instance_name=f"instances-{wf}")
+    inst = localize(image, f"semantic-{f}-{c}", e, loc, tomo.voxel_size, instance_name=f"instances-{wf}", roi=roi)
     for k, v in inst.timings.items():
         timings[f"{wf}.{k}"] = v
     df = source_picks(inst, grid)
@@ -274,7 +295,9 @@ def writing_folder(out: Path, name: str) -> Iterator[Path]:
 def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fit: str | None) -> TomogramResult:
     timings = Timings()
     t_start = time.perf_counter()
+    roi_mask, roi_doc = user_mask(path, cfg, timings)
     name, tdir, image, tomo, grid = prepare_image(path, cfg, out, timings)
+    roi = None if roi_mask is None else (lambda c, m=roi_mask, g=grid: inside(m, g.to_source(c)))  # working -> tomogram voxels
     pairs = workflow_pairs(cfg.workflows)
     seg_params = segment_params(cfg, grid)
     warn_unset_voxel_size(name, cfg, grid.source_voxel_A, seg_params)
@@ -289,7 +312,7 @@ def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fi
     lamella, no_data, context = sample_context(image, tomo, cfg, pairs[0], seg_params.sigma_vox, timings)
     res = TomogramResult(name, image, grid.source_shape, grid.source_voxel_A, timings=timings)
     for wf in cfg.workflows:
-        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings, grid)
+        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings, grid, roi)
     timings["total"] = round(time.perf_counter() - t_start, 3)
     if cfg.classify:
         res.classes = classify_stage(tdir, cfg.workflows, timings)
@@ -305,7 +328,7 @@ def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fi
            "voxel_size_A": list(grid.source_voxel_A), "working_grid": grid.as_dict(), "config": cfg.model_dump(mode="json"),
            "blur_sigma_vox": seg_params.sigma_vox,
            "shared_fit": shared_fit,
-           "segmentations": seg_meta, "lamella": lamella, "no_data": no_data, "context": context, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+           "segmentations": seg_meta, "lamella": lamella, "no_data": no_data, "context": context, "mask": roi_doc, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     res.run_json = write_run(tdir, doc)  # image and picks paths relative to tdir: the folder can be moved
     return res
 

@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import dask.array as da
 import numpy as np
@@ -96,9 +97,11 @@ def check_labels(semantic: da.Array, mask: da.Array, image_path: str | Path, nam
 
 def localize(image_path: str | Path, semantic_name: str, extractor: str, params: LocalizeParams | None = None,
              voxel_size: tuple[float, float, float] | None = None, particle_id: int = 1,
-             instance_name: str | None = None) -> Instances:
+             instance_name: str | None = None, roi: Callable[[np.ndarray], np.ndarray] | None = None) -> Instances:
     """Instances and centroids of ``<image>/labels/<semantic_name>``; instance labels are written as
-    ``<image>/labels/<instance_name>`` (uint32). An empty mask gives an empty table, not an error."""
+    ``<image>/labels/<instance_name>`` (uint32). An empty mask gives an empty table, not an error.
+    ``roi``: (n, 3) centres (z, y, x voxels of this image) -> (n,) bool, where picks may be (``--mask``,
+    io/roi.py); the others are dropped before the significance, score and count cuts."""
     params = params or LocalizeParams()
     timings = Timings()
     vs = float(np.max(voxel_size or (1.0, 1.0, 1.0)))  # Angstrom, for the size prior and the peak spacing
@@ -193,6 +196,11 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                         d = report["duplicates"]
                         note(f"{instance_name}: {d['picks_merged']} picks closer than the smallest particle's diameter "
                              f"({params.particle_diameter_A[0]:g} A) became {d['groups']} (--merge-close off to keep them apart)")
+            if roi is not None and keep.any():  # the user's region (io/roi.py), on the final centres
+                with timings.stage("roi"):
+                    in_roi = roi(table.centroids)
+                    report["outside_mask"] = int((keep & ~in_roi).sum())
+                    keep &= in_roi
             with timings.stage("scores"):
                 if params.fdr is not None:  # the picks still in play are the family the FDR is controlled over
                     null_bg = background & ~ctx if ctx is not None else background

@@ -1,0 +1,72 @@
+"""A user's region of interest: picks only where a mask of the tomogram is nonzero (``--mask``).
+
+Where a user knows where the particles of interest are (the cytoplasm of a segmented cell, one
+organelle, a region drawn in napari or IMOD, a MemBrain or Amira label image), picks outside it are
+dropped: a pick stays when the mask is nonzero at its centre (the voxel nearest it), so a particle
+on the region's edge is picked whole or not at all. The mask is an MRC/REC file or an OME-Zarr image
+of the tomogram's shape (z, y, x), any dtype; it is read only at the picks' centres and once, by
+chunks, to count its voxels. ``--mask`` names a file (for one tomogram) or a folder holding
+``NAME_mask.{mrc,rec,zarr}`` or ``NAME.{mrc,rec,zarr}`` for each tomogram NAME.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+from ..errors import PicketError
+
+SUFFIXES = (".mrc", ".rec", ".zarr")
+
+
+def find_mask(spec: str | Path, tomogram, name: str) -> Path:
+    """The mask file of tomogram ``name`` (input ``tomogram``): ``spec`` itself when a file (or an OME-Zarr
+    image), else the first of NAME_mask.*, NAME.* in the folder ``spec`` that is not the tomogram itself."""
+    from .tomogram import is_zarr, source_id
+
+    spec = Path(spec)
+    if not spec.exists():
+        raise PicketError(f"--mask {spec}", "no such file or folder", "give a mask file, or a folder of NAME_mask.mrc files")
+    if spec.is_file() or is_zarr(spec):
+        return spec
+    for stem in (f"{name}_mask", name):
+        for suffix in SUFFIXES:
+            cand = spec / f"{stem}{suffix}"
+            if cand.exists() and source_id(cand) != source_id(tomogram):
+                return cand
+    raise PicketError(f"--mask {spec}", f"holds no mask for tomogram {name!r}",
+                      f"put {name}_mask.mrc there (or .rec, .zarr), or leave this tomogram out of the run")
+
+
+def open_mask(path: Path, shape_zyx: tuple[int, int, int], tomogram, chunks: int = 128) -> da.Array:
+    """The mask (lazy, (z, y, x), its own dtype), refused unless its shape is the tomogram's."""
+    from .tomogram import open_tomogram
+
+    data = open_tomogram(path, chunks, voxel_size=1.0).data  # the voxel size is the tomogram's: not read from the mask
+    if tuple(data.shape) != tuple(shape_zyx):
+        raise PicketError(f"--mask {path}", f"has shape {tuple(data.shape)} (z, y, x), not the shape of {tomogram} "
+                          f"{tuple(shape_zyx)}", "give a mask voxel for voxel on the tomogram (bin or crop it alike)")
+    return data
+
+
+def voxels_inside(mask: da.Array) -> int:
+    """Number of nonzero voxels (read by chunks)."""
+    from ..progress import compute
+
+    return int(compute((mask != 0).sum(), label="mask: voxels inside")[0])
+
+
+def inside(mask: da.Array, zyx: np.ndarray) -> np.ndarray:
+    """(n,) bool: whether the mask is nonzero at each point (z, y, x voxels of the mask, fractional: the
+    nearest voxel; points outside the volume are outside)."""
+    from ..progress import compute
+
+    pts = np.rint(np.asarray(zyx, float).reshape(-1, 3)).astype(np.int64)
+    ok = np.all((pts >= 0) & (pts < np.asarray(mask.shape)), axis=1)
+    out = np.zeros(len(pts), bool)
+    if ok.any():
+        p = pts[ok]
+        out[ok] = np.asarray(compute(mask.vindex[p[:, 0], p[:, 1], p[:, 2]], label="mask: at the picks")[0]) != 0
+    return out

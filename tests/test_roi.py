@@ -1,0 +1,71 @@
+"""--mask: picks only where a user's mask of the tomogram is nonzero at their centre (io/roi.py)."""
+
+import json
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import pytest
+
+from picket_dask.cli import main
+from picket_dask.io.roi import inside
+from picket_dask.workflows import run
+
+WF = "gabor-kmeans-cc"
+KW = dict(chunks=32, max_fit_voxels=20_000)
+
+
+def _write(path, data):
+    with mrcfile.new(path, overwrite=True) as m:
+        m.set_data(data)
+    return path
+
+
+def _picks(res):
+    return pd.read_csv(res.picks[WF]["csv"], comment="#")
+
+
+@pytest.mark.parametrize("voxel_size", [None, 14.0])  # 14 A: picked on a finer working grid, the mask read in the tomogram's voxels
+def test_masked_picks_are_the_picks_inside(tmp_path, sim_tiny, voxel_size):
+    shape = mrcfile.mmap(sim_tiny["tomogram"], mode="r").data.shape
+    mask = np.zeros(shape, np.int16)
+    mask[:, :60, :] = 7  # any nonzero value is inside
+    mask[:, :, :10] = 0
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    _write(masks / f"{sim_tiny['tomogram'].stem}_mask.mrc", mask)
+    free = run(sim_tiny["tomogram"], tmp_path / "free", [WF], voxel_size=voxel_size, **KW)[0]
+    held = run(sim_tiny["tomogram"], tmp_path / "held", [WF], voxel_size=voxel_size, mask=str(masks), **KW)[0]
+    a, b = _picks(free), _picks(held)
+    z, y, x = (np.rint(a[c]).astype(int) for c in ("z", "y", "x"))
+    expected = a[mask[z, y, x] != 0].reset_index(drop=True)
+    assert 0 < len(b) == len(expected) < len(a)
+    pd.testing.assert_frame_equal(b.drop(columns="id"), expected.drop(columns="id"))  # ids: 1..N of the kept
+    doc = json.loads(held.run_json.read_text())
+    assert doc["mask"]["voxels_inside"] == int((mask != 0).sum()) and doc["mask"]["path"].endswith("_mask.mrc")
+    assert doc["config"]["mask"] == str(masks)
+
+
+def test_inside_reads_the_nearest_voxel():
+    import dask.array as da
+
+    m = np.zeros((4, 5, 6), np.uint8)
+    m[1, 2, 3] = 1
+    pts = np.array([[1.2, 1.6, 3.4], [1, 2, 2.6], [0.4, 2, 3], [-1, 2, 3], [1, 2, 9], [3.9, 4.4, 5.4]])
+    assert inside(da.from_array(m, chunks=2), pts).tolist() == [True, True, False, False, False, False]
+
+
+def test_bad_masks_are_one_line_before_any_output(tmp_path, sim_tiny, capsys):
+    shape = mrcfile.mmap(sim_tiny["tomogram"], mode="r").data.shape
+    tomo, stem = str(sim_tiny["tomogram"]), sim_tiny["tomogram"].stem
+    (tmp_path / "none").mkdir()
+    cases = [(str(tmp_path / "missing.mrc"), "no such file or folder"),
+             (str(tmp_path / "none"), f"holds no mask for tomogram {stem!r}"),
+             (str(_write(tmp_path / "small.mrc", np.ones((4, 5, 6), np.uint8))), f"has shape (4, 5, 6) (z, y, x), not the shape"),
+             (str(_write(tmp_path / "empty.mrc", np.zeros(shape, np.uint8))), "has no nonzero voxel")]
+    for i, (mask, words) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        code = main(["run", tomo, "--out", str(out), "--workflows", WF, "--mask", mask, "--cluster", "threads", "--chunks", "32"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and words in err[-1] and err[-1].startswith("picket-dask: error: --mask"), err
+        assert not out.exists() or not any(out.iterdir()), list(out.rglob("*"))  # nothing half-written
