@@ -4,12 +4,14 @@
 so they can be checked headless; ``open_in_napari`` (the ``viz`` extra) shows them. What opens:
 
 - the tomogram, axes z, y, x in Angstrom (the scale bar shows Angstrom);
-- the first workflow's particles (its instance labels), visible; every other label layer hidden;
+- the first workflow's particles (its instance labels), visible; every other label layer hidden
+  (the semantic labels, and the context mask where one was written);
 - each workflow's picks as rings on every z slice their particle spans, each ring the particle's
   cross-section there (a sphere of the instance's volume), so a pick is seen wherever its
   particle is, not only on the slice nearest its centroid. One point per pick and slice, which
   works the same on every napari >= 0.5 without per-version projection settings (napari 0.9
-  dropped ``out_of_slice_display``; its ``projection_mode`` needs a thick dims slice).
+  dropped ``out_of_slice_display``; its ``projection_mode`` needs a thick dims slice). Each ring carries
+  its pick's id, score and contrast as point features (napari shows them on hover, and colours by them).
 
 The same folder also opens with ``napari --plugin napari-ome-zarr NAME/NAME.zarr`` (image + labels).
 """
@@ -77,16 +79,24 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
         sem, _ = open_labels(image, f"semantic-{pair}")
         out.append((sem, {"name": f"semantic-{pair}", "opacity": 0.4, "visible": False,
                           "colormap": dict(SEMANTIC_COLORMAP), **common}, "labels"))
+    if (image / "labels" / "context").exists():  # gold, extreme density and membranes masked before instances
+        ctx, _ = open_labels(image, "context")
+        out.append((ctx, {"name": "context", "opacity": 0.4, "visible": False, **common}, "labels"))
     for i, wf in enumerate(wfs):
         inst, _ = open_labels(image, f"instances-{wf}")
         out.append((inst, {"name": f"instances-{wf}", "opacity": 0.5, "visible": i == 0, **common}, "labels"))
     shape = tuple(int(n) for n in doc["shape_zyx"])  # picks: the source tomogram's voxels and voxel size (run.json)
     vs = tuple(float(v) for v in doc["voxel_size_A"])
     for i, wf in enumerate(wfs):
-        rings, diam, ids = pick_rings(read_points(doc["picks"][wf]["csv"]), vs, shape)
+        picks = read_points(doc["picks"][wf]["csv"])
+        rings, diam, ids = pick_rings(picks, vs, shape)
+        features = {"pick": ids}  # per ring; with the pick's score and contrast, shown on hover and for colouring by
+        if "id" in picks:
+            row = pd.Index(picks["id"]).get_indexer(ids)
+            features.update({c: picks[c].to_numpy()[row] for c in ("score", "contrast") if c in picks})
         out.append((rings, {"name": f"picks-{wf}", "size": diam, "symbol": "disc", "face_color": "transparent",
                             "border_color": PICK_COLORS[i % len(PICK_COLORS)], "border_width": 0.12,
-                            "border_width_is_relative": True, "features": {"pick": ids}, "visible": True,
+                            "border_width_is_relative": True, "features": features, "visible": True,
                             "scale": vs, "axis_labels": AXES, "units": UNITS}, "points"))
     return out
 

@@ -61,7 +61,7 @@ def test_bad_masks_are_one_line_before_any_output(tmp_path, sim_tiny, capsys):
     (tmp_path / "none").mkdir()
     cases = [(str(tmp_path / "missing.mrc"), "no such file or folder"),
              (str(tmp_path / "none"), f"holds no mask for tomogram {stem!r}"),
-             (str(_write(tmp_path / "small.mrc", np.ones((4, 5, 6), np.uint8))), f"has shape (4, 5, 6) (z, y, x), not the shape"),
+             (str(_write(tmp_path / "small.mrc", np.ones((4, 5, 6), np.uint8))), "has shape (4, 5, 6) (z, y, x), not the shape"),
              (str(_write(tmp_path / "empty.mrc", np.zeros(shape, np.uint8))), "has no nonzero voxel")]
     for i, (mask, words) in enumerate(cases):
         out = tmp_path / f"out{i}"

@@ -107,7 +107,7 @@ def test_napari_layers_have_data_and_scale(result):
 
     ls = layers(result.run_json.parent)
     kinds = [k for _, _, k in ls]
-    assert kinds[0] == "image" and kinds.count("points") == 3 and kinds.count("labels") == 5
+    assert kinds[0] == "image" and kinds.count("points") == 3 and kinds.count("labels") == 6  # with the context mask
     for data, kw, kind in ls:
         assert kw["scale"] == (10.0, 10.0, 10.0)
         assert kw["axis_labels"] == ("z", "y", "x") and kw["units"] == ("angstrom",) * 3
@@ -122,6 +122,8 @@ def test_napari_layers_have_data_and_scale(result):
     assert kw["visible"] and len(kw["size"]) == len(pts) == len(kw["features"]["pick"])
     picks = pd.read_csv(result.picks["gabor-kmeans-cc"]["csv"], comment="#")
     assert set(kw["features"]["pick"]) == set(picks["id"])  # every pick is drawn
+    by_id = picks.set_index("id")["score"]
+    np.testing.assert_array_equal(kw["features"]["score"], by_id.loc[kw["features"]["pick"]].to_numpy())  # each ring its pick's
     per_pick = pd.Series(kw["features"]["pick"]).value_counts()
     assert per_pick.median() >= 3  # on several slices, not only the one nearest its centroid
     from scipy.ndimage import find_objects
@@ -169,7 +171,7 @@ def test_moved_results_still_open(tmp_path, monkeypatch, sim_tiny, capsys):
     monkeypatch.chdir(tmp_path / "elsewhere")
     moved = tmp_path / "moved" / res.name
     ls = layers(moved)
-    assert [kw["name"] for _, kw, _ in ls][0] == res.name and len(ls) == 4
+    assert [kw["name"] for _, kw, _ in ls][0] == res.name and len(ls) == 5  # image, semantic, context, instances, picks
     scores = evaluate_run(tmp_path / "moved", sim_tiny["truth_csv"])
     assert scores.loc[0, "n_picks"] == res.counts["intensities-kmeans-cc"]
     one = evaluate_run(moved, sim_tiny["truth_csv"])  # one tomogram's folder is a run folder of one
