@@ -88,3 +88,36 @@ def test_jobqueue_without_a_job_size_is_one_line(kind, monkeypatch):
         with pytest.raises(PicketError, match=f"--cluster {kind}: dask-jobqueue has no job size .*jobqueue.{kind}"):
             with get_client(kind, quiet=True):
                 pass
+
+
+@pytest.mark.slow
+def test_array_script_one_tomogram_per_task(slurm, tmp_path, sim_tiny):
+    """deploy/run_slurm_array.sh as a user submits it: two array tasks, two tomograms, one --out, and the
+    tasks' collect leaves one RELION particle set with both tomograms."""
+    import time
+
+    import starfile
+
+    names = []
+    for n in ("TS_01", "TS_02"):
+        shutil.copy(sim_tiny["tomogram"], tmp_path / f"{n}.mrc")
+        names.append(str(tmp_path / f"{n}.mrc"))
+    (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
+    out = tmp_path / "out"
+    script = Path(__file__).parent.parent / "deploy" / "run_slurm_array.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # this environment's picket-dask
+    sub = subprocess.run(["sbatch", "--parsable", "--array=1-2", "--cpus-per-task=1", "--mem=2G", "--partition=debug",
+                          f"--output={tmp_path}/task-%a.log", str(script), str(tmp_path / "list.txt"), str(out),
+                          "--workflows", "gabor-kmeans-cc", "--chunks", "32", "--max-fit-voxels", "20000"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
+    deadline = time.time() + 600
+    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline, "array tasks still queued or running after 10 minutes"
+        time.sleep(3)
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("task-*.log")))
+    assert (out / "TS_01" / "run.json").is_file() and (out / "TS_02" / "run.json").is_file(), logs
+    assert subprocess.run([sys.executable, "-m", "picket_dask.cli", "collect", str(out)], capture_output=True).returncode == 0
+    star = starfile.read(out / "gabor-kmeans-cc.star", always_dict=True)["particles"]
+    assert set(star["rlnTomoName"]) == {"TS_01", "TS_02"}, logs
