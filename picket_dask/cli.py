@@ -263,13 +263,19 @@ def cmd_preview(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from .collect import collect
+    import pandas as pd
+
+    from .collect import SUMMARY, collect
 
     done = collect(args.out, [w for w in args.workflows.split(",") if w] if args.workflows else None, args.min_score)
     for c in done.values():
         print(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) -> {c.star}, {c.csv}")
         if c.missing:
             print(f"  without {c.workflow} picks: {', '.join(c.missing)}")
+    summ = pd.read_csv(Path(args.out) / SUMMARY, comment="#")
+    cols = ["tomogram", "workflow", "n_picks", "picks_per_um3", "score_median", "lamella_found", "note"]
+    print(summ[cols].head(40).to_string(index=False, na_rep=""))
+    print(f"summary: {Path(args.out) / SUMMARY}" + (f" ({len(summ)} rows, 40 shown)" if len(summ) > 40 else ""))
     return 0
 
 

@@ -7,6 +7,9 @@ leaves one picks file per tomogram in ``OUT/NAME/picks/``. ``collect`` gathers t
     OUT/WF.star   RELION 5 particles of all tomograms: rlnTomoName, rlnCenteredCoordinate{X,Y,Z}Angst
                   (each tomogram's own centre and voxel size), rlnCoordinate{X,Y,Z}, rlnAutopickFigureOfMerit
     OUT/WF.csv    the tomograms' CSV picks with a first column ``tomogram``
+    OUT/summary.csv  one row per tomogram and workflow: picks, picks per cubic micrometre of sample, scores,
+                  the lamella, context and mask found, the working grid, run time (``summary``): which
+                  tomograms of a batch to look at first
 
 for each workflow WF; ``min_score`` keeps the picks scoring at least that, written as
 ``WF_min-score-S.{star,csv}`` so the full set is never replaced by a cut. ``run`` calls it at the end,
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import ALL_WORKFLOWS
@@ -95,4 +99,43 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
         table = pd.concat(tables, ignore_index=True)
         csv_path = write_csv(table, out / f"{s}.csv")  # x, y, z in the voxels of each row's tomogram
         result[wf] = Collected(wf, star, csv_path, len(table), names, missing)
+    with_csv = [(d, {wf: p["csv"] for wf, p in h.items()}) for d, h in zip(docs, have)]
+    write_csv(summary(with_csv), out / SUMMARY, comment=SUMMARY_COMMENT)
     return result
+
+
+SUMMARY = "summary.csv"
+SUMMARY_COMMENT = "# one row per tomogram and workflow of this folder (picket_dask/collect.py: summary)"
+
+
+def summary(runs: list[tuple[dict, dict[str, Path]]]) -> pd.DataFrame:
+    """One row per tomogram and workflow from each tomogram's run.json and picks CSV (``runs``: (run.json
+    document, workflow -> CSV path)): n_picks, picks_per_um3 (per cubic micrometre of the sample: the
+    lamella's ice, or the whole volume where none was found), score quartiles, the lamella, the share of the
+    volume masked as context (gold, membranes) and kept by ``--mask``, voxel size, resampling, run time."""
+    rows = []
+    for d, csvs in runs:
+        vs = [float(v) for v in d["voxel_size_A"]]
+        volume_um3 = float(np.prod(d["shape_zyx"])) * float(np.prod(vs)) * 1e-12  # A^3 -> um^3
+        lam, ctx, mask = d.get("lamella") or {}, d.get("context") or {}, d.get("mask") or {}
+        ice = float(lam.get("ice_fraction", 1.0)) if lam.get("found") else 1.0
+        sample_um3 = volume_um3 * ice * float(mask.get("fraction", 1.0))
+        for wf, csv in csvs.items():
+            scores = pd.read_csv(csv, comment="#", usecols=lambda c: c == "score").get("score", pd.Series(dtype=float))
+            q = scores.quantile([0.25, 0.5, 0.75]).to_numpy() if len(scores) else [np.nan] * 3
+            n = int(d.get("n_picks", {}).get(wf, len(scores)))
+            rows.append({
+                "tomogram": d["name"], "workflow": wf, "n_picks": n,
+                "picks_per_um3": round(n / sample_um3, 1) if sample_um3 > 0 else np.nan,
+                "score_q25": q[0], "score_median": q[1], "score_q75": q[2],
+                "lamella_found": bool(lam.get("found", False)), "ice_fraction": round(ice, 4),
+                "context_fraction": ctx.get("masked_fraction", 0.0) if ctx.get("mode") == "auto" else np.nan,
+                "mask_fraction": mask.get("fraction", np.nan),
+                "voxel_size_A": vs[0], "resampled": bool((d.get("working_grid") or {}).get("resampled", False)),
+                "seconds": (d.get("timings_s") or {}).get("total", np.nan),
+                "note": "; ".join(t for t in (
+                    "" if n else "no picks",
+                    "" if lam.get("found", True) else f"lamella not found: {lam.get('reason', '')}",
+                    f"context: {ctx['warning']}" if ctx.get("warning") else "") if t),
+            })
+    return pd.DataFrame(rows)

@@ -89,3 +89,20 @@ def test_an_unreadable_folder_beside_does_not_fail_the_run(two_runs, tmp_path):
         collect(out)
     collect_run(out, [WF])  # what run calls after its tomograms are written: one line, no failure
     assert (out / f"{WF}.star").read_text() == before
+
+
+def test_summary_has_a_row_per_tomogram_and_workflow(two_runs):
+    import json
+
+    out, first, second, _ = two_runs
+    collect(out)
+    summ = pd.read_csv(out / "summary.csv", comment="#")
+    assert list(summ.tomogram) == ["TS_01", "TS_02"] and set(summ.workflow) == {WF}
+    doc = json.loads(first.run_json.read_text())
+    ice = doc["lamella"]["ice_fraction"] if doc["lamella"]["found"] else 1.0
+    um3 = np.prod(doc["shape_zyx"]) * np.prod(doc["voxel_size_A"]) * ice * 1e-12
+    row = summ.iloc[0]
+    assert row.n_picks == first.counts[WF] and row.picks_per_um3 == pytest.approx(first.counts[WF] / um3, abs=0.06)
+    own = pd.read_csv(first.picks[WF]["csv"], comment="#")
+    assert row.score_median == pytest.approx(own.score.median(), abs=5e-4)
+    assert row.seconds == pytest.approx(doc["timings_s"]["total"], abs=5e-4)

@@ -77,8 +77,12 @@ def csv_text(df: pd.DataFrame) -> str:
     return ",".join(map(str, df.columns)) + "\n" + _rows(df, "%.3f", ",")
 
 
-def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    _atomic_text(path, "# x,y,z: voxels (origin: centre of voxel 0); *_A: Angstrom\n" + csv_text(df))
+PICKS_COMMENT = "# x,y,z: voxels (origin: centre of voxel 0); *_A: Angstrom"
+
+
+def write_csv(df: pd.DataFrame, path: Path, comment: str = PICKS_COMMENT) -> Path:
+    """``df`` as CSV after one comment line (written atomically)."""
+    _atomic_text(path, comment + "\n" + csv_text(df))
     return path
 
 
