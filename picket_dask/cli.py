@@ -80,6 +80,8 @@ def _config(args) -> RunConfig:
         d["classify"] = True
     if getattr(args, "mask", None):
         d["mask"] = args.mask
+    if getattr(args, "no_collect", False):
+        d["collect"] = False
     for key in ("concurrent", "fit_on"):
         if getattr(args, key, None) is not None:
             d[key] = getattr(args, key)
@@ -387,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
     r.add_argument("--classify", action="store_true", help="last stage: sort each workflow's picks into classes "
                    "(OUT/NAME/classes/WF; see picket-dask classify)")
+    r.add_argument("--no-collect", action="store_true", help="do not gather all tomograms' picks into OUT/WF.star, "
+                   "OUT/WF.csv, OUT/summary.csv at the end (run `picket-dask collect OUT` later; for arrays of many tasks)")
     r.add_argument("--mask", metavar="FILE|FOLDER", help="picks only where this mask is nonzero at their centre: an "
                    "MRC/OME-Zarr of the tomogram's shape, or a folder of NAME_mask.mrc for each tomogram NAME")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default: the size prior's "

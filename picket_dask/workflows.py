@@ -430,7 +430,8 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
     paths = checked_inputs(tomograms, cfg)
     with removed_on_input_error(out, only_if_empty=True):
         results = _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
-    collect_run(out, cfg.workflows)
+    if cfg.collect:
+        collect_run(out, cfg.workflows)
     return results
 
 

@@ -106,3 +106,14 @@ def test_summary_has_a_row_per_tomogram_and_workflow(two_runs):
     own = pd.read_csv(first.picks[WF]["csv"], comment="#")
     assert row.score_median == pytest.approx(own.score.median(), abs=5e-4)
     assert row.seconds == pytest.approx(doc["timings_s"]["total"], abs=5e-4)
+
+
+def test_no_collect_leaves_the_run_files_to_collect(two_runs, tmp_path, sim_tiny):
+    out = tmp_path / "out"
+    shutil.copytree(two_runs[0], out)
+    before = (out / f"{WF}.star").read_text()
+    shutil.copy(sim_tiny["tomogram"], tmp_path / "TS_03.mrc")
+    assert main(["run", str(tmp_path / "TS_03.mrc"), "--out", str(out), "--workflows", WF, "--no-collect",
+                 "--cluster", "threads", "--chunks", "32", "--max-fit-voxels", "20000"]) == 0
+    assert (out / "TS_03" / "run.json").is_file() and (out / f"{WF}.star").read_text() == before
+    assert collect(out)[WF].tomograms == ["TS_01", "TS_02", "TS_03"]
