@@ -41,6 +41,14 @@ def test_masked_picks_are_the_picks_inside(tmp_path, sim_tiny, voxel_size):
     expected = a[mask[z, y, x] != 0].reset_index(drop=True)
     assert 0 < len(b) == len(expected) < len(a)
     pd.testing.assert_frame_equal(b.drop(columns="id"), expected.drop(columns="id"))  # ids: 1..N of the kept
+    if voxel_size is None:  # the same mask as napari saves a labels layer (a zlib-compressed TIFF stack)
+        import tifffile
+
+        tiff = tmp_path / "tiff"
+        tiff.mkdir()
+        tifffile.imwrite(tiff / f"{sim_tiny['tomogram'].stem}_mask.tif", mask.astype(np.uint8), compression="zlib")
+        again = run(sim_tiny["tomogram"], tmp_path / "tif", [WF], mask=str(tiff), **KW)[0]
+        pd.testing.assert_frame_equal(_picks(again), b)
     doc = json.loads(held.run_json.read_text())
     assert doc["mask"]["voxels_inside"] == int((mask != 0).sum()) and doc["mask"]["path"].endswith("_mask.mrc")
     assert doc["config"]["mask"] == str(masks)
@@ -69,3 +77,21 @@ def test_bad_masks_are_one_line_before_any_output(tmp_path, sim_tiny, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and words in err[-1] and err[-1].startswith("picket-dask: error: --mask"), err
         assert not out.exists() or not any(out.iterdir()), list(out.rglob("*"))  # nothing half-written
+
+
+def test_tiff_masks_read_as_stacks(tmp_path):
+    import tifffile
+
+    from picket_dask.errors import PicketError
+    from picket_dask.io.roi import open_mask
+
+    m = (np.arange(4 * 5 * 6).reshape(4, 5, 6) % 3).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "plain.tif", m, photometric="minisblack")  # uncompressed: memory-mapped
+    tifffile.imwrite(tmp_path / "packed.tiff", m, compression="zlib", photometric="minisblack")
+    for name in ("plain.tif", "packed.tiff"):
+        np.testing.assert_array_equal(open_mask(tmp_path / name, (4, 5, 6), "t.mrc", 2).compute(), m)
+    tifffile.imwrite(tmp_path / "slice.tif", m[0])
+    assert open_mask(tmp_path / "slice.tif", (1, 5, 6), "t.mrc").shape == (1, 5, 6)
+    (tmp_path / "bad.tif").write_bytes(b"not a tiff")
+    with pytest.raises(PicketError, match="cannot be read as a TIFF stack"):
+        open_mask(tmp_path / "bad.tif", (4, 5, 6), "t.mrc")

@@ -3,10 +3,11 @@
 Where a user knows where the particles of interest are (the cytoplasm of a segmented cell, one
 organelle, a region drawn in napari or IMOD, a MemBrain or Amira label image), picks outside it are
 dropped: a pick stays when the mask is nonzero at its centre (the voxel nearest it), so a particle
-on the region's edge is picked whole or not at all. The mask is an MRC/REC file or an OME-Zarr image
-of the tomogram's shape (z, y, x), any dtype; it is read only at the picks' centres and once, by
-chunks, to count its voxels. ``--mask`` names a file (for one tomogram) or a folder holding
-``NAME_mask.{mrc,rec,zarr}`` or ``NAME.{mrc,rec,zarr}`` for each tomogram NAME.
+on the region's edge is picked whole or not at all. The mask is an MRC/REC file, an OME-Zarr image or
+a TIFF stack (napari saves a labels layer as one; pages are z) of the tomogram's shape (z, y, x), any
+dtype; MRC and OME-Zarr masks are read only at the picks' centres and once, by chunks, to count their
+voxels, a TIFF whole (one byte per voxel for a uint8 mask). ``--mask`` names a file (for one tomogram)
+or a folder holding ``NAME_mask.{mrc,rec,zarr,tif,tiff}`` or ``NAME.{...}`` for each tomogram NAME.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 
 from ..errors import PicketError
 
-SUFFIXES = (".mrc", ".rec", ".zarr")
+SUFFIXES = (".mrc", ".rec", ".zarr", ".tif", ".tiff")
+TIFF = (".tif", ".tiff")
 
 
 def find_mask(spec: str | Path, tomogram, name: str) -> Path:
@@ -44,11 +46,33 @@ def open_mask(path: Path, shape_zyx: tuple[int, int, int], tomogram, chunks: int
     """The mask (lazy, (z, y, x), its own dtype), refused unless its shape is the tomogram's."""
     from .tomogram import open_tomogram
 
-    data = open_tomogram(path, chunks, voxel_size=1.0).data  # the voxel size is the tomogram's: not read from the mask
+    if path.suffix.lower() in TIFF:
+        data = da.from_array(_read_tiff(path), chunks=chunks)
+    else:
+        data = open_tomogram(path, chunks, voxel_size=1.0).data  # the voxel size is the tomogram's: not read from the mask
     if tuple(data.shape) != tuple(shape_zyx):
         raise PicketError(f"--mask {path}", f"has shape {tuple(data.shape)} (z, y, x), not the shape of {tomogram} "
                           f"{tuple(shape_zyx)}", "give a mask voxel for voxel on the tomogram (bin or crop it alike)")
     return data
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF stack as (z, y, x): memory-mapped where its pages are stored uncompressed in one piece, else
+    read (compressed pages, as napari writes labels). A single page is one slice."""
+    import tifffile
+
+    try:
+        try:
+            arr = tifffile.memmap(path, mode="r")
+        except ValueError:  # compressed or not contiguous
+            arr = tifffile.imread(path)
+    except Exception as exc:  # not a TIFF, truncated: one line
+        raise PicketError(f"--mask {path}", f"cannot be read as a TIFF stack ({type(exc).__name__}: {exc})",
+                          "save the mask as a TIFF stack, MRC or OME-Zarr") from None
+    arr = np.asarray(arr) if arr.ndim == 3 else arr.reshape((1, *arr.shape)) if arr.ndim == 2 else arr
+    if arr.ndim != 3:
+        raise PicketError(f"--mask {path}", f"has {arr.ndim} dimensions", "give one 3-D (z, y, x) stack, one channel")
+    return arr
 
 
 def voxels_inside(mask: da.Array) -> int:
