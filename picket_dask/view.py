@@ -5,7 +5,7 @@ so they can be checked headless; ``open_in_napari`` (the ``viz`` extra) shows th
 
 - the tomogram, axes z, y, x in Angstrom (the scale bar shows Angstrom);
 - the first workflow's particles (its instance labels), visible; every other label layer hidden
-  (the semantic labels, and the context mask where one was written);
+  (the semantic labels, the context mask where one was written, the user's ``--mask``);
 - each workflow's picks as rings on every z slice their particle spans, each ring the particle's
   cross-section there (a sphere of the instance's volume), so a pick is seen wherever its
   particle is, not only on the slice nearest its centroid. One point per pick and slice, which
@@ -87,6 +87,13 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
         out.append((inst, {"name": f"instances-{wf}", "opacity": 0.5, "visible": i == 0, **common}, "labels"))
     shape = tuple(int(n) for n in doc["shape_zyx"])  # picks: the source tomogram's voxels and voxel size (run.json)
     vs = tuple(float(v) for v in doc["voxel_size_A"])
+    mask = (doc.get("mask") or {}).get("path")
+    if mask and Path(mask).exists():  # the user's region (--mask), on the tomogram's own voxels like the picks
+        from .io.roi import open_mask
+
+        inside = (open_mask(Path(mask), shape, doc["name"]) != 0).astype(np.uint8)  # labels need integers: 1 inside
+        out.append((inside, {"name": "mask", "opacity": 0.3, "visible": False, "scale": vs, "axis_labels": AXES,
+                             "units": UNITS}, "labels"))
     for i, wf in enumerate(wfs):
         picks = read_points(doc["picks"][wf]["csv"])
         rings, diam, ids = pick_rings(picks, vs, shape)

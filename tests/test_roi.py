@@ -52,6 +52,11 @@ def test_masked_picks_are_the_picks_inside(tmp_path, sim_tiny, voxel_size):
     doc = json.loads(held.run_json.read_text())
     assert doc["mask"]["voxels_inside"] == int((mask != 0).sum()) and doc["mask"]["path"].endswith("_mask.mrc")
     assert doc["config"]["mask"] == str(masks)
+    from picket_dask.view import layers
+
+    shown = {kw["name"]: (d, kw) for d, kw, _ in layers(held.run_json.parent)}
+    np.testing.assert_array_equal(np.asarray(shown["mask"][0]), mask != 0)  # napari shows it over the tomogram's voxels
+    assert shown["mask"][1]["scale"] == tuple(doc["voxel_size_A"])
 
 
 def test_inside_reads_the_nearest_voxel():
