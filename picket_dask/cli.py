@@ -269,11 +269,15 @@ def cmd_collect(args) -> int:
 
     from .collect import SUMMARY, collect
 
-    done = collect(args.out, [w for w in args.workflows.split(",") if w] if args.workflows else None, args.min_score)
+    done = collect(args.out, [w for w in args.workflows.split(",") if w] if args.workflows else None, args.min_score,
+                   args.drop_junk)
     for c in done.values():
         print(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) -> {c.star}, {c.csv}")
         if c.missing:
             print(f"  without {c.workflow} picks: {', '.join(c.missing)}")
+        if c.unclassified:
+            print(f"  not classified (`picket-dask classify OUT/NAME --workflow {c.workflow}`), kept whole: "
+                  f"{', '.join(c.unclassified)}")
     summ = pd.read_csv(Path(args.out) / SUMMARY, comment="#")
     cols = ["tomogram", "workflow", "n_picks", "picks_per_um3", "score_median", "lamella_found", "note"]
     print(summ[cols].head(40).to_string(index=False, na_rep=""))
@@ -453,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("out", help="the --out folder of `picket-dask run` (its tomogram folders OUT/NAME)")
     co.add_argument("--workflows", help="comma-separated (default: every workflow with picks there)")
     co.add_argument("--min-score", type=float, help="keep picks scoring at least S (written as WF_min-score-S.star/.csv)")
+    co.add_argument("--drop-junk", action="store_true", help="leave out the picks `picket-dask classify` flagged junk "
+                    "(written as WF_no-junk.star/.csv; tomograms not classified are kept whole)")
     co.set_defaults(func=cmd_collect)
 
     v = sub.add_parser("preview", help="PNG of central XY/XZ slices with segmentation and picks")

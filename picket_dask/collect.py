@@ -12,7 +12,8 @@ leaves one picks file per tomogram in ``OUT/NAME/picks/``. ``collect`` gathers t
                   tomograms of a batch to look at first
 
 for each workflow WF; ``min_score`` keeps the picks scoring at least that, written as
-``WF_min-score-S.{star,csv}`` so the full set is never replaced by a cut. ``run`` calls it at the end,
+``WF_min-score-S.{star,csv}`` so the full set is never replaced by a cut, and ``drop_junk`` leaves out
+the picks ``picket-dask classify`` flagged junk (``WF_no-junk.*``; a tomogram not classified is kept whole). ``run`` calls it at the end,
 over every tomogram folder in ``--out`` (earlier runs' too); ``picket-dask collect OUT`` does it again.
 """
 
@@ -40,11 +41,30 @@ class Collected:
     n_picks: int
     tomograms: list[str]
     missing: list[str] = field(default_factory=list)  # tomogram folders without this workflow's picks
+    unclassified: list[str] = field(default_factory=list)  # with drop_junk: tomograms kept whole (no current classes)
 
 
-def _read_picks(paths: dict[str, Path], min_score: float | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def junk_flags(folder: Path, workflow: str, table: pd.DataFrame) -> np.ndarray | None:
+    """Per pick of ``table`` (a tomogram's CSV picks of ``workflow``), whether ``picket-dask classify`` flagged
+    it junk (``folder/classes/WF/picks.csv``: the same rows plus class and junk columns); None when the
+    workflow was not classified, or its classes are of other picks (the workflow was run again since)."""
+    f = Path(folder) / "classes" / workflow / "picks.csv"
+    if not f.is_file():
+        return None
+    cls = pd.read_csv(f, comment="#")
+    xyz = ["x", "y", "z"]
+    if "junk" not in cls.columns or len(cls) != len(table) or not np.allclose(cls[xyz].to_numpy(float),
+                                                                              table[xyz].to_numpy(float), atol=1e-3):
+        return None
+    return cls["junk"].astype(str).str.lower().isin(("true", "1")).to_numpy()
+
+
+def _read_picks(paths: dict[str, Path], min_score: float | None, junk_of: tuple[Path, str] | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
     """A tomogram's STAR rows (as written: RELION gets the numbers of the tomogram's own STAR) and CSV
-    rows, both in score order; with ``min_score`` those whose STAR figure of merit is at least it."""
+    rows, both in score order; with ``min_score`` those whose STAR figure of merit is at least it; with
+    ``junk_of`` (its folder and the workflow) those its classes do not flag junk (``junk_flags``). The flag
+    says whether classes were used."""
     import starfile
 
     star = starfile.read(paths["star"], always_dict=True).get("particles", pd.DataFrame())
@@ -52,28 +72,35 @@ def _read_picks(paths: dict[str, Path], min_score: float | None) -> tuple[pd.Dat
     if len(star) != len(table):
         raise PicketError(paths["star"].parent, f"holds {len(star)} STAR and {len(table)} CSV picks",
                           "run the tomogram again (a file was replaced by hand?)")
-    if min_score is None:
-        return star, table
-    if "rlnAutopickFigureOfMerit" not in star.columns:
-        raise PicketError(paths["star"], "has no rlnAutopickFigureOfMerit to cut at --min-score",
-                          "run the tomogram again with this version (every pick is scored), or collect without --min-score")
-    keep = star["rlnAutopickFigureOfMerit"].to_numpy(float) >= min_score
-    return star.loc[keep].reset_index(drop=True), table.loc[keep].reset_index(drop=True)
+    keep = np.ones(len(table), bool)
+    flags = None if junk_of is None else junk_flags(*junk_of, table)
+    if flags is not None:
+        keep &= ~flags
+    if min_score is not None:
+        if "rlnAutopickFigureOfMerit" not in star.columns:
+            raise PicketError(paths["star"], "has no rlnAutopickFigureOfMerit to cut at --min-score",
+                              "run the tomogram again with this version (every pick is scored), or collect without --min-score")
+        keep &= star["rlnAutopickFigureOfMerit"].to_numpy(float) >= min_score
+    return star.loc[keep].reset_index(drop=True), table.loc[keep].reset_index(drop=True), flags is not None
 
 
-def stem(workflow: str, min_score: float | None) -> str:
-    """File stem of a workflow's collected particles: ``WF``, or ``WF_min-score-S`` with a cut."""
-    return workflow if min_score is None else f"{workflow}_min-score-{min_score:g}"
+def stem(workflow: str, min_score: float | None, drop_junk: bool = False) -> str:
+    """File stem of a workflow's collected particles: ``WF``, ``WF_min-score-S`` with a cut, ``..._no-junk``
+    without the picks classify flagged junk."""
+    return workflow + ("" if min_score is None else f"_min-score-{min_score:g}") + ("_no-junk" if drop_junk else "")
 
 
-def collect(out: str | Path, workflows: list[str] | None = None, min_score: float | None = None) -> dict[str, Collected]:
+def collect(out: str | Path, workflows: list[str] | None = None, min_score: float | None = None,
+            drop_junk: bool = False) -> dict[str, Collected]:
     """Gather every tomogram's picks under ``out`` (a ``run``'s output folder) into one RELION 5 STAR
     and one CSV per workflow (module docstring). ``workflows``: those to gather (default: every
-    workflow any tomogram has picks of); ``min_score``: keep picks scoring at least this."""
+    workflow any tomogram has picks of); ``min_score``: keep picks scoring at least this; ``drop_junk``:
+    leave out the picks ``picket-dask classify`` flagged junk (tomograms without current classes whole)."""
     out = Path(out)
     if (out / RUN_JSON).is_file():
         raise PicketError(out, "is one tomogram's folder", f"give the run's --out folder that holds it ({out.parent})")
-    docs = [read_run(f) for f in run_folders(out)]
+    folders = run_folders(out)
+    docs = [read_run(f) for f in folders]
     if not docs:
         raise PicketError(out, "holds no tomogram folders with a run.json", "give the --out folder of `picket-dask run`")
     have = [{wf: {f: Path(paths[f]) for f in ("star", "csv")} for wf, paths in d.get("picks", {}).items()
@@ -85,20 +112,22 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
             raise PicketError(wf, f"has no picks in {out}", f"collect one it has ({', '.join(found) or 'none'}) or run it first")
     result = {}
     for wf in workflows or found:
-        stars, tables, names, missing = [], [], [], []
-        for d, h in zip(docs, have):
+        stars, tables, names, missing, unclassified = [], [], [], [], []
+        for folder, d, h in zip(folders, docs, have):
             if wf not in h:
                 missing.append(d["name"])
                 continue
-            star, df = _read_picks(h[wf], min_score)
+            star, df, classified = _read_picks(h[wf], min_score, (folder, wf) if drop_junk else None)
+            if drop_junk and not classified:
+                unclassified.append(d["name"])
             stars.append(star)
             tables.append(df.assign(tomogram=d["name"])[["tomogram", *df.columns]])
             names.append(d["name"])
-        s = stem(wf, min_score)
+        s = stem(wf, min_score, drop_junk)
         star = write_star_frame(pd.concat(stars, ignore_index=True), out / f"{s}.star")
         table = pd.concat(tables, ignore_index=True)
         csv_path = write_csv(table, out / f"{s}.csv")  # x, y, z in the voxels of each row's tomogram
-        result[wf] = Collected(wf, star, csv_path, len(table), names, missing)
+        result[wf] = Collected(wf, star, csv_path, len(table), names, missing, unclassified)
     with_csv = [(d, {wf: p["csv"] for wf, p in h.items()}) for d, h in zip(docs, have)]
     write_csv(summary(with_csv), out / SUMMARY, comment=SUMMARY_COMMENT)
     return result

@@ -117,3 +117,28 @@ def test_no_collect_leaves_the_run_files_to_collect(two_runs, tmp_path, sim_tiny
                  "--cluster", "threads", "--chunks", "32", "--max-fit-voxels", "20000"]) == 0
     assert (out / "TS_03" / "run.json").is_file() and (out / f"{WF}.star").read_text() == before
     assert collect(out)[WF].tomograms == ["TS_01", "TS_02", "TS_03"]
+
+
+def test_drop_junk_uses_each_tomograms_current_classes(two_runs, tmp_path, capsys):
+    from picket_dask.classify import classify_picks
+
+    out = tmp_path / "out"
+    shutil.copytree(two_runs[0], out)
+    res = classify_picks(out / "TS_01", WF, classes=2)  # as `picket-dask classify OUT/TS_01 --workflow WF`
+    cls = pd.read_csv(res.out / "picks.csv", comment="#")
+    cls.loc[::2, "junk"] = True  # flags as the junk rules would set them (which picks they flag is classify's test)
+    cls.to_csv(res.out / "picks.csv", index=False)
+    done = collect(out, [WF], drop_junk=True)[WF]
+    assert done.star.name == f"{WF}_no-junk.star" and done.unclassified == ["TS_02"]
+    star = _star(done.star)
+    own = _star(out / "TS_01" / "picks" / f"{WF}.star")
+    kept = own[~cls["junk"].to_numpy(bool)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(star[star.rlnTomoName == "TS_01"].reset_index(drop=True), kept)
+    assert (star.rlnTomoName == "TS_02").sum() == two_runs[2].counts[WF]  # not classified: whole
+    both = collect(out, [WF], min_score=float(kept["rlnAutopickFigureOfMerit"].median()), drop_junk=True)[WF]
+    assert both.star.name.endswith("_no-junk.star") and "_min-score-" in both.star.name and both.n_picks < done.n_picks
+    # classes of other picks (the workflow run again since) are not applied
+    cls.iloc[:-1].to_csv(res.out / "picks.csv", index=False)
+    assert collect(out, [WF], drop_junk=True)[WF].unclassified == ["TS_01", "TS_02"]
+    assert main(["collect", str(out), "--drop-junk"]) == 0
+    assert "not classified" in capsys.readouterr().out
