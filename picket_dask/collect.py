@@ -67,8 +67,16 @@ def _read_picks(paths: dict[str, Path], min_score: float | None, junk_of: tuple[
     says whether classes were used."""
     import starfile
 
-    star = starfile.read(paths["star"], always_dict=True).get("particles", pd.DataFrame())
-    table = pd.read_csv(paths["csv"], comment="#")
+    try:
+        star = starfile.read(paths["star"], always_dict=True).get("particles", pd.DataFrame())
+    except Exception as exc:  # truncated, or not a STAR file: one line naming it
+        raise PicketError(paths["star"], f"cannot be read ({type(exc).__name__}: {exc})",
+                          "run its tomogram again, or move its folder out of the run's --out") from None
+    try:
+        table = pd.read_csv(paths["csv"], comment="#")
+    except Exception as exc:
+        raise PicketError(paths["csv"], f"cannot be read ({type(exc).__name__}: {exc})",
+                          "run its tomogram again, or move its folder out of the run's --out") from None
     if len(star) != len(table):
         raise PicketError(paths["star"].parent, f"holds {len(star)} STAR and {len(table)} CSV picks",
                           "run the tomogram again (a file was replaced by hand?)")
@@ -150,7 +158,12 @@ def summary(runs: list[tuple[dict, dict[str, Path]]]) -> pd.DataFrame:
         ice = float(lam.get("ice_fraction", 1.0)) if lam.get("found") else 1.0
         sample_um3 = volume_um3 * ice * float(mask.get("fraction", 1.0))
         for wf, csv in csvs.items():
-            scores = pd.read_csv(csv, comment="#", usecols=lambda c: c == "score").get("score", pd.Series(dtype=float))
+            try:
+                scores = pd.read_csv(csv, comment="#", usecols=lambda c: c == "score").get("score", pd.Series(dtype=float))
+            except Exception:  # an unreadable picks file: its row says so (collect names it when it gathers it)
+                scores, unreadable = pd.Series(dtype=float), True
+            else:
+                unreadable = False
             q = scores.quantile([0.25, 0.5, 0.75]).to_numpy() if len(scores) else [np.nan] * 3
             n = int(d.get("n_picks", {}).get(wf, len(scores)))
             rows.append({
@@ -163,7 +176,7 @@ def summary(runs: list[tuple[dict, dict[str, Path]]]) -> pd.DataFrame:
                 "voxel_size_A": vs[0], "resampled": bool((d.get("working_grid") or {}).get("resampled", False)),
                 "seconds": (d.get("timings_s") or {}).get("total", np.nan),
                 "note": "; ".join(t for t in (
-                    "" if n else "no picks",
+                    "picks file unreadable" if unreadable else "" if n else "no picks",
                     "" if lam.get("found", True) else f"lamella not found: {lam.get('reason', '')}",
                     f"context: {ctx['warning']}" if ctx.get("warning") else "") if t),
             })

@@ -142,3 +142,13 @@ def test_drop_junk_uses_each_tomograms_current_classes(two_runs, tmp_path, capsy
     assert collect(out, [WF], drop_junk=True)[WF].unclassified == ["TS_01", "TS_02"]
     assert main(["collect", str(out), "--drop-junk"]) == 0
     assert "not classified" in capsys.readouterr().out
+
+
+def test_a_broken_picks_file_is_one_line(two_runs, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(two_runs[0], out)
+    (out / "TS_02" / "picks" / f"{WF}.star").write_text("data_particles\nloop_\n_rlnTomoName #1\n\"unclosed")
+    assert main(["collect", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"TS_02/picks/{WF}.star: cannot be read" in err[0]
+    collect_run(out, [WF])  # after a run: a line, not a failure
