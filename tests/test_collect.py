@@ -49,9 +49,10 @@ def test_run_collects_every_tomogram_of_its_out(two_runs):
     assert list(table.columns[:4]) == ["tomogram", "x", "y", "z"] and len(table) == len(star)
     own = pd.read_csv(second.picks[WF]["csv"], comment="#")
     pd.testing.assert_frame_equal(table[table.tomogram == "TS_02"].drop(columns="tomogram").reset_index(drop=True), own)
-    # RELION 5's centred Angstrom coordinates back to each tomogram's voxels (read_points, the evaluate reader)
-    back = read_points(out / f"{WF}.star", first.voxel_size[0], first.shape)
-    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), table[["x", "y", "z"]].to_numpy(), atol=5e-4)  # CSV: 3 decimals
+    # RELION 5's centred Angstrom coordinates back to each tomogram's voxels: / voxel size + size / 2
+    back = np.stack([star[f"rlnCenteredCoordinate{a}Angst"] / first.voxel_size[0] + n / 2
+                     for a, n in zip("XYZ", first.shape[::-1])], axis=1)
+    np.testing.assert_allclose(back, table[["x", "y", "z"]].to_numpy(), atol=5e-4)  # CSV: 3 decimals
 
 
 def test_min_score_writes_a_cut_beside_the_full_set(two_runs):
@@ -152,3 +153,10 @@ def test_a_broken_picks_file_is_one_line(two_runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"TS_02/picks/{WF}.star: cannot be read" in err[0]
     collect_run(out, [WF])  # after a run: a line, not a failure
+
+
+def test_evaluating_a_collected_file_is_refused(two_runs):
+    out, first, *_ = two_runs
+    for f in (out / f"{WF}.star", out / f"{WF}.csv"):
+        with pytest.raises(PicketError, match="holds the picks of 2 tomograms"):
+            read_points(f, first.voxel_size[0], first.shape)

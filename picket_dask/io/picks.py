@@ -296,6 +296,10 @@ def read_points(path: str | Path, voxel_size: float | None = None, shape_zyx=Non
                           "check that the file is a picks or truth file") from None
     if not {"x", "y", "z"} <= set(df.columns):
         raise PicketError(path, "has no x, y, z columns", "give a CSV with x, y, z columns in voxels")
+    names = star["rlnTomoName"] if suffix == ".star" and "rlnTomoName" in star.columns else df.get("tomogram")
+    if names is not None and names.nunique() > 1:  # a run's collected particles (collect.py): one tomogram at a time
+        raise PicketError(path, f"holds the picks of {names.nunique()} tomograms", "give one tomogram's picks "
+                          "(OUT/NAME/picks/WF.*), or score a whole run with `picket-dask evaluate OUT --truth TRUTH_DIR`")
     if "type" not in df.columns and "particle_type" in df.columns:  # the dev set's and the simulator's truth layout
         df = df.rename(columns={"particle_type": "type"})
     return df
