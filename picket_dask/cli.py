@@ -129,6 +129,17 @@ def cmd_run(args) -> int:
     if not cfg.tomograms:
         raise PicketError("run", "no tomograms given", "name MRC/REC files, .zarr images or folders, or list them in --config")
     paths = checked_inputs(cfg.tomograms, cfg)  # a bad input or option: one line, before a cluster starts
+    if args.dry_run:
+        from .workflows import plan
+
+        for row in plan(paths, cfg, cfg.out):
+            z, y, x = row["shape_zyx"]
+            print(f"{row['name']}: {z} x {y} x {x} voxels of {row['voxel_size_A']:g} A ({row['voxel_size_from']}); grid: "
+                  f"{row['grid']}" + (f"; mask {row['mask']}" if row["mask"] else "") + f"; {row['out']}: {row['state']}"
+                  + (f"; {row['note']}" if row["note"] else ""))
+        print(f"{len(paths)} tomogram(s), workflows {', '.join(cfg.workflows)}, preset {cfg.preset}: checked, nothing "
+              "written (--dry-run)")
+        return 0
     with removed_on_input_error(cfg.out, only_if_empty=True):  # bad input leaves no empty output folder
         ensure_dir(cfg.out)  # an output folder that cannot be created: one line, before a cluster starts
         with _client(args):
@@ -393,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
     r.add_argument("--classify", action="store_true", help="last stage: sort each workflow's picks into classes "
                    "(OUT/NAME/classes/WF; see picket-dask classify)")
+    r.add_argument("--dry-run", action="store_true", help="check every input and option and print what the run would "
+                   "do per tomogram (shape, voxel size, working grid, mask, resume), without starting a cluster or writing")
     r.add_argument("--no-collect", action="store_true", help="do not gather all tomograms' picks into OUT/WF.star, "
                    "OUT/WF.csv, OUT/summary.csv at the end (run `picket-dask collect OUT` later; for arrays of many tasks)")
     r.add_argument("--mask", metavar="FILE|FOLDER", help="picks only where this mask is nonzero at their centre: an "

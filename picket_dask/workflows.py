@@ -162,6 +162,29 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
     return paths
 
 
+def plan(paths: list, cfg: RunConfig, out: str | Path) -> list[dict]:
+    """What ``run`` would do with each checked input (``checked_inputs``), read from headers only: its name
+    and OUT/NAME, shape (z, y, x), voxel size (Angstrom; the header's or --voxel-size), the working grid,
+    its mask, and whether OUT/NAME holds an earlier run (resumed: stages whose parameters match are kept).
+    ``picket-dask run --dry-run`` prints it before a batch is submitted."""
+    rows = []
+    for p in paths:
+        t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
+        grid = working_grid(t.voxel_size, t.shape, cfg.localize.particle_diameter_A, cfg.segment.resample)
+        name = tomogram_name(p)
+        folder = Path(out) / name
+        state = "holds an earlier run (its stages whose parameters match are kept)" if (folder / RUN_JSON).is_file() else \
+            "folder exists, no run.json: run again from the start" if folder.exists() else "new"
+        rows.append({"name": name, "input": source_id(p), "shape_zyx": t.shape, "voxel_size_A": t.voxel_size[0],
+                     "voxel_size_from": "--voxel-size" if cfg.voxel_size is not None else "header",
+                     "grid": grid.reason if grid.resampled else "the tomogram's own",
+                     "mask": str(find_mask(cfg.mask, p, name)) if cfg.mask else "",
+                     "out": str(folder), "state": state,
+                     "note": "voxel size <= 1 A: unset in the header? pass --voxel-size"
+                     if cfg.voxel_size is None and max(t.voxel_size) <= 1.0 else ""})
+    return rows
+
+
 def distinct_inputs(paths: list) -> list:
     """``paths`` with an input given twice kept once, and refused when two inputs share a name: each writes
     OUT/NAME (NAME: the file name without its suffix, a copick run's name), so ``TS_01/tomo.mrc`` and

@@ -337,3 +337,14 @@ def test_unset_voxel_size_is_named(tmp_path, sim_tiny, capsys):
         assert not (tmp_path / "out2").exists()
     finally:
         progress.quiet(was)
+
+
+def test_dry_run_checks_and_writes_nothing(tmp_path, sim_tiny, capsys):
+    out = tmp_path / "out"
+    assert main(["run", str(sim_tiny["tomogram"]), "--out", str(out), "--dry-run", "--voxel-size", "14"]) == 0
+    said = capsys.readouterr().out
+    assert f"{sim_tiny['tomogram'].stem}: 48 x 96 x 96 voxels of 14 A (--voxel-size); grid: 14 A voxels are coarser" in said
+    assert "new" in said and "nothing written (--dry-run)" in said and not out.exists()
+    # the same checks as a run: a bad option is the run's one line
+    assert main(["run", str(sim_tiny["tomogram"]), "--out", str(out), "--dry-run", "--z-extract", "10", "99"]) == 2
+    assert "reaches past" in capsys.readouterr().err and not out.exists()

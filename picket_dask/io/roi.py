@@ -39,7 +39,7 @@ def find_mask(spec: str | Path, tomogram, name: str) -> Path:
             if cand.exists() and source_id(cand) != source_id(tomogram):
                 return cand
     raise PicketError(f"--mask {spec}", f"holds no mask for tomogram {name!r}",
-                      f"put {name}_mask.mrc there (or .rec, .zarr), or leave this tomogram out of the run")
+                      f"put {name}_mask.mrc there (or .rec, .zarr, .tif), or leave this tomogram out of the run")
 
 
 def open_mask(path: Path, shape_zyx: tuple[int, int, int], tomogram, chunks: int = 128) -> da.Array:
