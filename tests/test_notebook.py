@@ -17,4 +17,4 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     nb = nbformat.read(NB, as_version=4)
     nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    assert "dashboard:" in outputs and "copick points" in outputs
+    assert "dashboard:" in outputs and "copick points" in outputs and "gabor-gmm-ws.star" in outputs  # collected
