@@ -302,3 +302,17 @@ def test_run_with_classify_as_last_stage(tmp_path, two_kinds):
     assert (tmp_path / "out" / "t" / "classes" / "intensities-kmeans-cc" / "picks.csv").is_file(), where
     doc = read_run(tmp_path / "out" / "t")
     assert "intensities-kmeans-cc.classify" in doc["timings_s"] and doc["classes"]["intensities-kmeans-cc"] == where
+
+
+def test_a_second_classify_of_one_workflow_stops_at_the_lock(two_kinds, tmp_path):
+    import shutil
+
+    from picket_dask.io.atomic import exclusive
+
+    tdir = tmp_path / "tomo"
+    shutil.copytree(two_kinds[0], tdir)
+    with exclusive(tdir / f".classes-{WF}.lock", "the first classify"):  # as a first classify holds it
+        with pytest.raises(PicketError, match="is being written by another picket-dask run"):
+            classify_picks(tdir, WF)
+    assert not (tdir / "classes").exists()
+    assert classify_picks(tdir, WF).out == tdir / "classes" / WF  # released: the next one runs

@@ -90,7 +90,7 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
     diameter from the run's size prior or the instances' sizes). edge: 'pad' or 'skip' picks
     whose box crosses a face. Runs on the active Dask client (or the threaded scheduler).
     """
-    from ..io.atomic import atomic_path
+    from ..io.atomic import atomic_path, exclusive
     from ..io.grid import image_grid
     from ..io.omezarr import open_image
     from . import junk as jk
@@ -105,122 +105,126 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
     if bad or not families:
         raise PicketError(f"families {bad or families}", "unknown descriptor families", f"use some of {', '.join(dsc.FAMILIES)}")
     image, picks_path, doc = resolve(result_dir, workflow)
-    data, vs, _ = open_image(image)
-    shape = tuple(int(s) for s in data.shape)
-    chunks = tuple(int(c[0]) for c in data.chunks)
-    vmax = float(np.max(vs))
-    picks = read_picks(picks_path)
-    grid = image_grid(image, vs, shape)  # picks are in the source tomogram's voxels, boxes on the image's grid
-    centres = grid.to_work(picks[["z", "y", "x"]].to_numpy(float))
-    sizes = picks["size_vox"].to_numpy(float) / float(np.prod(grid.ratio)) if "size_vox" in picks.columns else None
-    if box_A is not None:
-        if not box_A > 0:
-            raise PicketError(f"--box-A {box_A}", "is not a positive length", "give the box edge in Angstrom, e.g. --box-A 400")
-        box = int(round(box_A / vmax))
-        box += box % 2
-    else:
-        prior = (doc.get("config", {}).get("localize", {}) or {}).get("particle_diameter_A")
-        box = default_box(sizes, vmax, prior, shape)
-    check_picks(centres, shape, box, picks_path)
-    check_k(k_req, len(picks), picks_path)
-    outside = outside_fraction(centres, box, shape)
-    keep = np.ones(len(picks), bool) if edge == "pad" else outside == 0
-    if not keep.any():
-        raise PicketError(picks_path, f"every pick lies within half a box ({box} voxels) of a face", "use edge='pad' or a smaller --box-A")
-    idx = np.nonzero(keep)[0]
-    check_k(k_req, len(idx), f"{picks_path} (picks not at a face)")
-    c_keep = centres[idx]
-
-    # 0: particle polarity from a sample of the picks (cryo-ET: protein darker than ice)
-    with timings.stage("polarity"):
-        rng = np.random.default_rng(seed)
-        sample = np.sort(rng.choice(len(idx), size=min(len(idx), 256), replace=False))
-        pol = []
-        map_batches(image, c_keep[sample], box, shape, chunks, _polarity, pol.append, (), max_picks=256)
-        polarity = float(np.sign(np.mean(pol)) or -1.0)
-    # 1: descriptors, batch by batch (only these small arrays come back)
-    with timings.stage("descriptors"):
-        parts = []
-        sz = None if sizes is None else sizes[idx]
-        n_batches = map_batches(image, c_keep, box, shape, chunks, _describe, parts.append, (polarity, sz, families),
-                                label=f"classify {workflow}: descriptors of {len(idx)} picks", max_picks=max_picks_per_task)
-        desc = {f: np.zeros((len(idx),) + np.asarray(parts[0][1][f]).shape[1:]) for f in parts[0][1]}
-        for rows, d in parts:
-            for f, v in d.items():
-                desc[f][rows] = v
-        del parts
-    # 2: classes
-    with timings.stage("cluster"):
-        x = dsc.whiten(desc, families, seed=seed)
-        cl = cluster(x, k_req, seed)
-    labels = np.zeros(len(picks), int)
-    labels[idx] = cl.labels
-    conf = np.zeros(len(picks))
-    conf[idx] = cl.confidence
-    # 3: aligned class sums (and the boxes for the stack export), batch by batch
     final = Path(out) if out else Path(result_dir) / "classes" / workflow
-    with atomic_path(final, overwrite=True) as tmp:
-        tmp.mkdir(parents=True)
-        with timings.stage("averages"):
-            sums = np.zeros((cl.k + 1, box, box, box), np.float64)
-            counts = np.zeros(cl.k + 1, np.int64)
-            stack = outp.StackWriter(tmp / "subvolumes.mrcs", len(idx), box, vs) if export_subvolumes else None
+    # one classify per workflow folder at a time: a second (the command run twice, or beside run --classify) stops
+    # with one line naming the first, instead of the last rename winning whole (flock, released if killed)
+    lock = Path(out).parent / f".{Path(out).name}.lock" if out else Path(result_dir) / f".classes-{workflow}.lock"
+    with exclusive(lock, final):  # beside the tomogram's folder contents: no classes/ folder made before the work
+        data, vs, _ = open_image(image)
+        shape = tuple(int(s) for s in data.shape)
+        chunks = tuple(int(c[0]) for c in data.chunks)
+        vmax = float(np.max(vs))
+        picks = read_picks(picks_path)
+        grid = image_grid(image, vs, shape)  # picks are in the source tomogram's voxels, boxes on the image's grid
+        centres = grid.to_work(picks[["z", "y", "x"]].to_numpy(float))
+        sizes = picks["size_vox"].to_numpy(float) / float(np.prod(grid.ratio)) if "size_vox" in picks.columns else None
+        if box_A is not None:
+            if not box_A > 0:
+                raise PicketError(f"--box-A {box_A}", "is not a positive length", "give the box edge in Angstrom, e.g. --box-A 400")
+            box = int(round(box_A / vmax))
+            box += box % 2
+        else:
+            prior = (doc.get("config", {}).get("localize", {}) or {}).get("particle_diameter_A")
+            box = default_box(sizes, vmax, prior, shape)
+        check_picks(centres, shape, box, picks_path)
+        check_k(k_req, len(picks), picks_path)
+        outside = outside_fraction(centres, box, shape)
+        keep = np.ones(len(picks), bool) if edge == "pad" else outside == 0
+        if not keep.any():
+            raise PicketError(picks_path, f"every pick lies within half a box ({box} voxels) of a face", "use edge='pad' or a smaller --box-A")
+        idx = np.nonzero(keep)[0]
+        check_k(k_req, len(idx), f"{picks_path} (picks not at a face)")
+        c_keep = centres[idx]
 
-            aligned_central = np.zeros(len(idx))
+        # 0: particle polarity from a sample of the picks (cryo-ET: protein darker than ice)
+        with timings.stage("polarity"):
+            rng = np.random.default_rng(seed)
+            sample = np.sort(rng.choice(len(idx), size=min(len(idx), 256), replace=False))
+            pol = []
+            map_batches(image, c_keep[sample], box, shape, chunks, _polarity, pol.append, (), max_picks=256)
+            polarity = float(np.sign(np.mean(pol)) or -1.0)
+        # 1: descriptors, batch by batch (only these small arrays come back)
+        with timings.stage("descriptors"):
+            parts = []
+            sz = None if sizes is None else sizes[idx]
+            n_batches = map_batches(image, c_keep, box, shape, chunks, _describe, parts.append, (polarity, sz, families),
+                                    label=f"classify {workflow}: descriptors of {len(idx)} picks", max_picks=max_picks_per_task)
+            desc = {f: np.zeros((len(idx),) + np.asarray(parts[0][1][f]).shape[1:]) for f in parts[0][1]}
+            for rows, d in parts:
+                for f, v in d.items():
+                    desc[f][rows] = v
+            del parts
+        # 2: classes
+        with timings.stage("cluster"):
+            x = dsc.whiten(desc, families, seed=seed)
+            cl = cluster(x, k_req, seed)
+        labels = np.zeros(len(picks), int)
+        labels[idx] = cl.labels
+        conf = np.zeros(len(picks))
+        conf[idx] = cl.confidence
+        # 3: aligned class sums (and the boxes for the stack export), batch by batch
+        with atomic_path(final, overwrite=True) as tmp:
+            tmp.mkdir(parents=True)
+            with timings.stage("averages"):
+                sums = np.zeros((cl.k + 1, box, box, box), np.float64)
+                counts = np.zeros(cl.k + 1, np.int64)
+                stack = outp.StackWriter(tmp / "subvolumes.mrcs", len(idx), box, vs) if export_subvolumes else None
 
-            def add(r):
-                s, c, rows, central, b = r
-                sums[:] += s
-                counts[:] += c
-                aligned_central[rows] = central
-                if b is not None:
-                    stack.put(b[0], b[1])
+                aligned_central = np.zeros(len(idx))
 
-            try:
-                map_batches(image, c_keep, box, shape, chunks, _sums, add, (cl.labels, desc["frame"], cl.k, polarity, export_subvolumes),
-                            label=f"classify {workflow}: class averages", max_picks=max_picks_per_task)
-            finally:
-                if stack is not None:
-                    stack.close()
-        averages = {k: (sums[k] / max(counts[k], 1)).astype(np.float32) for k in range(1, cl.k + 1)}
-        # 4: junk flags (per class from the class's descriptors and average; per pick for outliers)
-        with timings.stage("junk"):
-            flags = jk.flag(desc, cl.labels, averages, polarity, box, aligned_central)
-        table = jk.class_table(desc, cl.labels, averages, flags, vs, box)
-        pick_junk = np.zeros(len(picks), bool)
-        pick_reason = np.array([""] * len(picks), dtype=object)
-        pick_junk[idx] = flags.pick_junk
-        pick_reason[idx] = flags.pick_reason
-        picks_out = picks.copy()
-        picks_out["class"] = labels
-        picks_out["class_confidence"] = np.round(conf, 4)
-        picks_out["junk"] = pick_junk
-        picks_out["junk_reason"] = pick_reason
-        if edge == "pad":
-            picks_out["outside_fraction"] = np.round(outside, 3)
-        # 5: files
-        with timings.stage("write"):
-            name = Path(result_dir).name
-            paths = outp.write_picks_tables(tmp, picks_out, name, grid.source_shape, grid.source_voxel_A, workflow, drop_junk)
-            table.to_csv(tmp / "classes.csv", index=False, float_format="%.4g")
-            paths["classes"] = str(tmp / "classes.csv")
-            paths["averages"] = outp.write_averages(tmp, averages, vs)
-            paths["gallery"] = str(outp.gallery(tmp / "gallery.png", averages, table, vs, f"{name} / {workflow}"))
-            if export_subvolumes:
-                star = outp.subvolume_star(picks_out.iloc[idx], "subvolumes.mrcs", name, grid.source_shape,
-                                           grid.source_voxel_A, box, vs)
-                paths["subvolumes_star"] = str(outp.write_star(star, tmp / "subvolumes.star"))
-                paths["subvolumes"] = str(tmp / "subvolumes.mrcs")
-        timings["total"] = round(time.perf_counter() - t0, 3)
-        report = {
-            "workflow": workflow, "picks": str(picks_path), "image": str(image), "n_picks": int(len(picks)),
-            "box_vox": box, "box_A": box * vmax, "edge": edge, "picks_at_faces": int((outside > 0).sum()),
-            "skipped": int((~keep).sum()), "polarity": "bright" if polarity > 0 else "dark", "families": list(families),
-            "descriptor_dims": int(x.shape[1]), "classes_requested": classes if k_req is None else k_req, "k": cl.k,
-            "bic": cl.bic, "junk_rules": jk.RULES, "junk_classes": [int(k) for k in table.loc[table.junk, "class"]],
-            "n_junk_picks": int(pick_junk.sum()), "batches": n_batches, "timings_s": dict(timings), **environment(),
-        }
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
-        paths = {k: (v.replace(str(tmp), str(final)) if isinstance(v, str) else
-                     {kk: vv.replace(str(tmp), str(final)) for kk, vv in v.items()}) for k, v in paths.items()}
-    return ClassifyResult(final, len(picks), cl.k, table, paths, dict(timings))
+                def add(r):
+                    s, c, rows, central, b = r
+                    sums[:] += s
+                    counts[:] += c
+                    aligned_central[rows] = central
+                    if b is not None:
+                        stack.put(b[0], b[1])
+
+                try:
+                    map_batches(image, c_keep, box, shape, chunks, _sums, add, (cl.labels, desc["frame"], cl.k, polarity, export_subvolumes),
+                                label=f"classify {workflow}: class averages", max_picks=max_picks_per_task)
+                finally:
+                    if stack is not None:
+                        stack.close()
+            averages = {k: (sums[k] / max(counts[k], 1)).astype(np.float32) for k in range(1, cl.k + 1)}
+            # 4: junk flags (per class from the class's descriptors and average; per pick for outliers)
+            with timings.stage("junk"):
+                flags = jk.flag(desc, cl.labels, averages, polarity, box, aligned_central)
+            table = jk.class_table(desc, cl.labels, averages, flags, vs, box)
+            pick_junk = np.zeros(len(picks), bool)
+            pick_reason = np.array([""] * len(picks), dtype=object)
+            pick_junk[idx] = flags.pick_junk
+            pick_reason[idx] = flags.pick_reason
+            picks_out = picks.copy()
+            picks_out["class"] = labels
+            picks_out["class_confidence"] = np.round(conf, 4)
+            picks_out["junk"] = pick_junk
+            picks_out["junk_reason"] = pick_reason
+            if edge == "pad":
+                picks_out["outside_fraction"] = np.round(outside, 3)
+            # 5: files
+            with timings.stage("write"):
+                name = Path(result_dir).name
+                paths = outp.write_picks_tables(tmp, picks_out, name, grid.source_shape, grid.source_voxel_A, workflow, drop_junk)
+                table.to_csv(tmp / "classes.csv", index=False, float_format="%.4g")
+                paths["classes"] = str(tmp / "classes.csv")
+                paths["averages"] = outp.write_averages(tmp, averages, vs)
+                paths["gallery"] = str(outp.gallery(tmp / "gallery.png", averages, table, vs, f"{name} / {workflow}"))
+                if export_subvolumes:
+                    star = outp.subvolume_star(picks_out.iloc[idx], "subvolumes.mrcs", name, grid.source_shape,
+                                               grid.source_voxel_A, box, vs)
+                    paths["subvolumes_star"] = str(outp.write_star(star, tmp / "subvolumes.star"))
+                    paths["subvolumes"] = str(tmp / "subvolumes.mrcs")
+            timings["total"] = round(time.perf_counter() - t0, 3)
+            report = {
+                "workflow": workflow, "picks": str(picks_path), "image": str(image), "n_picks": int(len(picks)),
+                "box_vox": box, "box_A": box * vmax, "edge": edge, "picks_at_faces": int((outside > 0).sum()),
+                "skipped": int((~keep).sum()), "polarity": "bright" if polarity > 0 else "dark", "families": list(families),
+                "descriptor_dims": int(x.shape[1]), "classes_requested": classes if k_req is None else k_req, "k": cl.k,
+                "bic": cl.bic, "junk_rules": jk.RULES, "junk_classes": [int(k) for k in table.loc[table.junk, "class"]],
+                "n_junk_picks": int(pick_junk.sum()), "batches": n_batches, "timings_s": dict(timings), **environment(),
+            }
+            (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str))
+            paths = {k: (v.replace(str(tmp), str(final)) if isinstance(v, str) else
+                         {kk: vv.replace(str(tmp), str(final)) for kk, vv in v.items()}) for k, v in paths.items()}
+        return ClassifyResult(final, len(picks), cl.k, table, paths, dict(timings))
