@@ -12,6 +12,11 @@ from .errors import PicketError
 from .io.atomic import check_writable, ensure_dir, ensure_parent, removed_on_input_error
 
 
+RELION_NAME_HELP = ("rlnTomoName in the STAR files: the one group of this regular expression matching each tomogram's "
+                    "whole name, RELION's name for it ('rec_(.*)' for RELION 5's rec_TS_01.mrc, '(.*)_[0-9.]+Apx' for "
+                    "Warp's TS_01_10.00Apx.mrc; default: the name itself)")
+
+
 def _cluster_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dask cluster")
     g.add_argument("--cluster", default="local", choices=["local", "threads", "slurm", "pbs", "lsf"],
@@ -82,6 +87,8 @@ def _config(args) -> RunConfig:
         d["mask"] = args.mask
     if getattr(args, "no_collect", False):
         d["collect"] = False
+    if getattr(args, "relion_tomo_name", None):
+        d["relion_tomo_name"] = args.relion_tomo_name
     for key in ("concurrent", "fit_on"):
         if getattr(args, key, None) is not None:
             d[key] = getattr(args, key)
@@ -281,7 +288,7 @@ def cmd_collect(args) -> int:
     from .collect import SUMMARY, collect
 
     done = collect(args.out, [w for w in args.workflows.split(",") if w] if args.workflows else None, args.min_score,
-                   args.drop_junk)
+                   args.drop_junk, args.relion_tomo_name)
     for c in done.values():
         print(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) -> {c.star}, {c.csv}")
         if c.missing:
@@ -404,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fit-on", type=int, help="fit each clusterer once on the first N tomograms, apply to all")
     r.add_argument("--classify", action="store_true", help="last stage: sort each workflow's picks into classes "
                    "(OUT/NAME/classes/WF; see picket-dask classify)")
+    r.add_argument("--relion-tomo-name", metavar="PATTERN", help=RELION_NAME_HELP)
     r.add_argument("--dry-run", action="store_true", help="check every input and option and print what the run would "
                    "do per tomogram (shape, voxel size, working grid, mask, resume), without starting a cluster or writing")
     r.add_argument("--no-collect", action="store_true", help="do not gather all tomograms' picks into OUT/WF.star, "
@@ -470,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("out", help="the --out folder of `picket-dask run` (its tomogram folders OUT/NAME)")
     co.add_argument("--workflows", help="comma-separated (default: every workflow with picks there)")
     co.add_argument("--min-score", type=float, help="keep picks scoring at least S (written as WF_min-score-S.star/.csv)")
+    co.add_argument("--relion-tomo-name", metavar="PATTERN", help=RELION_NAME_HELP)
     co.add_argument("--drop-junk", action="store_true", help="leave out the picks `picket-dask classify` flagged junk "
                     "(written as WF_no-junk.star/.csv; tomograms not classified are kept whole)")
     co.set_defaults(func=cmd_collect)

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .config import ALL_WORKFLOWS
 from .errors import PicketError
-from .io.picks import write_csv, write_star_frame
+from .io.picks import relion_name, write_csv, write_star_frame
 from .io.results import RUN_JSON, read_run, run_folders
 
 
@@ -99,16 +99,19 @@ def stem(workflow: str, min_score: float | None, drop_junk: bool = False) -> str
 
 
 def collect(out: str | Path, workflows: list[str] | None = None, min_score: float | None = None,
-            drop_junk: bool = False) -> dict[str, Collected]:
+            drop_junk: bool = False, relion_tomo_name: str | None = None) -> dict[str, Collected]:
     """Gather every tomogram's picks under ``out`` (a ``run``'s output folder) into one RELION 5 STAR
     and one CSV per workflow (module docstring). ``workflows``: those to gather (default: every
     workflow any tomogram has picks of); ``min_score``: keep picks scoring at least this; ``drop_junk``:
-    leave out the picks ``picket-dask classify`` flagged junk (tomograms without current classes whole)."""
+    leave out the picks ``picket-dask classify`` flagged junk (tomograms without current classes whole);
+    ``relion_tomo_name``: the STAR's rlnTomoName from each tomogram's name by this pattern (io.picks.relion_name;
+    default: the rows' names as each tomogram's STAR has them)."""
     out = Path(out)
     if (out / RUN_JSON).is_file():
         raise PicketError(out, "is one tomogram's folder", f"give the run's --out folder that holds it ({out.parent})")
     folders = run_folders(out)
     docs = [read_run(f) for f in folders]
+    rln = {d["name"]: relion_name(d["name"], relion_tomo_name) for d in docs} if relion_tomo_name else {}
     if not docs:
         raise PicketError(out, "holds no tomogram folders with a run.json", "give the --out folder of `picket-dask run`")
     have = [{wf: {f: Path(paths[f]) for f in ("star", "csv")} for wf, paths in d.get("picks", {}).items()
@@ -126,6 +129,8 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
                 missing.append(d["name"])
                 continue
             star, df, classified = _read_picks(h[wf], min_score, (folder, wf) if drop_junk else None)
+            if rln:
+                star["rlnTomoName"] = rln[d["name"]]
             if drop_junk and not classified:
                 unclassified.append(d["name"])
             stars.append(star)

@@ -212,6 +212,8 @@ class RunConfig(_Strict):
     concurrent: int = Field(2, ge=1, description="tomograms processed at the same time on the cluster")
     fit_on: int = Field(0, ge=0, description="fit each clusterer once on the first N tomograms and apply it to all (0: per tomogram)")
     classify: bool = Field(False, description="sort each workflow's picks into classes as the last stage (NAME/classes/WF)")
+    relion_tomo_name: Optional[str] = Field(None, description="regular expression with one group matching each tomogram's "
+                                            "whole name: the STAR files' rlnTomoName is that group (e.g. 'rec_(.*)'); None: the name")
     collect: bool = Field(True, description="at the end, gather every tomogram's picks in out into OUT/WF.star, OUT/WF.csv "
                           "and OUT/summary.csv (collect.py); False leaves it to `picket-dask collect` (arrays of thousands of tasks)")
     mask: Optional[str] = Field(None, description="picks only where this mask of the tomogram is nonzero at their centre: "

@@ -23,7 +23,7 @@ from .config import ALL_WORKFLOWS, DEFAULT_DIAMETER_A, LocalizeParams, RunConfig
 from .errors import PicketError
 from .io.atomic import ensure_dir, exclusive, removed_on_input_error
 from .io.omezarr import read_attrs
-from .io.picks import picks_frame, write_all
+from .io.picks import picks_frame, relion_name, write_all
 from .io.results import RUN_JSON, read_run, write_run
 from .io.copick_io import is_copick
 from .io.grid import Grid, resample, work_params, working_grid
@@ -157,6 +157,7 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
         check_diameter_fits(p, t, cfg)
         check_z_bounds(p, t, cfg)
+        relion_name(tomogram_name(p), cfg.relion_tomo_name)  # the pattern names every tomogram
         if cfg.mask:  # found and of the tomogram's shape (its voxels are counted when the tomogram's turn comes)
             open_mask(find_mask(cfg.mask, p, tomogram_name(p)), t.shape, p, cfg.chunks)
     return paths
@@ -293,7 +294,8 @@ def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, seg_params: Seg
     if grid.resampled:
         meta["working_grid"] = grid.as_dict()
     with timings.stage(f"{wf}.write_picks"):
-        paths = write_all(df, tdir / "picks", wf, tdir.name, grid.source_shape, grid.source_voxel_A, meta)
+        paths = write_all(df, tdir / "picks", wf, tdir.name, grid.source_shape, grid.source_voxel_A, meta,
+                          star_name=relion_name(tdir.name, cfg.relion_tomo_name))
     return paths, len(df)
 
 
@@ -454,18 +456,18 @@ def run(tomograms: list[str | Path] | str | Path, out: str | Path = "picket-out"
     with removed_on_input_error(out, only_if_empty=True):
         results = _run_all(paths, cfg, ensure_dir(out))  # ensure_dir: fail fast on a folder that cannot be created
     if cfg.collect:
-        collect_run(out, cfg.workflows)
+        collect_run(out, cfg.workflows, cfg.relion_tomo_name)
     return results
 
 
-def collect_run(out: str | Path, workflows: list[str]) -> None:
+def collect_run(out: str | Path, workflows: list[str], relion_tomo_name: str | None = None) -> None:
     """The run's workflows gathered over every tomogram folder in ``out`` (collect.py: OUT/WF.star, OUT/WF.csv).
     After the tomograms' own outputs are written, a folder it cannot read (another run's) is one line, not a failure."""
     from .collect import collect
     from .progress import note
 
     try:
-        done = collect(out, workflows)
+        done = collect(out, workflows, relion_tomo_name=relion_tomo_name)
     except PicketError as exc:
         note(f"particles of the run's tomograms not collected into {out}: {exc} (each tomogram's own picks are written)")
         return

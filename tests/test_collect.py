@@ -14,6 +14,7 @@ from picket_dask.io.picks import read_points
 from picket_dask.workflows import collect_run, run
 
 WF = "intensities-kmeans-cc"
+KW = dict(chunks=32, max_fit_voxels=20_000)
 
 
 def _star(path):
@@ -160,3 +161,33 @@ def test_evaluating_a_collected_file_is_refused(two_runs):
     for f in (out / f"{WF}.star", out / f"{WF}.csv"):
         with pytest.raises(PicketError, match="holds the picks of 2 tomograms"):
             read_points(f, first.voxel_size[0], first.shape)
+
+
+def test_relion_names_from_a_pattern(tmp_path, sim_tiny, capsys):
+    from picket_dask.io.picks import relion_name
+
+    assert relion_name("rec_TS_01", "rec_(.*)") == "TS_01" and relion_name("TS_01_10.00Apx", r"(.*)_[0-9.]+Apx") == "TS_01"
+    assert relion_name("TS_01", None) == "TS_01"
+    for pattern, words in (("rec_.*", "has 0 groups"), ("(rec)_(.*)", "has 2 groups"), ("rec_(", "is not a regular"),
+                           ("rec_(.*)", "does not match tomogram 'TS_01'"), ("TS_01()", "does not match")):
+        with pytest.raises(PicketError, match=words.replace("(", r"\(")):
+            relion_name("TS_01", pattern)
+    for n in ("rec_TS_01", "rec_TS_02"):
+        shutil.copy(sim_tiny["tomogram"], tmp_path / f"{n}.mrc")
+    out = tmp_path / "out"
+    res = run([tmp_path / "rec_TS_01.mrc", tmp_path / "rec_TS_02.mrc"], out, [WF], relion_tomo_name="rec_(.*)", **KW)
+    assert set(_star(res[0].picks[WF]["star"])["rlnTomoName"]) == {"TS_01"}  # the tomogram's own STAR
+    assert list(pd.unique(_star(out / f"{WF}.star")["rlnTomoName"])) == ["TS_01", "TS_02"]  # and the run's
+    assert list(pd.unique(pd.read_csv(out / f"{WF}.csv", comment="#")["tomogram"])) == ["rec_TS_01", "rec_TS_02"]  # folders
+    from picket_dask.classify import classify_picks
+
+    cls = classify_picks(out / "rec_TS_01", WF, classes=2)  # classify's STAR follows the run's pattern
+    assert set(_star(cls.out / "picks.star")["rlnTomoName"]) == {"TS_01"}
+    collect(out)  # without a pattern: the rows as each tomogram's STAR has them
+    assert list(pd.unique(_star(out / f"{WF}.star")["rlnTomoName"])) == ["TS_01", "TS_02"]
+    collect(out, relion_tomo_name="(.*)")
+    assert list(pd.unique(_star(out / f"{WF}.star")["rlnTomoName"])) == ["rec_TS_01", "rec_TS_02"]
+    # a pattern that misses a tomogram: one line before any work
+    assert main(["run", str(tmp_path / "rec_TS_01.mrc"), str(sim_tiny["tomogram"]), "--out", str(tmp_path / "o2"),
+                 "--relion-tomo-name", "rec_(.*)", "--dry-run"]) == 2
+    assert f"does not match tomogram '{sim_tiny['tomogram'].stem}'" in capsys.readouterr().err

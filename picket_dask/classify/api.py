@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import PicketError
+from ..io.picks import relion_name
 from ..io.results import RUN_JSON, read_run
 from ..provenance import Timings, environment
 from . import descriptors as dsc
@@ -205,13 +206,15 @@ def classify_picks(result_dir: str | Path, workflow: str, classes: int | str | N
             # 5: files
             with timings.stage("write"):
                 name = Path(result_dir).name
-                paths = outp.write_picks_tables(tmp, picks_out, name, grid.source_shape, grid.source_voxel_A, workflow, drop_junk)
+                rln = relion_name(name, (doc.get("config") or {}).get("relion_tomo_name"))  # as the run's own STAR files
+                paths = outp.write_picks_tables(tmp, picks_out, name, grid.source_shape, grid.source_voxel_A, workflow,
+                                                drop_junk, star_name=rln)
                 table.to_csv(tmp / "classes.csv", index=False, float_format="%.4g")
                 paths["classes"] = str(tmp / "classes.csv")
                 paths["averages"] = outp.write_averages(tmp, averages, vs)
                 paths["gallery"] = str(outp.gallery(tmp / "gallery.png", averages, table, vs, f"{name} / {workflow}"))
                 if export_subvolumes:
-                    star = outp.subvolume_star(picks_out.iloc[idx], "subvolumes.mrcs", name, grid.source_shape,
+                    star = outp.subvolume_star(picks_out.iloc[idx], "subvolumes.mrcs", rln, grid.source_shape,
                                                grid.source_voxel_A, box, vs)
                     paths["subvolumes_star"] = str(outp.write_star(star, tmp / "subvolumes.star"))
                     paths["subvolumes"] = str(tmp / "subvolumes.mrcs")

@@ -30,10 +30,12 @@ def class_object(k: int) -> str:
 
 
 def write_picks_tables(out: Path, picks: pd.DataFrame, tomo_name: str, shape, voxel_size, workflow: str,
-                       drop_junk: bool) -> dict[str, str]:
-    """picks.csv, picks.star (rlnClassNumber), copick per class, and the cleaned picks."""
+                       drop_junk: bool, star_name: str | None = None) -> dict[str, str]:
+    """picks.csv, picks.star (rlnClassNumber; rlnTomoName ``star_name``, default ``tomo_name``), copick per class
+    (run ``tomo_name``), and the cleaned picks."""
     paths = {"picks": str(write_csv(picks, out / "picks.csv"))}
-    star = star_frame(picks, tomo_name, shape, voxel_size)
+    star_name = star_name or tomo_name
+    star = star_frame(picks, star_name, shape, voxel_size)
     star["rlnClassNumber"] = picks["class"].to_numpy()
     star["rlnMaxValueProbDistribution"] = picks["class_confidence"].to_numpy()
     paths["star"] = str(write_star(star, out / "picks.star"))
@@ -45,7 +47,7 @@ def write_picks_tables(out: Path, picks: pd.DataFrame, tomo_name: str, shape, vo
     if drop_junk:
         clean = picks.loc[~picks["junk"].to_numpy(bool)].drop(columns=["class", "class_confidence", "junk", "junk_reason"])
         paths["clean"] = str(write_csv(clean, out / "picks_clean.csv"))
-        paths["clean_star"] = str(write_star(star_frame(clean, tomo_name, shape, voxel_size), out / "picks_clean.star"))
+        paths["clean_star"] = str(write_star(star_frame(clean, star_name, shape, voxel_size), out / "picks_clean.star"))
     return paths
 
 

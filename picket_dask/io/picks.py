@@ -218,13 +218,38 @@ def write_ndjson(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def write_all(df: pd.DataFrame, out_dir: Path, stem: str, tomo_name: str, shape_zyx, voxel_size, metadata: dict) -> dict[str, str]:
-    """Write every format into ``out_dir``; return {format: path}."""
+def relion_name(name: str, pattern: str | None) -> str:
+    """The ``rlnTomoName`` of tomogram ``name``: the name itself, or with ``pattern`` (a regular expression with
+    one group, matching the whole name) that group: RELION names tomograms after their tilt series, so
+    ``rec_(.*)`` gives ``TS_01`` for RELION 5's ``rec_TS_01.mrc`` and ``(.*)_[0-9.]+Apx`` for Warp's
+    ``TS_01_10.00Apx.mrc``."""
+    if not pattern:
+        return name
+    import re
+
+    flag = f"--relion-tomo-name {pattern}"
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise PicketError(flag, f"is not a regular expression ({exc})", "give one like 'rec_(.*)'") from None
+    if rx.groups != 1:
+        raise PicketError(flag, f"has {rx.groups} groups", "give exactly one group, the part that is RELION's name: 'rec_(.*)'")
+    m = rx.fullmatch(name)
+    if m is None or not m.group(1):
+        raise PicketError(flag, f"does not match tomogram {name!r} (the whole name, with a non-empty group)",
+                          "change the pattern, or leave this tomogram out")
+    return m.group(1)
+
+
+def write_all(df: pd.DataFrame, out_dir: Path, stem: str, tomo_name: str, shape_zyx, voxel_size, metadata: dict,
+              star_name: str | None = None) -> dict[str, str]:
+    """Write every format into ``out_dir``; return {format: path}. ``star_name``: the STAR's rlnTomoName
+    (default ``tomo_name``, which names the copick run)."""
     ensure_dir(out_dir)
     return {
         "csv": str(write_csv(df, out_dir / f"{stem}.csv")),
         "yaml": str(write_picket_yaml(df, out_dir / f"{stem}_picket.yaml", metadata)),
-        "star": str(write_star(df, out_dir / f"{stem}.star", tomo_name, shape_zyx, voxel_size)),
+        "star": str(write_star(df, out_dir / f"{stem}.star", star_name or tomo_name, shape_zyx, voxel_size)),
         "copick": str(write_copick_json(df, out_dir / f"{stem}_copick.json", tomo_name, stem)),
         "ndjson": str(write_ndjson(df, out_dir / f"{stem}.ndjson")),
     }
