@@ -75,22 +75,26 @@ def _read_tiff(path: Path) -> np.ndarray:
     return arr
 
 
+def _local(x):
+    """Compute ``x`` in this process (dask's threaded scheduler), not on the cluster: a mask is read where its
+    file is, and a TIFF's array (held here) would otherwise travel inside the task graph."""
+    import dask
+
+    return dask.compute(x, scheduler="threads")[0]
+
+
 def voxels_inside(mask: da.Array) -> int:
     """Number of nonzero voxels (read by chunks)."""
-    from ..progress import compute
-
-    return int(compute((mask != 0).sum(), label="mask: voxels inside")[0])
+    return int(_local((mask != 0).sum()))
 
 
 def inside(mask: da.Array, zyx: np.ndarray) -> np.ndarray:
     """(n,) bool: whether the mask is nonzero at each point (z, y, x voxels of the mask, fractional: the
     nearest voxel; points outside the volume are outside)."""
-    from ..progress import compute
-
     pts = np.rint(np.asarray(zyx, float).reshape(-1, 3)).astype(np.int64)
     ok = np.all((pts >= 0) & (pts < np.asarray(mask.shape)), axis=1)
     out = np.zeros(len(pts), bool)
     if ok.any():
         p = pts[ok]
-        out[ok] = np.asarray(compute(mask.vindex[p[:, 0], p[:, 1], p[:, 2]], label="mask: at the picks")[0]) != 0
+        out[ok] = np.asarray(_local(mask.vindex[p[:, 0], p[:, 1], p[:, 2]])) != 0
     return out
