@@ -7,6 +7,7 @@ each segmentation serves both extractors. Output layout, per tomogram NAME under
     NAME/NAME.zarr                    OME-Zarr image (+ labels/semantic-F-C, labels/instances-F-C-E)
     NAME/picks/F-C-E.{csv,star,ndjson}, F-C-E_picket.yaml, F-C-E_copick.json
     NAME/run.json                     parameters, versions, per-stage timings, scores
+    WF.star, WF.csv, summary.csv      every tomogram folder's picks gathered at the end (collect.py)
 """
 
 from __future__ import annotations
