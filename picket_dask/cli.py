@@ -417,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-collect", action="store_true", help="do not gather all tomograms' picks into OUT/WF.star, "
                    "OUT/WF.csv, OUT/summary.csv at the end (run `picket-dask collect OUT` later; for arrays of many tasks)")
     r.add_argument("--mask", metavar="FILE|FOLDER", help="picks only where this mask is nonzero at their centre: an "
-                   "MRC/OME-Zarr of the tomogram's shape, or a folder of NAME_mask.mrc for each tomogram NAME")
+                   "MRC/OME-Zarr/TIFF of the tomogram's shape, or a folder of NAME_mask.mrc (.tif, ...) for each tomogram NAME")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default: the size prior's "
                    "smallest diameter; 15 in the reference preset)")
     r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")
@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     co = sub.add_parser("collect", help="the picks of every tomogram in a run's --out: one RELION 5 STAR and one CSV "
-                        "per workflow (OUT/WF.star, OUT/WF.csv; run writes them too)")
+                        "per workflow (OUT/WF.star, OUT/WF.csv) and OUT/summary.csv (run writes them too)")
     co.add_argument("out", help="the --out folder of `picket-dask run` (its tomogram folders OUT/NAME)")
     co.add_argument("--workflows", help="comma-separated (default: every workflow with picks there)")
     co.add_argument("--min-score", type=float, help="keep picks scoring at least S (written as WF_min-score-S.star/.csv)")
