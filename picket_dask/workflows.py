@@ -531,8 +531,9 @@ def localize_only(image: str | Path, semantic_name: str, extractor: str, out: st
 
 def expand_inputs(items) -> list:
     """Tomogram paths from files and folders (a folder: its .mrc/.rec/.map files and .zarr images; not the tilt
-    series and stacks, .st/.ali/.mrcs, that an IMOD or Warp folder holds beside its tomograms under one name),
-    each once and each with a name of its own (``distinct_inputs``: every input writes OUT/NAME)."""
+    series and stacks, .st/.ali/.mrcs, that an IMOD or Warp folder holds beside its tomograms under one name, nor
+    the ``NAME_mask.*`` files ``--mask`` reads), each once and each with a name of its own (``distinct_inputs``:
+    every input writes OUT/NAME)."""
     from .io.mrc import MRC_SUFFIXES, STACK_SUFFIXES
 
     out: list[Path] = []
@@ -542,8 +543,8 @@ def expand_inputs(items) -> list:
             continue
         p = Path(item)
         if p.is_dir() and not is_zarr(p):
-            found = sorted(q for q in p.iterdir() if (q.suffix.lower() in MRC_SUFFIXES and q.suffix.lower() not in STACK_SUFFIXES)
-                           or (q.suffix == ".zarr" and q.is_dir()))
+            found = sorted(q for q in p.iterdir() if ((q.suffix.lower() in MRC_SUFFIXES and q.suffix.lower() not in STACK_SUFFIXES)
+                           or (q.suffix == ".zarr" and q.is_dir())) and not tomogram_name(q).lower().endswith("_mask"))
             if not found:
                 raise PicketError(p, "folder holds no tomograms", "give MRC/REC files or .zarr images, or a folder of them")
             out.extend(found)

@@ -437,6 +437,6 @@ def test_folder_input_skips_tilt_series(tmp_path, vol):
     .map, .zarr), not the stacks beside them (they were taken too, then refused, and the run with them)."""
     from picket_dask.workflows import expand_inputs
 
-    for name in ("TS_01.st", "TS_01.ali", "TS_01.rec", "other.mrcs"):
+    for name in ("TS_01.st", "TS_01.ali", "TS_01.rec", "other.mrcs", "TS_01_mask.mrc"):
         write_mrc(tmp_path / name, vol, 10)
-    assert expand_inputs([tmp_path]) == [tmp_path / "TS_01.rec"]
+    assert expand_inputs([tmp_path]) == [tmp_path / "TS_01.rec"]  # nor the --mask files beside it
