@@ -27,7 +27,7 @@ import pandas as pd
 
 from .config import ALL_WORKFLOWS
 from .errors import PicketError
-from .io.picks import relion_name, write_csv, write_star_frame
+from .io.picks import read_star_particles, relion_name, write_csv, write_star_frame
 from .io.results import RUN_JSON, read_run, run_folders
 
 
@@ -65,10 +65,8 @@ def _read_picks(paths: dict[str, Path], min_score: float | None, junk_of: tuple[
     rows, both in score order; with ``min_score`` those whose STAR figure of merit is at least it; with
     ``junk_of`` (its folder and the workflow) those its classes do not flag junk (``junk_flags``). The flag
     says whether classes were used."""
-    import starfile
-
     try:
-        star = starfile.read(paths["star"], always_dict=True).get("particles", pd.DataFrame())
+        star = read_star_particles(paths["star"])
     except Exception as exc:  # truncated, or not a STAR file: one line naming it
         raise PicketError(paths["star"], f"cannot be read ({type(exc).__name__}: {exc})",
                           "run its tomogram again, or move its folder out of the run's --out") from None

@@ -88,6 +88,7 @@ def test_fast_writers_equal_the_libraries():
     from picket_dask.io.picks import copick_json_text, copick_points, csv_text, ndjson_text, star_frame, star_text
 
     frames = list(_frames())
+    scored = [df for df in frames if "score" in df.columns]
     nan = frames[-1].copy()
     nan.loc[3, "score"] = np.nan
     nan.loc[4, "x"] = np.inf
@@ -108,8 +109,11 @@ def test_fast_writers_equal_the_libraries():
                 continue
             assert ours.splitlines()[1:] == ref.splitlines()[1:] and ours.endswith("\n\n") and ref.endswith("\n\n")
             assert ours.splitlines()[0].split(" at ")[0] == ref.splitlines()[0].split(" at ")[0]  # the time may differ
+    # a leading column of tomogram names (a run's collected CSV), and names pandas must quote
+    for names in (["TS_01", "TS 02", "TS_01", "x"], ["a,b", "c", "d", "e"], ['q"', "c", "d", "e"]):
+        table = pd.concat([df.assign(tomogram=n)[["tomogram", *df.columns]] for df, n in zip(scored, names)], ignore_index=True)
+        assert csv_text(table) == table.to_csv(index=False, float_format="%.3f")
     # several tomograms in one file (a run's collected particles), an integer column after the floats
-    scored = [df for df in frames if "score" in df.columns]
     star = pd.concat([star_frame(df, name, (40, 60, 80), (10.0, 10.0, 13.7))
                       for df, name in zip(scored, ["TS_01", "TS 02", "TS_01", "x"])], ignore_index=True)
     star["rlnClassNumber"] = np.arange(len(star)) % 3
@@ -234,3 +238,24 @@ def test_unquoted_off_in_yaml_is_off(tmp_path):
     p.write_text("segment:\n  kmeans_cut: off\n")
     with pytest.raises(PicketError, match="kmeans_cut"):
         load_config(p)
+
+
+def test_star_reader_equals_starfile(tmp_path):
+    """read_star_particles (pandas' parser on the files star_text writes) gives starfile's frame; other layouts
+    (an optics block first, another first column) go to starfile itself."""
+    from picket_dask.io.picks import read_star_particles, star_frame, write_star_frame
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 300):
+        for names in (["TS_01"], ["TS 01"], ["a", "b b", "c"]):
+            star = pd.concat([star_frame(picks_frame(rng.uniform(0, 100, (n, 3)), (10.0, 10.0, 13.7), rng.integers(1, 99, n),
+                                                     None, rng.normal(size=n), rng.normal(size=n)), nm, (40, 60, 80),
+                                         (10.0, 10.0, 13.7)) for nm in names], ignore_index=True)
+            f = write_star_frame(star, tmp_path / "p.star")
+            pd.testing.assert_frame_equal(read_star_particles(f), starfile.read(f, always_dict=True)["particles"])
+    optics = {"optics": pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [10.0]}),
+              "particles": pd.DataFrame({"rlnTomoName": ["t"], "rlnCoordinateX": [1.5]})}
+    other = {"particles": pd.DataFrame({"rlnCoordinateX": [1.5, 2.0], "rlnMicrographName": ["m", "n"]})}
+    for i, doc in enumerate((optics, other)):
+        starfile.write(doc, tmp_path / f"o{i}.star", overwrite=True)
+        pd.testing.assert_frame_equal(read_star_particles(tmp_path / f"o{i}.star"), doc["particles"])
