@@ -89,3 +89,20 @@ def test_no_built_packages_committed():
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     assert not [f for f in files if f.endswith((".whl", ".tar.gz", ".egg", ".conda"))]
+
+
+def test_readme_command_block_names_every_option():
+    """The README's command-line block lists every option of every subcommand (it drifted: --face-layer and the
+    copick spacing options were missing while --help had them)."""
+    import argparse
+    import re
+
+    from picket_dask.cli import build_parser
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Command line", 1)[1].split("```text", 1)[1].split("```", 1)[0]
+    listed = set(re.findall(r"--[A-Za-z][A-Za-z0-9-]*", block))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = {f"{name} {opt}" for name, p in sub.choices.items() for a in p._actions for opt in a.option_strings
+               if opt.startswith("--") and opt != "--help" and opt not in listed}
+    assert not missing, sorted(missing)
