@@ -131,16 +131,13 @@ def write_star(df: pd.DataFrame, path: Path, tomo_name: str, shape_zyx: tuple[in
 
 def write_star_frame(star: pd.DataFrame, path: Path) -> Path:
     """Write a particles table (first column ``rlnTomoName``) as a STAR file's ``data_particles`` block,
-    atomically: formatted directly where ``star_text`` can, else by starfile."""
-    import starfile
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # pid: two runs collecting into one folder
+    atomically: formatted directly where ``star_text`` can, else by starfile (the text ``starfile.write`` writes)."""
     text = star_text(star)
     if text is None:
-        starfile.write({"particles": star}, tmp, overwrite=True)
-    else:
-        tmp.write_text(text)
-    os.replace(tmp, path)
+        from starfile.writer import StarWriter
+
+        text = StarWriter({"particles": star}).to_string()
+    _atomic_text(path, text)
     return path
 
 
