@@ -59,35 +59,36 @@ def junk_flags(folder: Path, workflow: str, table: pd.DataFrame) -> np.ndarray |
     return cls["junk"].astype(str).str.lower().isin(("true", "1")).to_numpy()
 
 
-def _read_picks(paths: dict[str, Path], min_score: float | None, junk_of: tuple[Path, str] | None = None
-                ) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
-    """A tomogram's STAR rows (as written: RELION gets the numbers of the tomogram's own STAR) and CSV
-    rows, both in score order; with ``min_score`` those whose STAR figure of merit is at least it; with
-    ``junk_of`` (its folder and the workflow) those its classes do not flag junk (``junk_flags``). The flag
-    says whether classes were used."""
+def _read(path: Path, reader) -> pd.DataFrame:
     try:
-        star = read_star_particles(paths["star"])
-    except Exception as exc:  # truncated, or not a STAR file: one line naming it
-        raise PicketError(paths["star"], f"cannot be read ({type(exc).__name__}: {exc})",
+        return reader(path)
+    except Exception as exc:  # truncated, or not a STAR / CSV file: one line naming it
+        raise PicketError(path, f"cannot be read ({type(exc).__name__}: {exc})",
                           "run its tomogram again, or move its folder out of the run's --out") from None
-    try:
-        table = pd.read_csv(paths["csv"], comment="#")
-    except Exception as exc:
-        raise PicketError(paths["csv"], f"cannot be read ({type(exc).__name__}: {exc})",
-                          "run its tomogram again, or move its folder out of the run's --out") from None
+
+
+def _read_picks(paths: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A tomogram's STAR rows (as written: RELION gets the numbers of the tomogram's own STAR) and CSV rows,
+    both in score order, row for row."""
+    star = _read(paths["star"], read_star_particles)
+    table = _read(paths["csv"], lambda f: pd.read_csv(f, comment="#"))
     if len(star) != len(table):
         raise PicketError(paths["star"].parent, f"holds {len(star)} STAR and {len(table)} CSV picks",
                           "run the tomogram again (a file was replaced by hand?)")
-    keep = np.ones(len(table), bool)
-    flags = None if junk_of is None else junk_flags(*junk_of, table)
-    if flags is not None:
-        keep &= ~flags
+    return star, table
+
+
+def _kept(star: pd.DataFrame, table: pd.DataFrame, min_score: float | None, junk: np.ndarray | None,
+          path: Path) -> np.ndarray:
+    """Rows to collect: with ``min_score`` those whose STAR figure of merit is at least it, with ``junk`` (the
+    classes' flags, ``junk_flags``) those not flagged."""
+    keep = np.ones(len(table), bool) if junk is None else ~junk
     if min_score is not None:
         if "rlnAutopickFigureOfMerit" not in star.columns:
-            raise PicketError(paths["star"], "has no rlnAutopickFigureOfMerit to cut at --min-score",
+            raise PicketError(path, "has no rlnAutopickFigureOfMerit to cut at --min-score",
                               "run the tomogram again with this version (every pick is scored), or collect without --min-score")
         keep &= star["rlnAutopickFigureOfMerit"].to_numpy(float) >= min_score
-    return star.loc[keep].reset_index(drop=True), table.loc[keep].reset_index(drop=True), flags is not None
+    return keep
 
 
 def stem(workflow: str, min_score: float | None, drop_junk: bool = False) -> str:
@@ -109,9 +110,9 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
         raise PicketError(out, "is one tomogram's folder", f"give the run's --out folder that holds it ({out.parent})")
     folders = run_folders(out)
     docs = [read_run(f) for f in folders]
-    rln = {d["name"]: relion_name(d["name"], relion_tomo_name) for d in docs} if relion_tomo_name else {}
     if not docs:
         raise PicketError(out, "holds no tomogram folders with a run.json", "give the --out folder of `picket-dask run`")
+    rln = {d["name"]: relion_name(d["name"], relion_tomo_name) for d in docs} if relion_tomo_name else {}
     have = [{wf: {f: Path(paths[f]) for f in ("star", "csv")} for wf, paths in d.get("picks", {}).items()
              if all(paths.get(f) and Path(paths[f]).is_file() for f in ("star", "csv"))}
             for d in docs]  # per folder: workflow -> its STAR and CSV
@@ -119,18 +120,22 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
     for wf in workflows or []:
         if wf not in found:
             raise PicketError(wf, f"has no picks in {out}", f"collect one it has ({', '.join(found) or 'none'}) or run it first")
-    result = {}
+    result, scores = {}, {}  # scores: (tomogram folder, workflow) -> its picks' scores, for the summary
     for wf in workflows or found:
         stars, tables, names, missing, unclassified = [], [], [], [], []
         for folder, d, h in zip(folders, docs, have):
             if wf not in h:
                 missing.append(d["name"])
                 continue
-            star, df, classified = _read_picks(h[wf], min_score, (folder, wf) if drop_junk else None)
+            star, df = _read_picks(h[wf])
+            scores[(folder, wf)] = df["score"] if "score" in df.columns else pd.Series(dtype=float)
+            junk = junk_flags(folder, wf, df) if drop_junk else None
+            if drop_junk and junk is None:
+                unclassified.append(d["name"])
+            keep = _kept(star, df, min_score, junk, h[wf]["star"])
+            star, df = star.loc[keep].reset_index(drop=True), df.loc[keep].reset_index(drop=True)
             if rln:
                 star["rlnTomoName"] = rln[d["name"]]
-            if drop_junk and not classified:
-                unclassified.append(d["name"])
             stars.append(star)
             tables.append(df.assign(tomogram=d["name"])[["tomogram", *df.columns]])
             names.append(d["name"])
@@ -139,8 +144,9 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
         table = pd.concat(tables, ignore_index=True)
         csv_path = write_csv(table, out / f"{s}.csv")  # x, y, z in the voxels of each row's tomogram
         result[wf] = Collected(wf, star, csv_path, len(table), names, missing, unclassified)
-    with_csv = [(d, {wf: p["csv"] for wf, p in h.items()}) for d, h in zip(docs, have)]
-    write_csv(summary(with_csv), out / SUMMARY, comment=SUMMARY_COMMENT)
+    runs = [(d, {wf: scores[(f, wf)] if (f, wf) in scores else _scores(p["csv"]) for wf, p in h.items()})
+            for f, d, h in zip(folders, docs, have)]  # the workflows not collected now: their scores read here
+    write_csv(summary(runs), out / SUMMARY, comment=SUMMARY_COMMENT)
     return result
 
 
@@ -148,25 +154,29 @@ SUMMARY = "summary.csv"
 SUMMARY_COMMENT = "# one row per tomogram and workflow of this folder (picket_dask/collect.py: summary)"
 
 
-def summary(runs: list[tuple[dict, dict[str, Path]]]) -> pd.DataFrame:
-    """One row per tomogram and workflow from each tomogram's run.json and picks CSV (``runs``: (run.json
-    document, workflow -> CSV path)): n_picks, picks_per_um3 (per cubic micrometre of the sample: the
+def _scores(csv: Path) -> pd.Series | None:
+    """The score column of a picks CSV (empty without one), None when the file cannot be read."""
+    try:
+        return pd.read_csv(csv, comment="#", usecols=lambda c: c == "score").get("score", pd.Series(dtype=float))
+    except Exception:  # an unreadable picks file: its summary row says so (collect names it when it gathers it)
+        return None
+
+
+def summary(runs: list[tuple[dict, dict[str, pd.Series | None]]]) -> pd.DataFrame:
+    """One row per tomogram and workflow from each tomogram's run.json and its picks' scores (``runs``: (run.json
+    document, workflow -> scores, None where the picks file was unreadable)): n_picks, picks_per_um3 (per cubic micrometre of the sample: the
     lamella's ice, or the whole volume where none was found), score quartiles, the lamella, the share of the
     volume masked as context (gold, membranes) and kept by ``--mask``, voxel size, resampling, run time."""
     rows = []
-    for d, csvs in runs:
+    for d, per_wf in runs:
         vs = [float(v) for v in d["voxel_size_A"]]
         volume_um3 = float(np.prod(d["shape_zyx"])) * float(np.prod(vs)) * 1e-12  # A^3 -> um^3
         lam, ctx, mask = d.get("lamella") or {}, d.get("context") or {}, d.get("mask") or {}
         ice = float(lam.get("ice_fraction", 1.0)) if lam.get("found") else 1.0
         sample_um3 = volume_um3 * ice * float(mask.get("fraction", 1.0))
-        for wf, csv in csvs.items():
-            try:
-                scores = pd.read_csv(csv, comment="#", usecols=lambda c: c == "score").get("score", pd.Series(dtype=float))
-            except Exception:  # an unreadable picks file: its row says so (collect names it when it gathers it)
-                scores, unreadable = pd.Series(dtype=float), True
-            else:
-                unreadable = False
+        for wf, scores in per_wf.items():
+            unreadable = scores is None
+            scores = pd.Series(dtype=float) if unreadable else scores
             q = scores.quantile([0.25, 0.5, 0.75]).to_numpy() if len(scores) else [np.nan] * 3
             n = int(d.get("n_picks", {}).get(wf, len(scores)))
             rows.append({
