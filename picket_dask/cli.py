@@ -416,8 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "do per tomogram (shape, voxel size, working grid, mask, resume), without starting a cluster or writing")
     r.add_argument("--no-collect", action="store_true", help="do not gather all tomograms' picks into OUT/WF.star, "
                    "OUT/WF.csv, OUT/summary.csv at the end (run `picket-dask collect OUT` later; for arrays of many tasks)")
-    r.add_argument("--mask", metavar="FILE|FOLDER", help="picks only where this mask is nonzero at their centre: an "
-                   "MRC/OME-Zarr/TIFF of the tomogram's shape, or a folder of NAME_mask.mrc (.tif, ...) for each tomogram NAME")
+    r.add_argument("--mask", metavar="FILE|FOLDER|copick:NAME", help="picks only where this mask is nonzero at their centre: "
+                   "an MRC/OME-Zarr/TIFF of the tomogram's shape, a folder of NAME_mask.mrc (.tif, ...) for each tomogram "
+                   "NAME, or for copick runs copick:SEGMENTATION[:USER[:SESSION]], each run's segmentation of that name")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default: the size prior's "
                    "smallest diameter; 15 in the reference preset)")
     r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")

@@ -217,8 +217,8 @@ class RunConfig(_Strict):
     collect: bool = Field(True, description="at the end, gather every tomogram's picks in out into OUT/WF.star, OUT/WF.csv "
                           "and OUT/summary.csv (collect.py); False leaves it to `picket-dask collect` (arrays of thousands of tasks)")
     mask: Optional[str] = Field(None, description="picks only where this mask of the tomogram is nonzero at their centre: "
-                                "an MRC/OME-Zarr file of the tomogram's shape, or a folder of NAME_mask.mrc per tomogram "
-                                "(io/roi.py)")
+                                "an MRC/OME-Zarr file of the tomogram's shape, a folder of NAME_mask.mrc per tomogram, or "
+                                "copick:NAME[:USER[:SESSION]], each copick run's segmentation NAME (io/roi.py)")
 
     @model_validator(mode="before")
     @classmethod

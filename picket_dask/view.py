@@ -23,6 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import PicketError
+from .io.roi import COPICK, load_mask
+from .progress import note
+
 AXES = ("z", "y", "x")
 UNITS = ("angstrom",) * 3
 # semantic labels: 1 particle (amber), 255 border voxels (translucent grey); None is napari's
@@ -88,12 +92,15 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
     shape = tuple(int(n) for n in doc["shape_zyx"])  # picks: the source tomogram's voxels and voxel size (run.json)
     vs = tuple(float(v) for v in doc["voxel_size_A"])
     mask = (doc.get("mask") or {}).get("path")
-    if mask and Path(mask).exists():  # the user's region (--mask), on the tomogram's own voxels like the picks
-        from .io.roi import open_mask
-
-        inside = (open_mask(Path(mask), shape, doc["name"]) != 0).astype(np.uint8)  # labels need integers: 1 inside
-        out.append((inside, {"name": "mask", "opacity": 0.3, "visible": False, "scale": vs, "axis_labels": AXES,
-                             "units": UNITS}, "labels"))
+    if mask and (mask.startswith(COPICK) or Path(mask).exists()):  # the user's region (--mask), placed in Angstrom
+        try:
+            roi = load_mask(mask, doc["tomogram"], doc["name"], shape, vs[0])
+        except PicketError as exc:  # a copick project moved, copick not installed here: the rest still shows
+            note(f"view: the mask is left out ({exc})")
+        else:
+            inside = (roi.data != 0).astype(np.uint8)  # labels need integers: 1 inside
+            out.append((inside, {"name": "mask", "opacity": 0.3, "visible": False, "axis_labels": AXES, "units": UNITS,
+                                 "scale": tuple(v / s for v, s in zip(vs, roi.scale))}, "labels"))
     for i, wf in enumerate(wfs):
         picks = read_points(doc["picks"][wf]["csv"])
         rings, diam, ids = pick_rings(picks, vs, shape)

@@ -28,7 +28,7 @@ from .io.picks import picks_frame, relion_name, write_all
 from .io.results import RUN_JSON, read_run, write_run
 from .io.copick_io import is_copick
 from .io.grid import Grid, resample, work_params, working_grid
-from .io.roi import find_mask, inside, open_mask, voxels_inside
+from .io.roi import load_mask, voxels_inside
 from .io.tomogram import convert, is_zarr, open_tomogram, source_id, source_stamp, tomogram_name
 from .localize.extract import localize
 from .provenance import Timings, environment
@@ -132,19 +132,19 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
 
 
 def user_mask(path, cfg: RunConfig, timings: Timings) -> tuple:
-    """``--mask``: the tomogram's mask (lazy, its voxels) and the run.json record, or (None, None); a mask
+    """``--mask``: the tomogram's mask (io/roi.py's RegionMask) and the run.json record, or (None, None); a mask
     without a nonzero voxel is refused here, before the tomogram is converted."""
     if not cfg.mask:
         return None, None
     with timings.stage("mask"):
-        where = find_mask(cfg.mask, path, tomogram_name(path))
-        shape = open_tomogram(path, cfg.chunks, cfg.voxel_size).shape
-        mask = open_mask(where, shape, path, cfg.chunks)
-        n = voxels_inside(mask)
+        t = open_tomogram(path, cfg.chunks, cfg.voxel_size)
+        mask = load_mask(cfg.mask, path, tomogram_name(path), t.shape, t.voxel_size[0], cfg.chunks)
+        n = voxels_inside(mask.data)
     if n == 0:
-        raise PicketError(f"--mask {where}", "has no nonzero voxel: every pick would be dropped",
+        raise PicketError(f"--mask {mask.source}", "has no nonzero voxel: every pick would be dropped",
                           "give a mask that is nonzero where picks may be (or leave --mask out)")
-    return mask, {"path": source_id(where), "voxels_inside": n, "fraction": round(n / float(np.prod(shape)), 6),
+    own = {} if mask.voxel_size_A is None else {"voxel_size_A": mask.voxel_size_A, "shape_zyx": list(mask.data.shape)}
+    return mask, {"path": mask.source, **own, "voxels_inside": n, "fraction": round(n / float(np.prod(mask.data.shape)), 6),
                   "rule": "picks kept where the mask is nonzero at their centre"}
 
 
@@ -159,8 +159,8 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
         check_diameter_fits(p, t, cfg)
         check_z_bounds(p, t, cfg)
         relion_name(tomogram_name(p), cfg.relion_tomo_name)  # the pattern names every tomogram
-        if cfg.mask:  # found and of the tomogram's shape (its voxels are counted when the tomogram's turn comes)
-            open_mask(find_mask(cfg.mask, p, tomogram_name(p)), t.shape, p, cfg.chunks)
+        if cfg.mask:  # found and of the tomogram's extent (its voxels are counted when the tomogram's turn comes)
+            load_mask(cfg.mask, p, tomogram_name(p), t.shape, t.voxel_size[0], cfg.chunks)
     return paths
 
 
@@ -180,7 +180,7 @@ def plan(paths: list, cfg: RunConfig, out: str | Path) -> list[dict]:
         rows.append({"name": name, "input": source_id(p), "shape_zyx": t.shape, "voxel_size_A": t.voxel_size[0],
                      "voxel_size_from": "--voxel-size" if cfg.voxel_size is not None else "header",
                      "grid": grid.reason if grid.resampled else "the tomogram's own",
-                     "mask": str(find_mask(cfg.mask, p, name)) if cfg.mask else "",
+                     "mask": load_mask(cfg.mask, p, name, t.shape, t.voxel_size[0], cfg.chunks).source if cfg.mask else "",
                      "out": str(folder), "state": state,
                      "note": "voxel size <= 1 A: unset in the header? pass --voxel-size"
                      if cfg.voxel_size is None and max(t.voxel_size) <= 1.0 else ""})
@@ -323,7 +323,7 @@ def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fi
     t_start = time.perf_counter()
     roi_mask, roi_doc = user_mask(path, cfg, timings)
     name, tdir, image, tomo, grid = prepare_image(path, cfg, out, timings)
-    roi = None if roi_mask is None else (lambda c, m=roi_mask, g=grid: inside(m, g.to_source(c)))  # working -> tomogram voxels
+    roi = None if roi_mask is None else (lambda c, m=roi_mask, g=grid: m.inside(g.to_source(c)))  # working -> tomogram voxels
     pairs = workflow_pairs(cfg.workflows)
     seg_params = segment_params(cfg, grid)
     warn_unset_voxel_size(name, cfg, grid.source_voxel_A, seg_params)

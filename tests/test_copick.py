@@ -17,7 +17,8 @@ def project(tmp_path, sim_tiny):
     cfg = {
         "config_type": "filesystem", "name": "picket-test", "version": "1.0.0", "user_id": "tester",
         "pickable_objects": [{"name": "particle", "is_particle": True, "label": 1, "color": [255, 0, 0, 255], "radius": 60.0},
-                             {"name": "membrane", "is_particle": False, "label": 2, "color": [0, 255, 0, 255]}],
+                             {"name": "membrane", "is_particle": False, "label": 2, "color": [0, 255, 0, 255]},
+                             {"name": "cytoplasm", "is_particle": False, "label": 3, "color": [0, 0, 255, 255]}],
         "overlay_root": f"local://{tmp_path / 'overlay'}", "static_root": f"local://{tmp_path / 'static'}",
         "overlay_fs_args": {"auto_mkdir": True}, "static_fs_args": {"auto_mkdir": True},
     }
@@ -98,3 +99,50 @@ def test_copick_voxel_size_override_refused(project, capsys):
 
     assert main(["run", "--copick", str(project), "--run", "TS_001", "--cluster", "threads", "--voxel-size", "14"]) == 2
     assert "does not apply to the copick input" in capsys.readouterr().err
+
+
+def test_copick_mask_segmentation_and_scores(project, tmp_path, sim_tiny, capsys):
+    """--mask copick:NAME keeps the picks whose centre lies inside the run's segmentation NAME, read at its own
+    voxel size (20 A here, the tomogram 10 A: centres placed through Angstrom); two segmentations of that name
+    (two users) are one line asking which; the picks written back carry their scores."""
+    from picket_dask.cli import main
+
+    shape = mrcfile.read(str(sim_tiny["tomogram"])).shape
+    seg = np.zeros(tuple(n // 2 for n in shape), np.uint8)
+    seg[:, :30, :] = 1  # tomogram y < 60 voxels
+    root = copick.from_file(str(project))
+    run = root.get_run("TS_001")
+    run.new_segmentation(voxel_size=20.0, name="cytoplasm", session_id="0", user_id="cellseg").from_numpy(seg)
+    base = ["run", "--copick", str(project), "--run", "TS_001", "--cluster", "threads", "--workflows", "gabor-kmeans-cc",
+            "--chunks", "32", "--max-fit-voxels", "20000"]
+    assert main(base + ["--out", str(tmp_path / "free")]) == 0
+    assert main(base + ["--out", str(tmp_path / "held"), "--mask", "copick:cytoplasm"]) == 0
+    free = pd.read_csv(tmp_path / "free" / "TS_001" / "picks" / "gabor-kmeans-cc.csv", comment="#")
+    held = pd.read_csv(tmp_path / "held" / "TS_001" / "picks" / "gabor-kmeans-cc.csv", comment="#")
+    z, y, x = (np.clip(np.rint(free[c].to_numpy() * 0.5).astype(int), 0, n - 1) for c, n in zip(("z", "y", "x"), seg.shape))
+    expected = free[seg[z, y, x] != 0].reset_index(drop=True)
+    assert 0 < len(held) == len(expected) < len(free)
+    pd.testing.assert_frame_equal(held.drop(columns="id"), expected.drop(columns="id"))
+    doc = json.loads((tmp_path / "held" / "TS_001" / "run.json").read_text())
+    assert doc["mask"]["path"] == "copick:cytoplasm:cellseg:0" and doc["mask"]["voxel_size_A"] == 20.0
+    assert doc["mask"]["voxels_inside"] == int(seg.sum())
+    points = copick.from_file(str(project)).get_run("TS_001").get_picks(
+        object_name="particle", user_id="picket", session_id="gabor-kmeans-cc")[0].points
+    np.testing.assert_allclose([p.score for p in points], held["score"].to_numpy(), rtol=1e-6)
+    from picket_dask.view import layers
+
+    shown = {kw["name"]: (d, kw) for d, kw, _ in layers(tmp_path / "held" / "TS_001")}
+    np.testing.assert_array_equal(np.asarray(shown["mask"][0]), seg)  # napari places it at its own 20 A voxels
+    assert shown["mask"][1]["scale"] == (20.0, 20.0, 20.0)
+
+    run.new_segmentation(voxel_size=20.0, name="cytoplasm", session_id="0", user_id="other").from_numpy(seg)
+    capsys.readouterr()
+    out = tmp_path / "two"
+    assert main(base + ["--out", str(out), "--mask", "copick:cytoplasm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "matches 2 segmentations" in err and "cellseg:0, other:0" in err
+    assert not out.exists()
+    assert main(base + ["--out", str(out), "--mask", "copick:cytoplasm:cellseg", "--dry-run"]) == 0
+    assert "copick:cytoplasm:cellseg:0" in capsys.readouterr().out
+    assert main(base + ["--out", str(out), "--mask", "copick:nucleus"]) == 2
+    assert "has no such segmentation" in capsys.readouterr().err

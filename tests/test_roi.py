@@ -100,3 +100,14 @@ def test_tiff_masks_read_as_stacks(tmp_path):
     (tmp_path / "bad.tif").write_bytes(b"not a tiff")
     with pytest.raises(PicketError, match="cannot be read as a TIFF stack"):
         open_mask(tmp_path / "bad.tif", (4, 5, 6), "t.mrc")
+
+
+@pytest.mark.parametrize("spec, says", [("copick:cytoplasm", "is not a copick run"),
+                                        ("copick:", "is not copick:NAME"), ("copick:a::b", "is not copick:NAME")])
+def test_copick_mask_needs_a_copick_run(tmp_path, sim_tiny, capsys, spec, says):
+    """A copick segmentation named for a file input (or a malformed one): one line before any work."""
+    out = tmp_path / "out"
+    assert main(["run", str(sim_tiny["tomogram"]), "--out", str(out), "--cluster", "threads", "--mask", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err and f"--mask {spec}" in err
+    assert not out.exists()

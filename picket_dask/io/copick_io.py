@@ -150,15 +150,45 @@ def open_copick(spec: str, chunks=128) -> tuple[da.Array, tuple[float, float, fl
     return arr, (float(vs.voxel_size),) * 3, src.run
 
 
+def open_segmentation(spec: str, name: str, user_id: str | None, session_id: str | None,
+                      voxel_A: float) -> tuple[da.Array, float, str]:
+    """The run's segmentation ``name`` (of ``user_id`` / ``session_id`` when given; multilabel: any label) at the
+    voxel size nearest ``voxel_A``: its level 0 lazily (z, y, x), its voxel size (Angstrom) and its full name
+    ``copick:NAME:USER:SESSION``. Several at that size (users, sessions) are refused: which one is the user's."""
+    import zarr
+
+    src = parse(spec)
+    _, run = _root_run(src)
+    asked = "copick:" + ":".join(p for p in (name, user_id, session_id) if p)
+    segs = [s for s in run.get_segmentations(name=name) if (user_id is None or s.user_id == user_id)
+            and (session_id is None or str(s.session_id) == session_id)]
+    if not segs:
+        have = sorted({f"{s.name}:{s.user_id}:{s.session_id}" for s in run.segmentations})[:10]
+        raise PicketError(f"--mask {asked}", f"run {src.run!r} has no such segmentation (segmentations: {have})",
+                          "segment the run first, or name one of those")
+    near = min((abs(float(s.voxel_size) - voxel_A), float(s.voxel_size)) for s in segs)[1]  # the nearest; ties: finer
+    at = [s for s in segs if abs(float(s.voxel_size) - near) < 1e-3]
+    if len(at) > 1:
+        raise PicketError(f"--mask {asked}", f"matches {len(at)} segmentations of run {src.run!r} at {near:g} A "
+                          f"({', '.join(sorted(f'{s.user_id}:{s.session_id}' for s in at))})",
+                          f"name one: --mask copick:{name}:USER:SESSION")
+    seg = at[0]
+    arr = da.from_zarr(zarr.open_group(seg.zarr(), mode="r")["0"])
+    return arr, float(seg.voxel_size), f"copick:{seg.name}:{seg.user_id}:{seg.session_id}"
+
+
 def write_picks(spec: str, df: pd.DataFrame, session_id: str, object_name: str = "particle", user_id: str = "picket") -> str:
-    """Store picks (Angstrom) as copick picks of ``object_name`` by ``user_id`` in ``session_id``; return the file's id."""
+    """Store picks (Angstrom) as copick picks of ``object_name`` by ``user_id`` in ``session_id``, each with its score
+    (copick's ``score``, localize/score.py; copick's default 1.0 where the picks have none); return the file's id."""
     from copick.models import CopickLocation, CopickPoint
 
     src = parse(spec)
     root, run = _root_run(src)
     _check_object(root, src, object_name)
     picks = run.new_picks(object_name=object_name, session_id=session_id, user_id=user_id, exist_ok=True)
-    picks.points = [CopickPoint(location=CopickLocation(x=float(r.x_A), y=float(r.y_A), z=float(r.z_A))) for r in df.itertuples()]
+    scores = df["score"].to_numpy(float) if "score" in df else np.ones(len(df))
+    picks.points = [CopickPoint(location=CopickLocation(x=float(r.x_A), y=float(r.y_A), z=float(r.z_A)), score=float(s))
+                    for r, s in zip(df.itertuples(), scores)]
     picks.store()
     return f"{picks.user_id}_{picks.session_id}_{picks.pickable_object_name}"
 

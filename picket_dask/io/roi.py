@@ -8,10 +8,14 @@ a TIFF stack (napari saves a labels layer as one; pages are z) of the tomogram's
 dtype; MRC and OME-Zarr masks are read only at the picks' centres and once, by chunks, to count their
 voxels, a TIFF whole (one byte per voxel for a uint8 mask). ``--mask`` names a file (for one tomogram)
 or a folder holding ``NAME_mask.{mrc,rec,zarr,tif,tiff}`` or ``NAME.{...}`` for each tomogram NAME.
+For copick runs, ``--mask copick:NAME[:USER[:SESSION]]`` is each run's segmentation NAME (a cell,
+organelle or membrane segmentation made by another tool of the project), at its own voxel size: the
+picks' centres are mapped to its voxels through Angstrom.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask.array as da
@@ -21,6 +25,60 @@ from ..errors import PicketError
 
 SUFFIXES = (".mrc", ".rec", ".zarr", ".tif", ".tiff")
 TIFF = (".tif", ".tiff")
+COPICK = "copick:"  # --mask copick:NAME[:USER[:SESSION]]: a segmentation of each copick run
+
+
+@dataclass(frozen=True)
+class RegionMask:
+    """A user's mask: ``data`` (lazy, (z, y, x), nonzero inside), ``scale`` (mask voxels per tomogram voxel
+    along z, y, x: 1 for a file of the tomogram's shape) and ``source`` (its path, or its copick name)."""
+
+    data: da.Array
+    scale: tuple[float, float, float]
+    source: str
+    voxel_size_A: float | None = None  # its own voxel size where it has one of its own (a copick segmentation)
+
+    def inside(self, zyx: np.ndarray) -> np.ndarray:
+        """(n,) bool for points in the tomogram's voxels (z, y, x)."""
+        return inside(self.data, np.asarray(zyx, float).reshape(-1, 3) * np.asarray(self.scale))
+
+
+def load_mask(spec: str, tomogram, name: str, shape_zyx: tuple[int, int, int], voxel_A: float,
+              chunks: int = 128) -> RegionMask:
+    """The mask ``spec`` (``--mask``) of tomogram ``name`` (input ``tomogram``, ``shape_zyx`` voxels of
+    ``voxel_A`` Angstrom): a file or folder (find_mask, open_mask), or a copick run's segmentation."""
+    from .tomogram import source_id
+
+    if str(spec).startswith(COPICK):
+        return _copick_mask(str(spec), tomogram, shape_zyx, voxel_A)
+    where = find_mask(spec, tomogram, name)
+    return RegionMask(open_mask(where, shape_zyx, tomogram, chunks), (1.0, 1.0, 1.0), source_id(where))
+
+
+def parse_copick_mask(spec: str) -> tuple[str, str | None, str | None]:
+    """``copick:NAME[:USER[:SESSION]]`` -> (name, user or None, session or None)."""
+    parts = spec[len(COPICK):].split(":")
+    if not parts[0] or len(parts) > 3 or not all(parts):
+        raise PicketError(f"--mask {spec}", "is not copick:NAME, copick:NAME:USER or copick:NAME:USER:SESSION",
+                          "name the run's segmentation, e.g. --mask copick:cytoplasm or copick:membrane:membrain-seg:0")
+    return parts[0], (parts[1] if len(parts) > 1 else None), (parts[2] if len(parts) > 2 else None)
+
+
+def _copick_mask(spec: str, tomogram, shape_zyx, voxel_A: float) -> RegionMask:
+    from .copick_io import is_copick, open_segmentation
+
+    name, user, session = parse_copick_mask(spec)
+    if not is_copick(tomogram):
+        raise PicketError(f"--mask {spec}", f"names a copick segmentation, but {tomogram} is not a copick run",
+                          "pick the run with --copick CONFIG --run RUN, or give a mask file")
+    data, seg_A, source = open_segmentation(tomogram, name, user, session, voxel_A)
+    scale = float(voxel_A) / seg_A
+    want = np.asarray(shape_zyx, float) * scale
+    if np.any(np.abs(np.asarray(data.shape) - want) > 1 + 1e-6):  # a segmentation of another tomogram
+        raise PicketError(f"--mask {spec}", f"{source} has shape {tuple(data.shape)} (z, y, x) at {seg_A:g} A, not the "
+                          f"tomogram's extent ({tuple(int(n) for n in shape_zyx)} at {voxel_A:g} A)",
+                          "name a segmentation of this run's tomogram")
+    return RegionMask(data, (scale,) * 3, source, seg_A)
 
 
 def find_mask(spec: str | Path, tomogram, name: str) -> Path:
