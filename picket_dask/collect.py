@@ -193,4 +193,30 @@ def summary(runs: list[tuple[dict, dict[str, pd.Series | None]]]) -> pd.DataFram
                     "" if lam.get("found", True) else f"lamella not found: {lam.get('reason', '')}",
                     f"context: {ctx['warning']}" if ctx.get("warning") else "") if t),
             })
-    return pd.DataFrame(rows)
+    return _batch_outliers(pd.DataFrame(rows))
+
+
+OUTLIER_FACTOR = 4.0  # picks per cubic micrometre this many times above or below the batch's median: look at it
+OUTLIER_MIN_BATCH = 5  # tomograms a workflow needs in the folder before a median says what is usual
+
+
+def _batch_outliers(table: pd.DataFrame) -> pd.DataFrame:
+    """Add a note to the rows whose picks per cubic micrometre lie OUTLIER_FACTOR times above or below their
+    workflow's median over the folder's tomograms (with at least OUTLIER_MIN_BATCH of them): one sample
+    imaged alike gives similar densities, so such a tomogram is where a fit went wrong (picks on noise or
+    contamination, or a particle class that caught only a few), or where the sample differs."""
+    if table.empty:
+        return table
+    for wf, rows in table.groupby("workflow"):
+        dens = rows["picks_per_um3"].dropna()
+        dens = dens[dens > 0]  # a tomogram without picks has its own note, and would pull the median down
+        if len(dens) < OUTLIER_MIN_BATCH:
+            continue
+        med = float(np.median(dens))
+        for i, v in dens.items():
+            ratio = v / med
+            if ratio >= OUTLIER_FACTOR or ratio <= 1 / OUTLIER_FACTOR:
+                text = (f"picks per um^3 {ratio:.2g} x the median of the {len(dens)} tomograms with picks in this folder "
+                        f"({med:,.0f})")
+                table.loc[i, "note"] = "; ".join(t for t in (table.loc[i, "note"], text) if t)
+    return table

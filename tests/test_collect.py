@@ -191,3 +191,22 @@ def test_relion_names_from_a_pattern(tmp_path, sim_tiny, capsys):
     assert main(["run", str(tmp_path / "rec_TS_01.mrc"), str(sim_tiny["tomogram"]), "--out", str(tmp_path / "o2"),
                  "--relion-tomo-name", "rec_(.*)", "--dry-run"]) == 2
     assert f"does not match tomogram '{sim_tiny['tomogram'].stem}'" in capsys.readouterr().err
+
+
+def test_summary_notes_a_tomogram_far_from_its_batch():
+    """A tomogram with 4x more (or fewer) picks per cubic micrometre than the folder's median is noted; a folder
+    of fewer than five tomograms has no median to judge by."""
+    from picket_dask.collect import summary
+
+    def doc(name, n):
+        return {"name": name, "voxel_size_A": [10.0] * 3, "shape_zyx": [100, 100, 100], "n_picks": {WF: n},
+                "lamella": {"found": True, "ice_fraction": 0.5}, "timings_s": {"total": 1.0}}
+
+    counts = [100, 110, 90, 105, 600, 20, 0]
+    runs = [(doc(f"TS_{i}", n), {WF: pd.Series(np.ones(n))}) for i, n in enumerate(counts)]
+    table = summary(runs).set_index("tomogram")
+    assert "5.9 x the median of the 6 tomograms with picks in this folder (205,000)" in table.loc["TS_4", "note"]
+    assert "0.2 x the median" in table.loc["TS_5", "note"]
+    assert table.loc["TS_6", "note"] == "no picks"  # zero picks: noted as such, and not in the median's judgement
+    assert not any(table.loc[f"TS_{i}", "note"] for i in range(4))
+    assert not summary([runs[i] for i in (0, 1, 4, 2)]).note.str.contains("median").any()  # 600 among four: no note
