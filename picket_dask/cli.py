@@ -67,10 +67,24 @@ def _config(args) -> RunConfig:
     if args.copick:
         from .io.copick_io import CopickSource
 
-        if not args.copick_runs:
-            raise PicketError("--copick", "needs the runs to process", "add --run RUN_NAME (once per run)")
+        runs = list(args.copick_runs or [])
+        if getattr(args, "all_runs", False):
+            if runs:
+                raise PicketError("--all-runs", "and --run name the runs twice", "give one of them")
+            from .io.copick_io import runs_with_tomograms
+
+            runs, lack = runs_with_tomograms(args.copick, args.copick_voxel_spacing, args.copick_tomo_type)
+            if lack:
+                from .progress import note
+
+                note(f"--all-runs: {len(runs)} runs; {len(lack)} without such a tomogram left out "
+                     f"({', '.join(lack[:5])}{', ...' if len(lack) > 5 else ''})")
+        if not runs:
+            raise PicketError("--copick", "needs the runs to process", "add --run RUN_NAME (once per run) or --all-runs")
         d["tomograms"] = d["tomograms"] + [CopickSource(args.copick, r, args.copick_voxel_spacing, args.copick_tomo_type).spec()
-                                           for r in args.copick_runs]
+                                           for r in runs]
+    elif getattr(args, "all_runs", False):
+        raise PicketError("--all-runs", "needs a copick project", "add --copick CONFIG.json")
     if args.copick_object:
         d["copick_object"] = args.copick_object
     if args.out:
@@ -404,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--copick", metavar="CONFIG.json", help="read tomograms from this copick project and write picks and "
                    "segmentations back (with --run)")
     r.add_argument("--run", dest="copick_runs", action="append", metavar="RUN_NAME", help="copick run (repeat for several)")
+    r.add_argument("--all-runs", action="store_true", help="every run of the copick project that holds a tomogram (at "
+                   "--copick-voxel-spacing, of --copick-tomo-type where given); the others are named and left out")
     r.add_argument("--copick-voxel-spacing", type=float, help="copick voxel spacing to read (default: of several, the coarsest that resolves the smallest particle, 6 voxels across)")
     r.add_argument("--copick-tomo-type", help="copick tomogram type to read (default: the first)")
     r.add_argument("--copick-object", help="pickable object the picks are stored as (default particle)")

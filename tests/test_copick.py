@@ -146,3 +146,30 @@ def test_copick_mask_segmentation_and_scores(project, tmp_path, sim_tiny, capsys
     assert "copick:cytoplasm:cellseg:0" in capsys.readouterr().out
     assert main(base + ["--out", str(out), "--mask", "copick:nucleus"]) == 2
     assert "has no such segmentation" in capsys.readouterr().err
+
+
+def test_all_runs(project, tmp_path, sim_tiny, capsys, monkeypatch):
+    """--all-runs: every run holding a tomogram (a run without one is named and left out); with --run, or
+    without --copick, one line."""
+    from picket_dask.cli import main
+
+    root = copick.from_file(str(project))
+    root.new_run("TS_002").new_voxel_spacing(10.0).new_tomogram("wbp").from_numpy(
+        mrcfile.read(str(sim_tiny["tomogram"])).astype(np.float32)[:, :64, :64])
+    root.new_run("TS_003")  # no tomogram yet
+    from picket_dask import progress
+
+    monkeypatch.setattr(progress, "_QUIET", [False])  # the console's note is part of what is tested
+    out = tmp_path / "out"
+    assert main(["run", "--copick", str(project), "--all-runs", "--out", str(out), "--cluster", "threads",
+                 "--workflows", "gabor-kmeans-cc", "--chunks", "32", "--max-fit-voxels", "20000", "--dry-run"]) == 0
+    said = capsys.readouterr()
+    assert "2 runs; 1 without such a tomogram left out (TS_003)" in said.err
+    assert "TS_001" in said.out and "TS_002" in said.out and "TS_003" not in said.out
+    assert main(["run", "--copick", str(project), "--all-runs", "--run", "TS_001", "--out", str(out)]) == 2
+    assert "--all-runs: and --run name the runs twice" in capsys.readouterr().err
+    assert main(["run", "--copick", str(project), "--all-runs", "--copick-voxel-spacing", "7", "--out", str(out)]) == 2
+    assert "has no run with a tomogram at 7 A (3 runs)" in capsys.readouterr().err
+    assert main(["run", str(sim_tiny["tomogram"]), "--all-runs", "--out", str(out)]) == 2
+    assert "--all-runs: needs a copick project" in capsys.readouterr().err
+    assert not out.exists()

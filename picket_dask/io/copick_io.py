@@ -56,7 +56,7 @@ def parse(spec: str) -> CopickSource:
     return CopickSource((u.netloc + u.path), q["run"], spacing, q.get("tomo_type"))
 
 
-def _root_run(src: CopickSource):
+def _root_run(src: CopickSource, check_run: bool = True):
     try:
         import copick
     except ImportError:
@@ -65,11 +65,30 @@ def _root_run(src: CopickSource):
         root = copick.from_file(src.config)
     except Exception as exc:
         raise PicketError(src.config, f"not a readable copick configuration ({type(exc).__name__})", "give the project's config.json") from None
+    if not check_run:
+        return root, None
     run = root.get_run(src.run)
     if run is None:
         names = [r.name for r in root.runs][:10]
         raise PicketError(src.config, f"has no run {src.run!r} (runs: {names})", "pick one of the project's runs")
     return root, run
+
+
+def runs_with_tomograms(config: str, voxel_spacing: float | None = None, tomo_type: str | None = None) -> tuple[list[str], list[str]]:
+    """The project's runs (names, in the project's order) that hold a tomogram (at ``voxel_spacing`` and of
+    ``tomo_type`` where given), and those that do not: ``--all-runs`` processes the first and names the second."""
+    root, _ = _root_run(CopickSource(config, ""), check_run=False)
+    have, lack = [], []
+    for run in root.runs:
+        spacings = [vs for vs in run.voxel_spacings
+                    if voxel_spacing is None or abs(float(vs.voxel_size) - voxel_spacing) < 1e-3]
+        ok = any(vs.tomograms if tomo_type is None else vs.get_tomogram(tomo_type) is not None for vs in spacings)
+        (have if ok else lack).append(run.name)
+    if not have:
+        raise PicketError(config, f"has no run with a tomogram{'' if voxel_spacing is None else f' at {voxel_spacing:g} A'}"
+                          f"{'' if tomo_type is None else f' of type {tomo_type!r}'} ({len(lack)} runs)",
+                          "import tomograms into the project, or check --copick-voxel-spacing / --copick-tomo-type")
+    return have, lack
 
 
 def _voxel_spacing(run, src: CopickSource):
