@@ -3,6 +3,7 @@ picket-dask and give the same picks as the threaded scheduler. Skipped, with the
 the machine cannot run it (no root, no apt-get and no SLURM installed, or no dask-jobqueue)."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,8 +93,8 @@ def test_jobqueue_without_a_job_size_is_one_line(kind, monkeypatch):
 
 @pytest.mark.slow
 def test_array_script_one_tomogram_per_task(slurm, tmp_path, sim_tiny):
-    """deploy/run_slurm_array.sh as a user submits it: two array tasks, two tomograms, one --out, and the
-    tasks' collect leaves one RELION particle set with both tomograms."""
+    """deploy/submit_slurm_array.sh as a user runs it: two array tasks (run_slurm_array.sh), two tomograms, one --out,
+    the tasks collecting nothing, and the collect job submitted after them leaving one RELION particle set."""
     import time
 
     import starfile
@@ -104,20 +105,22 @@ def test_array_script_one_tomogram_per_task(slurm, tmp_path, sim_tiny):
         names.append(str(tmp_path / f"{n}.mrc"))
     (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
     out = tmp_path / "out"
-    script = Path(__file__).parent.parent / "deploy" / "run_slurm_array.sh"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # this environment's picket-dask
-    sub = subprocess.run(["sbatch", "--parsable", "--array=1-2", "--cpus-per-task=1", "--mem=2G", "--partition=debug",
-                          f"--output={tmp_path}/task-%a.log", str(script), str(tmp_path / "list.txt"), str(out),
-                          "--workflows", "gabor-kmeans-cc", "--chunks", "32", "--max-fit-voxels", "20000"],
-                         capture_output=True, text=True, env=env, timeout=60)
+    script = Path(__file__).parent.parent / "deploy" / "submit_slurm_array.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # this environment's picket-dask
+           "PICKET_SBATCH": "--mem=2G --partition=debug --cpus-per-task=1"}
+    sub = subprocess.run(["bash", str(script), str(tmp_path / "list.txt"), str(out), "--workflows", "gabor-kmeans-cc",
+                          "--chunks", "32", "--max-fit-voxels", "20000"],
+                         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
     assert sub.returncode == 0, sub.stderr
-    job = sub.stdout.strip().split(";")[0]
+    array, collect = (re.search(rf"{kind} job (\d+)", sub.stdout).group(1) for kind in ("array", "collect"))
     deadline = time.time() + 600
-    while subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
-        assert time.time() < deadline, "array tasks still queued or running after 10 minutes"
+    while subprocess.run(["squeue", "-h", "-j", f"{array},{collect}"], capture_output=True, text=True).stdout.strip():
+        assert time.time() < deadline, "jobs still queued or running after 10 minutes"
         time.sleep(3)
-    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("task-*.log")))
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("slurm-*.out")))
     assert (out / "TS_01" / "run.json").is_file() and (out / "TS_02" / "run.json").is_file(), logs
-    assert subprocess.run([sys.executable, "-m", "picket_dask.cli", "collect", str(out)], capture_output=True).returncode == 0
+    tasks = "".join(p.read_text() for p in sorted(tmp_path.glob(f"slurm-{array}_*.out")))
+    assert "tomogram(s) in" not in tasks and "gabor-kmeans-cc" in tasks  # the tasks ran, and collected nothing
+    assert (out / "summary.csv").is_file() and (tmp_path / f"slurm-{collect}.out").is_file(), logs  # the collect job's
     star = starfile.read(out / "gabor-kmeans-cc.star", always_dict=True)["particles"]
     assert set(star["rlnTomoName"]) == {"TS_01", "TS_02"}, logs
