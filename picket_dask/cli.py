@@ -99,6 +99,8 @@ def _config(args) -> RunConfig:
         d["classify"] = True
     if getattr(args, "mask", None):
         d["mask"] = args.mask
+    if getattr(args, "exclude", None):
+        d["exclude"] = args.exclude
     if getattr(args, "no_collect", False):
         d["collect"] = False
     if getattr(args, "relion_tomo_name", None):
@@ -156,7 +158,8 @@ def cmd_run(args) -> int:
         for row in plan(paths, cfg, cfg.out):
             z, y, x = row["shape_zyx"]
             print(f"{row['name']}: {z} x {y} x {x} voxels of {row['voxel_size_A']:g} A ({row['voxel_size_from']}); grid: "
-                  f"{row['grid']}" + (f"; mask {row['mask']}" if row["mask"] else "") + f"; {row['out']}: {row['state']}"
+                  f"{row['grid']}" + (f"; mask {row['mask']}" if row["mask"] else "") +
+                  (f"; exclude {row['exclude']}" if row["exclude"] else "") + f"; {row['out']}: {row['state']}"
                   + (f"; {row['note']}" if row["note"] else ""))
         print(f"{len(paths)} tomogram(s), workflows {', '.join(cfg.workflows)}, preset {cfg.preset}: checked, nothing "
               "written (--dry-run)")
@@ -435,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mask", metavar="FILE|FOLDER|copick:NAME", help="picks only where this mask is nonzero at their centre: "
                    "an MRC/OME-Zarr/TIFF of the tomogram's shape, a folder of NAME_mask.mrc (.tif, ...) for each tomogram "
                    "NAME, or for copick runs copick:SEGMENTATION[:USER[:SESSION]], each run's segmentation of that name")
+    r.add_argument("--exclude", metavar="FILE|FOLDER|copick:NAME", help="picks dropped where this mask is nonzero at "
+                   "their centre (a membrane, carbon or contamination segmentation): as --mask, a folder holding NAME_exclude.mrc")
     r.add_argument("--min-distance-vox", type=int, help="watershed peak spacing in voxels (default: the size prior's "
                    "smallest diameter; 15 in the reference preset)")
     r.add_argument("--min-size-vox", type=int, help="drop instances smaller than this many voxels")

@@ -219,6 +219,8 @@ class RunConfig(_Strict):
     mask: Optional[str] = Field(None, description="picks only where this mask of the tomogram is nonzero at their centre: "
                                 "an MRC/OME-Zarr file of the tomogram's shape, a folder of NAME_mask.mrc per tomogram, or "
                                 "copick:NAME[:USER[:SESSION]], each copick run's segmentation NAME (io/roi.py)")
+    exclude: Optional[str] = Field(None, description="picks dropped where this mask is nonzero at their centre (membranes, "
+                                   "carbon, contamination segmented by another tool): as mask, folders of NAME_exclude.mrc")
 
     @model_validator(mode="before")
     @classmethod

@@ -91,16 +91,18 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
         out.append((inst, {"name": f"instances-{wf}", "opacity": 0.5, "visible": i == 0, **common}, "labels"))
     shape = tuple(int(n) for n in doc["shape_zyx"])  # picks: the source tomogram's voxels and voxel size (run.json)
     vs = tuple(float(v) for v in doc["voxel_size_A"])
-    mask = (doc.get("mask") or {}).get("path")
-    if mask and (mask.startswith(COPICK) or Path(mask).exists()):  # the user's region (--mask), placed in Angstrom
+    for key, option in (("mask", "--mask"), ("exclude", "--exclude")):  # the user's regions, placed in Angstrom
+        where = (doc.get(key) or {}).get("path")
+        if not where or not (where.startswith(COPICK) or Path(where).exists()):
+            continue
         try:
-            roi = load_mask(mask, doc["tomogram"], doc["name"], shape, vs[0])
+            roi = load_mask(where, doc["tomogram"], doc["name"], shape, vs[0], option=option)
         except PicketError as exc:  # a copick project moved, copick not installed here: the rest still shows
-            note(f"view: the mask is left out ({exc})")
-        else:
-            inside = (roi.data != 0).astype(np.uint8)  # labels need integers: 1 inside
-            out.append((inside, {"name": "mask", "opacity": 0.3, "visible": False, "axis_labels": AXES, "units": UNITS,
-                                 "scale": tuple(v / s for v, s in zip(vs, roi.scale))}, "labels"))
+            note(f"view: the {key} is left out ({exc})")
+            continue
+        inside = (roi.data != 0).astype(np.uint8)  # labels need integers: 1 inside
+        out.append((inside, {"name": key, "opacity": 0.3, "visible": False, "axis_labels": AXES, "units": UNITS,
+                             "scale": tuple(v / s for v, s in zip(vs, roi.scale))}, "labels"))
     for i, wf in enumerate(wfs):
         picks = read_points(doc["picks"][wf]["csv"])
         rings, diam, ids = pick_rings(picks, vs, shape)

@@ -131,21 +131,39 @@ def prepare_image(path: str | Path, cfg: RunConfig, out: Path, timings: Timings)
     return name, tdir, image, open_tomogram(image, cfg.chunks), grid
 
 
-def user_mask(path, cfg: RunConfig, timings: Timings) -> tuple:
-    """``--mask``: the tomogram's mask (io/roi.py's RegionMask) and the run.json record, or (None, None); a mask
-    without a nonzero voxel is refused here, before the tomogram is converted."""
-    if not cfg.mask:
+def user_mask(path, cfg: RunConfig, timings: Timings, option: str = "--mask") -> tuple:
+    """``--mask`` (where picks may be) or ``--exclude`` (where they may not): the tomogram's mask (io/roi.py's
+    RegionMask) and the run.json record, or (None, None). A ``--mask`` without a nonzero voxel is refused here,
+    before the tomogram is converted; an empty ``--exclude`` excludes nothing (a tomogram of a batch without
+    membranes has an empty membrane segmentation)."""
+    spec = cfg.mask if option == "--mask" else cfg.exclude
+    if not spec:
         return None, None
-    with timings.stage("mask"):
+    with timings.stage(option.lstrip("-")):
         t = open_tomogram(path, cfg.chunks, cfg.voxel_size)
-        mask = load_mask(cfg.mask, path, tomogram_name(path), t.shape, t.voxel_size[0], cfg.chunks)
+        mask = load_mask(spec, path, tomogram_name(path), t.shape, t.voxel_size[0], cfg.chunks, option)
         n = voxels_inside(mask.data)
-    if n == 0:
+    if n == 0 and option == "--mask":
         raise PicketError(f"--mask {mask.source}", "has no nonzero voxel: every pick would be dropped",
                           "give a mask that is nonzero where picks may be (or leave --mask out)")
     own = {} if mask.voxel_size_A is None else {"voxel_size_A": mask.voxel_size_A, "shape_zyx": list(mask.data.shape)}
+    rule = "picks kept where the mask is nonzero at their centre" if option == "--mask" else \
+        "picks dropped where the mask is nonzero at their centre"
     return mask, {"path": mask.source, **own, "voxels_inside": n, "fraction": round(n / float(np.prod(mask.data.shape)), 6),
-                  "rule": "picks kept where the mask is nonzero at their centre"}
+                  "rule": rule}
+
+
+def region_rule(mask, exclude, grid: Grid):
+    """localize's ``roi`` (centres on the working grid -> bool) from ``--mask`` and ``--exclude`` (RegionMasks or
+    None), or None when neither is given: inside the mask and not inside the exclusion."""
+    if mask is None and exclude is None:
+        return None
+
+    def roi(c: np.ndarray) -> np.ndarray:
+        src = grid.to_source(c)  # working -> tomogram voxels
+        keep = np.ones(len(src), bool) if mask is None else mask.inside(src)
+        return keep if exclude is None else keep & ~exclude.inside(src)
+    return roi
 
 
 def checked_inputs(tomograms, cfg: RunConfig) -> list:
@@ -159,8 +177,9 @@ def checked_inputs(tomograms, cfg: RunConfig) -> list:
         check_diameter_fits(p, t, cfg)
         check_z_bounds(p, t, cfg)
         relion_name(tomogram_name(p), cfg.relion_tomo_name)  # the pattern names every tomogram
-        if cfg.mask:  # found and of the tomogram's extent (its voxels are counted when the tomogram's turn comes)
-            load_mask(cfg.mask, p, tomogram_name(p), t.shape, t.voxel_size[0], cfg.chunks)
+        for option, spec in (("--mask", cfg.mask), ("--exclude", cfg.exclude)):
+            if spec:  # found and of the tomogram's extent (its voxels are counted when the tomogram's turn comes)
+                load_mask(spec, p, tomogram_name(p), t.shape, t.voxel_size[0], cfg.chunks, option)
     return paths
 
 
@@ -181,6 +200,8 @@ def plan(paths: list, cfg: RunConfig, out: str | Path) -> list[dict]:
                      "voxel_size_from": "--voxel-size" if cfg.voxel_size is not None else "header",
                      "grid": grid.reason if grid.resampled else "the tomogram's own",
                      "mask": load_mask(cfg.mask, p, name, t.shape, t.voxel_size[0], cfg.chunks).source if cfg.mask else "",
+                     "exclude": load_mask(cfg.exclude, p, name, t.shape, t.voxel_size[0], cfg.chunks, "--exclude").source
+                     if cfg.exclude else "",
                      "out": str(folder), "state": state,
                      "note": "voxel size <= 1 A: unset in the header? pass --voxel-size"
                      if cfg.voxel_size is None and max(t.voxel_size) <= 1.0 else ""})
@@ -322,8 +343,9 @@ def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fi
     timings = Timings()
     t_start = time.perf_counter()
     roi_mask, roi_doc = user_mask(path, cfg, timings)
+    exclude, exclude_doc = user_mask(path, cfg, timings, "--exclude")
     name, tdir, image, tomo, grid = prepare_image(path, cfg, out, timings)
-    roi = None if roi_mask is None else (lambda c, m=roi_mask, g=grid: m.inside(g.to_source(c)))  # working -> tomogram voxels
+    roi = region_rule(roi_mask, exclude, grid)
     pairs = workflow_pairs(cfg.workflows)
     seg_params = segment_params(cfg, grid)
     warn_unset_voxel_size(name, cfg, grid.source_voxel_A, seg_params)
@@ -354,7 +376,7 @@ def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fi
            "voxel_size_A": list(grid.source_voxel_A), "working_grid": grid.as_dict(), "config": cfg.model_dump(mode="json"),
            "blur_sigma_vox": seg_params.sigma_vox,
            "shared_fit": shared_fit,
-           "segmentations": seg_meta, "lamella": lamella, "no_data": no_data, "context": context, "mask": roi_doc, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
+           "segmentations": seg_meta, "lamella": lamella, "no_data": no_data, "context": context, "mask": roi_doc, "exclude": exclude_doc, "picks": res.picks, "copick": res.copick, "classes": res.classes, "n_picks": res.counts, "timings_s": dict(timings), **environment()}
     res.run_json = write_run(tdir, doc)  # image and picks paths relative to tdir: the folder can be moved
     return res
 
@@ -544,7 +566,7 @@ def expand_inputs(items) -> list:
         p = Path(item)
         if p.is_dir() and not is_zarr(p):
             found = sorted(q for q in p.iterdir() if ((q.suffix.lower() in MRC_SUFFIXES and q.suffix.lower() not in STACK_SUFFIXES)
-                           or (q.suffix == ".zarr" and q.is_dir())) and not tomogram_name(q).lower().endswith("_mask"))
+                           or (q.suffix == ".zarr" and q.is_dir())) and not tomogram_name(q).lower().endswith(("_mask", "_exclude")))
             if not found:
                 raise PicketError(p, "folder holds no tomograms", "give MRC/REC files or .zarr images, or a folder of them")
             out.extend(found)

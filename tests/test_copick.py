@@ -146,6 +146,10 @@ def test_copick_mask_segmentation_and_scores(project, tmp_path, sim_tiny, capsys
     assert "copick:cytoplasm:cellseg:0" in capsys.readouterr().out
     assert main(base + ["--out", str(out), "--mask", "copick:nucleus"]) == 2
     assert "has no such segmentation" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "ex"), "--exclude", "copick:cytoplasm:cellseg"]) == 0  # the complement
+    ex = pd.read_csv(tmp_path / "ex" / "TS_001" / "picks" / "gabor-kmeans-cc.csv", comment="#")
+    assert len(ex) + len(held) == len(free) and not set(map(tuple, ex[["x", "y", "z"]].to_numpy())) & set(
+        map(tuple, held[["x", "y", "z"]].to_numpy()))
 
 
 def test_all_runs(project, tmp_path, sim_tiny, capsys, monkeypatch):

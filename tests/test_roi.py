@@ -111,3 +111,34 @@ def test_copick_mask_needs_a_copick_run(tmp_path, sim_tiny, capsys, spec, says):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and says in err and f"--mask {spec}" in err
     assert not out.exists()
+
+
+def test_exclude_drops_the_picks_a_mask_keeps(tmp_path, sim_tiny, capsys):
+    """--exclude with the mask --mask keeps: the two pick sets are disjoint and together the unmasked run's picks
+    (one rule, the centre's voxel, in both); a folder of NAME_exclude.mrc; an empty exclusion excludes nothing."""
+    shape = mrcfile.mmap(sim_tiny["tomogram"], mode="r").data.shape
+    region = np.zeros(shape, np.uint8)
+    region[:, :50, :] = 1
+    folder = tmp_path / "regions"
+    folder.mkdir()
+    stem = sim_tiny["tomogram"].stem
+    _write(folder / f"{stem}_mask.mrc", region)
+    _write(folder / f"{stem}_exclude.mrc", region)
+    free = _picks(run(sim_tiny["tomogram"], tmp_path / "free", [WF], **KW)[0])
+    kept = _picks(run(sim_tiny["tomogram"], tmp_path / "kept", [WF], mask=str(folder), **KW)[0])
+    res = run(sim_tiny["tomogram"], tmp_path / "dropped", [WF], exclude=str(folder), **KW)[0]
+    dropped = _picks(res)
+    assert 0 < len(kept) < len(free) and 0 < len(dropped) < len(free) and len(kept) + len(dropped) == len(free)
+    both = pd.concat([kept, dropped]).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(both.drop(columns="id"), free.drop(columns="id"))
+    doc = json.loads(res.run_json.read_text())
+    assert doc["exclude"]["path"].endswith("_exclude.mrc") and doc["exclude"]["voxels_inside"] == int(region.sum())
+    assert doc["mask"] is None
+    _write(tmp_path / "empty.mrc", np.zeros(shape, np.uint8))
+    none = _picks(run(sim_tiny["tomogram"], tmp_path / "none", [WF], exclude=str(tmp_path / "empty.mrc"), **KW)[0])
+    pd.testing.assert_frame_equal(none, free)
+    out = tmp_path / "bad"
+    assert main(["run", str(sim_tiny["tomogram"]), "--out", str(out), "--cluster", "threads", "--exclude",
+                 str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--exclude" in err and "NAME_exclude.mrc" in err and not out.exists()

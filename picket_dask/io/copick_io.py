@@ -170,7 +170,7 @@ def open_copick(spec: str, chunks=128) -> tuple[da.Array, tuple[float, float, fl
 
 
 def open_segmentation(spec: str, name: str, user_id: str | None, session_id: str | None,
-                      voxel_A: float) -> tuple[da.Array, float, str]:
+                      voxel_A: float, option: str = "--mask") -> tuple[da.Array, float, str]:
     """The run's segmentation ``name`` (of ``user_id`` / ``session_id`` when given; multilabel: any label) at the
     voxel size nearest ``voxel_A``: its level 0 lazily (z, y, x), its voxel size (Angstrom) and its full name
     ``copick:NAME:USER:SESSION``. Several at that size (users, sessions) are refused: which one is the user's."""
@@ -183,14 +183,14 @@ def open_segmentation(spec: str, name: str, user_id: str | None, session_id: str
             and (session_id is None or str(s.session_id) == session_id)]
     if not segs:
         have = sorted({f"{s.name}:{s.user_id}:{s.session_id}" for s in run.segmentations})[:10]
-        raise PicketError(f"--mask {asked}", f"run {src.run!r} has no such segmentation (segmentations: {have})",
+        raise PicketError(f"{option} {asked}", f"run {src.run!r} has no such segmentation (segmentations: {have})",
                           "segment the run first, or name one of those")
     near = min((abs(float(s.voxel_size) - voxel_A), float(s.voxel_size)) for s in segs)[1]  # the nearest; ties: finer
     at = [s for s in segs if abs(float(s.voxel_size) - near) < 1e-3]
     if len(at) > 1:
-        raise PicketError(f"--mask {asked}", f"matches {len(at)} segmentations of run {src.run!r} at {near:g} A "
+        raise PicketError(f"{option} {asked}", f"matches {len(at)} segmentations of run {src.run!r} at {near:g} A "
                           f"({', '.join(sorted(f'{s.user_id}:{s.session_id}' for s in at))})",
-                          f"name one: --mask copick:{name}:USER:SESSION")
+                          f"name one: {option} copick:{name}:USER:SESSION")
     seg = at[0]
     arr = da.from_zarr(zarr.open_group(seg.zarr(), mode="r")["0"])
     return arr, float(seg.voxel_size), f"copick:{seg.name}:{seg.user_id}:{seg.session_id}"

@@ -43,78 +43,83 @@ class RegionMask:
         return inside(self.data, np.asarray(zyx, float).reshape(-1, 3) * np.asarray(self.scale))
 
 
+FOLDER_SUFFIX = {"--mask": "_mask", "--exclude": "_exclude"}  # a folder's NAME_mask.mrc, NAME_exclude.mrc
+
+
 def load_mask(spec: str, tomogram, name: str, shape_zyx: tuple[int, int, int], voxel_A: float,
-              chunks: int = 128) -> RegionMask:
-    """The mask ``spec`` (``--mask``) of tomogram ``name`` (input ``tomogram``, ``shape_zyx`` voxels of
-    ``voxel_A`` Angstrom): a file or folder (find_mask, open_mask), or a copick run's segmentation."""
+              chunks: int = 128, option: str = "--mask") -> RegionMask:
+    """The mask ``spec`` of tomogram ``name`` (input ``tomogram``, ``shape_zyx`` voxels of ``voxel_A``
+    Angstrom) given to ``option`` (``--mask``: where picks may be; ``--exclude``: where they may not): a file
+    or folder (find_mask, open_mask), or a copick run's segmentation."""
     from .tomogram import source_id
 
     if str(spec).startswith(COPICK):
-        return _copick_mask(str(spec), tomogram, shape_zyx, voxel_A)
-    where = find_mask(spec, tomogram, name)
-    return RegionMask(open_mask(where, shape_zyx, tomogram, chunks), (1.0, 1.0, 1.0), source_id(where))
+        return _copick_mask(str(spec), tomogram, shape_zyx, voxel_A, option)
+    where = find_mask(spec, tomogram, name, option)
+    return RegionMask(open_mask(where, shape_zyx, tomogram, chunks, option), (1.0, 1.0, 1.0), source_id(where))
 
 
-def parse_copick_mask(spec: str) -> tuple[str, str | None, str | None]:
+def parse_copick_mask(spec: str, option: str = "--mask") -> tuple[str, str | None, str | None]:
     """``copick:NAME[:USER[:SESSION]]`` -> (name, user or None, session or None)."""
     parts = spec[len(COPICK):].split(":")
     if not parts[0] or len(parts) > 3 or not all(parts):
-        raise PicketError(f"--mask {spec}", "is not copick:NAME, copick:NAME:USER or copick:NAME:USER:SESSION",
-                          "name the run's segmentation, e.g. --mask copick:cytoplasm or copick:membrane:membrain-seg:0")
+        raise PicketError(f"{option} {spec}", "is not copick:NAME, copick:NAME:USER or copick:NAME:USER:SESSION",
+                          f"name the run's segmentation, e.g. {option} copick:cytoplasm or copick:membrane:membrain-seg:0")
     return parts[0], (parts[1] if len(parts) > 1 else None), (parts[2] if len(parts) > 2 else None)
 
 
-def _copick_mask(spec: str, tomogram, shape_zyx, voxel_A: float) -> RegionMask:
+def _copick_mask(spec: str, tomogram, shape_zyx, voxel_A: float, option: str) -> RegionMask:
     from .copick_io import is_copick, open_segmentation
 
-    name, user, session = parse_copick_mask(spec)
+    name, user, session = parse_copick_mask(spec, option)
     if not is_copick(tomogram):
-        raise PicketError(f"--mask {spec}", f"names a copick segmentation, but {tomogram} is not a copick run",
+        raise PicketError(f"{option} {spec}", f"names a copick segmentation, but {tomogram} is not a copick run",
                           "pick the run with --copick CONFIG --run RUN, or give a mask file")
-    data, seg_A, source = open_segmentation(tomogram, name, user, session, voxel_A)
+    data, seg_A, source = open_segmentation(tomogram, name, user, session, voxel_A, option)
     scale = float(voxel_A) / seg_A
     want = np.asarray(shape_zyx, float) * scale
     if np.any(np.abs(np.asarray(data.shape) - want) > 1 + 1e-6):  # a segmentation of another tomogram
-        raise PicketError(f"--mask {spec}", f"{source} has shape {tuple(data.shape)} (z, y, x) at {seg_A:g} A, not the "
+        raise PicketError(f"{option} {spec}", f"{source} has shape {tuple(data.shape)} (z, y, x) at {seg_A:g} A, not the "
                           f"tomogram's extent ({tuple(int(n) for n in shape_zyx)} at {voxel_A:g} A)",
                           "name a segmentation of this run's tomogram")
     return RegionMask(data, (scale,) * 3, source, seg_A)
 
 
-def find_mask(spec: str | Path, tomogram, name: str) -> Path:
+def find_mask(spec: str | Path, tomogram, name: str, option: str = "--mask") -> Path:
     """The mask file of tomogram ``name`` (input ``tomogram``): ``spec`` itself when a file (or an OME-Zarr
-    image), else the first of NAME_mask.*, NAME.* in the folder ``spec`` that is not the tomogram itself."""
+    image), else the first of NAME_mask.*, NAME.* (``--exclude``: NAME_exclude.*, NAME.*) in the folder ``spec``
+    that is not the tomogram itself."""
     from .tomogram import is_zarr, source_id
 
-    spec = Path(spec)
+    spec, tail = Path(spec), FOLDER_SUFFIX[option]
     if not spec.exists():
-        raise PicketError(f"--mask {spec}", "no such file or folder", "give a mask file, or a folder of NAME_mask.mrc files")
+        raise PicketError(f"{option} {spec}", "no such file or folder", f"give a mask file, or a folder of NAME{tail}.mrc files")
     if spec.is_file() or is_zarr(spec):
         return spec
-    for stem in (f"{name}_mask", name):
+    for stem in (f"{name}{tail}", name):
         for suffix in SUFFIXES:
             cand = spec / f"{stem}{suffix}"
             if cand.exists() and source_id(cand) != source_id(tomogram):
                 return cand
-    raise PicketError(f"--mask {spec}", f"holds no mask for tomogram {name!r}",
-                      f"put {name}_mask.mrc there (or .rec, .zarr, .tif), or leave this tomogram out of the run")
+    raise PicketError(f"{option} {spec}", f"holds no mask for tomogram {name!r}",
+                      f"put {name}{tail}.mrc there (or .rec, .zarr, .tif), or leave this tomogram out of the run")
 
 
-def open_mask(path: Path, shape_zyx: tuple[int, int, int], tomogram, chunks: int = 128) -> da.Array:
+def open_mask(path: Path, shape_zyx: tuple[int, int, int], tomogram, chunks: int = 128, option: str = "--mask") -> da.Array:
     """The mask (lazy, (z, y, x), its own dtype), refused unless its shape is the tomogram's."""
     from .tomogram import open_tomogram
 
     if path.suffix.lower() in TIFF:
-        data = da.from_array(_read_tiff(path), chunks=chunks)
+        data = da.from_array(_read_tiff(path, option), chunks=chunks)
     else:
         data = open_tomogram(path, chunks, voxel_size=1.0).data  # the voxel size is the tomogram's: not read from the mask
     if tuple(data.shape) != tuple(shape_zyx):
-        raise PicketError(f"--mask {path}", f"has shape {tuple(data.shape)} (z, y, x), not the shape of {tomogram} "
+        raise PicketError(f"{option} {path}", f"has shape {tuple(data.shape)} (z, y, x), not the shape of {tomogram} "
                           f"{tuple(shape_zyx)}", "give a mask voxel for voxel on the tomogram (bin or crop it alike)")
     return data
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, option: str = "--mask") -> np.ndarray:
     """A TIFF stack as (z, y, x): memory-mapped where its pages are stored uncompressed in one piece, else
     read (compressed pages, as napari writes labels). A single page is one slice."""
     import tifffile
@@ -125,11 +130,11 @@ def _read_tiff(path: Path) -> np.ndarray:
         except ValueError:  # compressed or not contiguous
             arr = tifffile.imread(path)
     except Exception as exc:  # not a TIFF, truncated: one line
-        raise PicketError(f"--mask {path}", f"cannot be read as a TIFF stack ({type(exc).__name__}: {exc})",
+        raise PicketError(f"{option} {path}", f"cannot be read as a TIFF stack ({type(exc).__name__}: {exc})",
                           "save the mask as a TIFF stack, MRC or OME-Zarr") from None
     arr = np.asarray(arr) if arr.ndim == 3 else arr.reshape((1, *arr.shape)) if arr.ndim == 2 else arr
     if arr.ndim != 3:
-        raise PicketError(f"--mask {path}", f"has {arr.ndim} dimensions", "give one 3-D (z, y, x) stack, one channel")
+        raise PicketError(f"{option} {path}", f"has {arr.ndim} dimensions", "give one 3-D (z, y, x) stack, one channel")
     return arr
 
 
