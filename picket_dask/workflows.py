@@ -298,11 +298,12 @@ def source_picks(inst, grid: Grid):
 
 
 def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, seg_params: SegmentParams, tdir: Path, path,
-                     timings: Timings, grid: Grid, roi=None) -> tuple[dict, int]:
+                     timings: Timings, grid: Grid, roi=None, regions: dict | None = None) -> tuple[dict, int]:
     """Step 2 of one workflow on an existing segmentation; picks in every format. Returns (paths, n).
     ``seg_params``: step 1's parameters as used for this tomogram (segment_params), recorded with the picks.
     ``grid``: the tomogram's working grid (prepare_image); picks are written in the source's voxels.
-    ``roi``: where picks may be (localize's ``roi``: centres on the working grid -> bool), from ``--mask``."""
+    ``roi``: where picks may be (localize's ``roi``: centres on the working grid -> bool), from ``--mask`` and
+    ``--exclude``; ``regions``: their run.json records, kept with the picks' metadata."""
     f, c, e = split_workflow(wf)
     loc = localize_params(cfg, grid)
     inst = localize(image, f"semantic-{f}-{c}", e, loc, tomo.voxel_size, instance_name=f"instances-{wf}", roi=roi)
@@ -315,6 +316,8 @@ def extract_workflow(image: Path, tomo, wf: str, cfg: RunConfig, seg_params: Seg
             "instances_report": inst.report, **environment()}
     if grid.resampled:
         meta["working_grid"] = grid.as_dict()
+    if regions:
+        meta["regions"] = regions
     with timings.stage(f"{wf}.write_picks"):
         paths = write_all(df, tdir / "picks", wf, tdir.name, grid.source_shape, grid.source_voxel_A, meta,
                           star_name=relion_name(tdir.name, cfg.relion_tomo_name))
@@ -360,7 +363,8 @@ def _run_tomogram(path: str | Path, cfg: RunConfig, out: Path, models, shared_fi
     lamella, no_data, context = sample_context(image, tomo, cfg, pairs[0], seg_params.sigma_vox, timings)
     res = TomogramResult(name, image, grid.source_shape, grid.source_voxel_A, timings=timings)
     for wf in cfg.workflows:
-        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings, grid, roi)
+        res.picks[wf], res.counts[wf] = extract_workflow(image, tomo, wf, cfg, seg_params, tdir, path, timings, grid, roi,
+                                                           {k: v for k, v in (("mask", roi_doc), ("exclude", exclude_doc)) if v})
     timings["total"] = round(time.perf_counter() - t_start, 3)
     if cfg.classify:
         res.classes = classify_stage(tdir, cfg.workflows, timings)

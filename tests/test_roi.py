@@ -1,6 +1,7 @@
 """--mask: picks only where a user's mask of the tomogram is nonzero at their centre (io/roi.py)."""
 
 import json
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -134,6 +135,10 @@ def test_exclude_drops_the_picks_a_mask_keeps(tmp_path, sim_tiny, capsys):
     doc = json.loads(res.run_json.read_text())
     assert doc["exclude"]["path"].endswith("_exclude.mrc") and doc["exclude"]["voxels_inside"] == int(region.sum())
     assert doc["mask"] is None
+    import yaml
+
+    picket = yaml.safe_load(Path(res.picks[WF]["yaml"]).read_text())  # the picks' own metadata names the region
+    assert picket["metadata"]["regions"]["exclude"]["path"] == doc["exclude"]["path"]
     _write(tmp_path / "empty.mrc", np.zeros(shape, np.uint8))
     none = _picks(run(sim_tiny["tomogram"], tmp_path / "none", [WF], exclude=str(tmp_path / "empty.mrc"), **KW)[0])
     pd.testing.assert_frame_equal(none, free)
