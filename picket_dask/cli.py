@@ -299,6 +299,15 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """A batch at a glance: OUT/report.html (report.py)."""
+    from .report import report
+
+    path = report(args.out, args.workflow, args.redraw)
+    print(path)
+    return 0
+
+
 def cmd_collect(args) -> int:
     import pandas as pd
 
@@ -504,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--drop-junk", action="store_true", help="leave out the picks `picket-dask classify` flagged junk "
                     "(written as WF_no-junk.star/.csv; tomograms not classified are kept whole)")
     co.set_defaults(func=cmd_collect)
+
+    rp = sub.add_parser("report", help="OUT/report.html: every tomogram's preview with its summary row and note, "
+                        "the noted ones first (a batch at a glance in a browser or JupyterLab)")
+    rp.add_argument("out", help="the --out folder of `picket-dask run` (its tomogram folders OUT/NAME)")
+    rp.add_argument("--workflow", help="whose picks to show (default: the first tomogram's first workflow)")
+    rp.add_argument("--redraw", action="store_true", help="draw every preview again (default: only missing or older than the picks)")
+    rp.set_defaults(func=cmd_report)
 
     v = sub.add_parser("preview", help="PNG of central XY/XZ slices with segmentation and picks")
     v.add_argument("image", help="the OME-Zarr image written by run (NAME/NAME.zarr)")

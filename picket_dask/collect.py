@@ -144,7 +144,7 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
         table = pd.concat(tables, ignore_index=True)
         csv_path = write_csv(table, out / f"{s}.csv")  # x, y, z in the voxels of each row's tomogram
         result[wf] = Collected(wf, star, csv_path, len(table), names, missing, unclassified)
-    runs = [(d, {wf: scores[(f, wf)] if (f, wf) in scores else _scores(p["csv"]) for wf, p in h.items()})
+    runs = [(d, {wf: scores[(f, wf)] if (f, wf) in scores else picks_scores(p["csv"]) for wf, p in h.items()})
             for f, d, h in zip(folders, docs, have)]  # the workflows not collected now: their scores read here
     write_csv(summary(runs), out / SUMMARY, comment=SUMMARY_COMMENT)
     return result
@@ -154,7 +154,7 @@ SUMMARY = "summary.csv"
 SUMMARY_COMMENT = "# one row per tomogram and workflow of this folder (picket_dask/collect.py: summary)"
 
 
-def _scores(csv: Path) -> pd.Series | None:
+def picks_scores(csv: Path) -> pd.Series | None:
     """The score column of a picks CSV (empty without one), None when the file cannot be read."""
     try:
         return pd.read_csv(csv, comment="#", usecols=lambda c: c == "score").get("score", pd.Series(dtype=float))
