@@ -88,7 +88,8 @@ def _card(out: Path, name: str, row: pd.Series, png: Path | None) -> str:
            if png else "<p>no preview: the tomogram's image is not in its folder</p>")
     facts = " &middot; ".join(f"{k.replace('_', ' ')} {html.escape(_fmt(row[k]))}" for k in COLUMNS if k in row)
     note = f'<p class="note">{html.escape(row.note)}</p>' if row.note else ""
-    return f'<div class="card" id="{html.escape(name)}"><h3>{html.escape(name)}</h3>{note}<p>{facts}</p>{img}</div>'
+    look = f"<p><code>picket-dask view {html.escape(str(out / name))}</code> opens it in napari</p>"
+    return f'<div class="card" id="{html.escape(name)}"><h3>{html.escape(name)}</h3>{note}<p>{facts}</p>{img}{look}</div>'
 
 
 def _page(out: Path, wf: str, table: pd.DataFrame, cards: list[str], n_folders: int) -> str:
