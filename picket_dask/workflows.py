@@ -500,6 +500,23 @@ def collect_run(out: str | Path, workflows: list[str], relion_tomo_name: str | N
         return
     for c in done.values():
         note(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) in {c.star} and {c.csv.name}")
+    for line in noted_rows(out):
+        note(line)
+
+
+def noted_rows(out: str | Path, at_most: int = 10) -> list[str]:
+    """The summary rows with a note (collect.summary: no picks, no lamella, far from the batch's density), one line
+    each (``at_most``, then how many more), for the console at the end of a run: which tomograms to look at."""
+    import pandas as pd
+
+    from .collect import SUMMARY
+
+    table = pd.read_csv(Path(out) / SUMMARY, comment="#", usecols=["tomogram", "workflow", "note"])
+    noted = table[table.note.fillna("").astype(str) != ""]
+    lines = [f"look at {r.tomogram} ({r.workflow}): {r.note}" for r in noted.head(at_most).itertuples()]
+    if len(noted) > at_most:
+        lines.append(f"and {len(noted) - at_most} more rows with a note in {Path(out) / SUMMARY}")
+    return lines
 
 
 def _run_all(paths: list, cfg: RunConfig, out: Path) -> list[TomogramResult]:

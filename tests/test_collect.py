@@ -210,3 +210,18 @@ def test_summary_notes_a_tomogram_far_from_its_batch():
     assert table.loc["TS_6", "note"] == "no picks"  # zero picks: noted as such, and not in the median's judgement
     assert not any(table.loc[f"TS_{i}", "note"] for i in range(4))
     assert not summary([runs[i] for i in (0, 1, 4, 2)]).note.str.contains("median").any()  # 600 among four: no note
+
+
+
+def test_the_run_names_the_noted_tomograms(tmp_path):
+    """After a run, the console names the summary's rows with a note (at most ten, then how many more)."""
+    from picket_dask.collect import SUMMARY, SUMMARY_COMMENT
+    from picket_dask.io.picks import write_csv
+    from picket_dask.workflows import noted_rows
+
+    table = pd.DataFrame({"tomogram": [f"TS_{i:02d}" for i in range(14)], "workflow": WF,
+                          "note": ["no picks"] * 12 + ["", "lamella not found: flat"]})
+    write_csv(table, tmp_path / SUMMARY, comment=SUMMARY_COMMENT)
+    lines = noted_rows(tmp_path)
+    assert lines[0] == f"look at TS_00 ({WF}): no picks" and len(lines) == 11
+    assert lines[-1].startswith("and 3 more rows with a note in") and not any("TS_12" in x for x in lines)
