@@ -1,4 +1,4 @@
-"""The ``picket-dask`` command: convert, simulate, run, segment, localize, classify, collect, evaluate, preview, view, demo."""
+"""The ``picket-dask`` command: convert, simulate, run, segment, localize, classify, collect, report, evaluate, preview, view, demo."""
 
 from __future__ import annotations
 

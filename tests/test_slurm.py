@@ -122,5 +122,6 @@ def test_array_script_one_tomogram_per_task(slurm, tmp_path, sim_tiny):
     tasks = "".join(p.read_text() for p in sorted(tmp_path.glob(f"slurm-{array}_*.out")))
     assert "tomogram(s) in" not in tasks and "gabor-kmeans-cc" in tasks  # the tasks ran, and collected nothing
     assert (out / "summary.csv").is_file() and (tmp_path / f"slurm-{collect}.out").is_file(), logs  # the collect job's
+    assert (out / "report.html").is_file() and (out / "TS_02" / "preview-gabor-kmeans-cc.png").is_file(), logs
     star = starfile.read(out / "gabor-kmeans-cc.star", always_dict=True)["particles"]
     assert set(star["rlnTomoName"]) == {"TS_01", "TS_02"}, logs
