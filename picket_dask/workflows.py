@@ -27,6 +27,7 @@ from .io.omezarr import read_attrs
 from .io.picks import picks_frame, relion_name, write_all
 from .io.results import RUN_JSON, read_run, write_run
 from .io.copick_io import is_copick
+from .io.omezarr import is_url
 from .io.grid import Grid, resample, work_params, working_grid
 from .io.roi import load_mask, voxels_inside
 from .io.tomogram import convert, is_zarr, open_tomogram, source_id, source_stamp, tomogram_name
@@ -511,8 +512,9 @@ def noted_rows(out: str | Path, at_most: int = 10) -> list[str]:
 
     from .collect import SUMMARY
 
-    table = pd.read_csv(Path(out) / SUMMARY, comment="#", usecols=["tomogram", "workflow", "note"])
-    noted = table[table.note.fillna("").astype(str) != ""]
+    table = pd.read_csv(Path(out) / SUMMARY, comment="#", usecols=["tomogram", "workflow", "note"], dtype=str,
+                        keep_default_na=False)  # an empty note is "", not NaN
+    noted = table[table.note != ""]
     lines = [f"look at {r.tomogram} ({r.workflow}): {r.note}" for r in noted.head(at_most).itertuples()]
     if len(noted) > at_most:
         lines.append(f"and {len(noted) - at_most} more rows with a note in {Path(out) / SUMMARY}")
@@ -525,7 +527,7 @@ def _run_all(paths: list, cfg: RunConfig, out: Path) -> list[TomogramResult]:
     if cfg.fit_on:
         fit_paths = paths[: cfg.fit_on]
         models = fit_shared(fit_paths, cfg)
-        shared = ",".join(str(Path(p).resolve()) for p in fit_paths)
+        shared = ",".join(source_id(p) for p in fit_paths)
     if cfg.concurrent <= 1 or len(paths) == 1:
         return [run_tomogram(p, cfg, out, models, shared) for p in paths]
     from concurrent.futures import ThreadPoolExecutor
@@ -581,7 +583,7 @@ def expand_inputs(items) -> list:
 
     out: list[Path] = []
     for item in items:
-        if is_copick(item):
+        if is_copick(item) or is_url(item):  # read as named (a URL is not a local path: Path would fold its //)
             out.append(item)
             continue
         p = Path(item)

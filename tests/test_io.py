@@ -440,3 +440,31 @@ def test_folder_input_skips_tilt_series(tmp_path, vol):
     for name in ("TS_01.st", "TS_01.ali", "TS_01.rec", "other.mrcs", "TS_01_mask.mrc"):
         write_mrc(tmp_path / name, vol, 10)
     assert expand_inputs([tmp_path]) == [tmp_path / "TS_01.rec"]  # nor the --mask files beside it
+
+
+def test_ome_zarr_by_url_runs_as_its_folder(tmp_path, sim_tiny, capsys):
+    """An OME-Zarr image named by URL (here file://; s3:// and https:// go the same fsspec way) is read through
+    zarr, named after its last path segment, recorded as given, and picked as the same image's folder is."""
+    import json
+
+    import pandas as pd
+
+    from picket_dask.io.tomogram import source_id, tomogram_name
+    from picket_dask.workflows import run
+
+    image = tmp_path / "TS_07.zarr"
+    convert(sim_tiny["tomogram"], image)
+    url = f"file://{image}/"
+    assert tomogram_name(url) == "TS_07" and source_id(url) == f"file://{image}"
+    kw = dict(chunks=32, max_fit_voxels=20_000)
+    local = run(image, tmp_path / "a", ["gabor-kmeans-cc"], **kw)[0]
+    remote = run(url, tmp_path / "b", ["gabor-kmeans-cc"], **kw)[0]
+    pd.testing.assert_frame_equal(pd.read_csv(remote.picks["gabor-kmeans-cc"]["csv"], comment="#"),
+                                  pd.read_csv(local.picks["gabor-kmeans-cc"]["csv"], comment="#"))
+    assert remote.name == "TS_07" and json.loads(remote.run_json.read_text())["tomogram"] == f"file://{image}"
+    out = tmp_path / "c"
+    assert main(["run", f"file://{sim_tiny['tomogram']}", "--out", str(out), "--cluster", "threads"]) == 2
+    assert "is a URL but not of an OME-Zarr image" in capsys.readouterr().err and not out.exists()
+    assert main(["run", f"file://{tmp_path}/missing.zarr", "--out", str(out), "--cluster", "threads"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a readable OME-Zarr image" in err and not out.exists()

@@ -8,6 +8,8 @@ check in the level-0 pass, and a write-to-temporary-then-rename; the files are r
 
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import uuid
@@ -166,13 +168,28 @@ def write_image(
     return path
 
 
+URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(spec) -> bool:
+    """Whether an input names a remote (or fsspec) location, ``s3://bucket/TS_01.zarr``, ``https://...``, ``file://...``
+    (a copick spec is not one: copick_io reads those)."""
+    return isinstance(spec, str) and bool(URL.match(spec)) and not spec.startswith("copick://")
+
+
 def open_image(path: str | Path, level: int = 0) -> tuple[da.Array, tuple[float, float, float], dict]:
-    """Lazy (z, y, x) array of one pyramid level, its voxel size (z, y, x) in Angstrom, and the group's attrs."""
-    path = Path(path)
+    """Lazy (z, y, x) array of one pyramid level, its voxel size (z, y, x) in Angstrom, and the group's attrs.
+    ``path``: a folder, or a URL zarr reads through fsspec (s3://, gs://, https://; for a public S3 bucket such as
+    the CZ cryo-ET data portal's, set ``FSSPEC_S3_ANON=true``: fsspec's own configuration, which dask's workers
+    inherit)."""
+    path = path.rstrip("/") if is_url(path) else Path(path)
     try:
         group = zarr.open_group(str(path), mode="r")
-    except Exception:
-        raise PicketError(path, "not a readable OME-Zarr image", "give an OME-Zarr image written by `picket-dask convert` or an MRC file") from None
+    except Exception as exc:
+        why = f" ({type(exc).__name__}: {exc})" if is_url(path) else ""
+        raise PicketError(path, f"not a readable OME-Zarr image{why}",
+                          "give an OME-Zarr image written by `picket-dask convert` or an MRC file"
+                          + (" (a public S3 bucket: FSSPEC_S3_ANON=true)" if str(path).startswith("s3://") else "")) from None
     attrs = dict(group.attrs)
     ome = attrs.get("ome", attrs)
     ms = ome.get("multiscales")

@@ -17,7 +17,7 @@ from ..chunking import RECHUNK
 from ..errors import PicketError
 from .copick_io import is_copick, open_copick, parse
 from .mrc import MRC_SUFFIXES, open_mrc
-from .omezarr import open_image, write_image
+from .omezarr import is_url, open_image, write_image
 
 if TYPE_CHECKING:
     from .grid import Grid
@@ -43,9 +43,14 @@ def is_zarr(path: Path) -> bool:
 
 
 def tomogram_name(path: str | Path) -> str:
-    """The tomogram's name: its file name without suffixes like .mrc, .rec, .zarr (a copick run: its name)."""
+    """The tomogram's name: its file name without suffixes like .mrc, .rec, .zarr (a copick run: its name; a URL:
+    its last path segment's)."""
     if is_copick(path):
         return parse(str(path)).run
+    if is_url(path):
+        from urllib.parse import urlparse
+
+        path = urlparse(path).path.rstrip("/") or "tomogram"
     name = Path(path).name
     for suffix in (".zarr", *MRC_SUFFIXES):
         if name.lower().endswith(suffix):
@@ -65,10 +70,18 @@ def resolve_voxel_size(header: tuple[float, float, float], override: float | Non
 
 
 def open_tomogram(path: str | Path, chunks: int | tuple = 128, voxel_size: float | None = None) -> Tomogram:
-    """Open an MRC/REC file, an OME-Zarr image or a copick run (copick://CONFIG?run=RUN) lazily."""
+    """Open an MRC/REC file, an OME-Zarr image (a folder or a URL: s3://, https://, ...) or a copick run
+    (copick://CONFIG?run=RUN) lazily."""
     if is_copick(path):
         arr, vs, run = open_copick(str(path), chunks)
         return Tomogram(arr, vs, str(path), run)
+    if is_url(path):  # OME-Zarr only: MRC files are memory-mapped, which needs a local file
+        if not path.rstrip("/").lower().endswith(".zarr"):
+            raise PicketError(path, "is a URL but not of an OME-Zarr image (.zarr)",
+                              "give an OME-Zarr image's URL, or download the MRC file and give its path")
+        arr, vs, attrs = open_image(path)
+        arr = arr.rechunk(chunks, method=RECHUNK) if chunks else arr
+        return Tomogram(arr, resolve_voxel_size(vs, voxel_size, path), path.rstrip("/"), tomogram_name(path), attrs)
     path = Path(path)
     if not path.exists():
         raise PicketError(path, "no such file or folder", "check the path")
@@ -83,13 +96,15 @@ def open_tomogram(path: str | Path, chunks: int | tuple = 128, voxel_size: float
 
 
 def source_id(path) -> str:
-    """A stable identifier of an input: the resolved path, or the copick spec as given."""
+    """A stable identifier of an input: the resolved path, or the copick spec or URL as given."""
+    if is_url(path):
+        return path.rstrip("/")
     return str(path) if is_copick(path) else str(Path(path).resolve())
 
 
 def source_stamp(path) -> dict:
     """Size and modification time of an input file (empty for folders and copick), to notice a changed input."""
-    p = None if is_copick(path) else Path(path)
+    p = None if is_copick(path) or is_url(path) else Path(path)
     if p is None or not p.is_file():
         return {}
     st = p.stat()
