@@ -1,11 +1,13 @@
-"""PNG previews: central XY and XZ slices of the tomogram with the segmentation and picks overlaid,
-the lamella's surfaces drawn on the XZ slice and the context mask (gold) in blue."""
+"""PNG previews: central XY and XZ slices of the tomogram (each the mean of SLAB_VOX slices) with the
+segmentation and picks overlaid (the image blurred in-plane by one voxel), the lamella's surfaces drawn on the XZ slice and the context mask in blue."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+SLAB_VOX = 5  # slices averaged for each panel's image
 
 
 def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.ndarray | None, out_png: str | Path,
@@ -32,8 +34,13 @@ def preview(image_path: str | Path, semantic_name: str | None, picks_zyx: np.nda
 
         lamella = Lamella.from_dict(open_labels(image_path, semantic_name)[1].get("lamella"), data.shape)
     zc, yc = data.shape[0] // 2, data.shape[1] // 2
-    xy = np.asarray(data[zc].compute(), float)
-    xz = np.asarray(data[:, yc].compute(), float)
+    # each panel the mean of SLAB_VOX slices around the cut (IMOD's slab thickness), sqrt(5) less noise at the same
+    # positions, so faint particles show; the labels and picks stay those of the central slice and its +-slab_vox
+    h = SLAB_VOX // 2
+    from scipy.ndimage import gaussian_filter  # and in-plane a Gaussian of one voxel: the noise is finer than particles
+
+    xy = gaussian_filter(np.asarray(data[max(zc - h, 0):zc + h + 1].mean(axis=0).compute(), float), 1.0)
+    xz = gaussian_filter(np.asarray(data[:, max(yc - h, 0):yc + h + 1].mean(axis=1).compute(), float), 1.0)
     fig, axes = plt.subplots(1, 2, figsize=(12, 6), gridspec_kw={"width_ratios": [1, 1]})
     for ax, img, lab_slice, (row_axis, col_axis, cut_axis, cut) in (
         (axes[0], xy, (zc, slice(None), slice(None)), (1, 2, 0, zc)),
