@@ -13,7 +13,9 @@ needs no templating library.
 from __future__ import annotations
 
 import html
+import json
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,7 @@ from .collect import picks_scores, summary
 from .errors import PicketError
 from .io.picks import read_points
 from .io.results import RUN_JSON, read_run, run_folders
+from .provenance import environment
 
 REPORT = "report.html"
 COLUMNS = ("n_picks", "picks_per_um3", "score_median", "lamella_found", "context_fraction", "voxel_size_A", "seconds")
@@ -42,6 +45,7 @@ def report(out: str | Path, workflow: str | None = None, redraw: bool = False) -
     if wf not in have:
         raise PicketError(workflow or out, f"has no picks in {out}" if workflow else "holds no picks",
                           f"give one of: {', '.join(have) or 'none (run the tomograms first)'}")
+    t0 = time.perf_counter()
     runs = [(d, {wf: picks_scores(d["picks"][wf]["csv"])}) for d in docs if wf in d.get("picks", {})]
     table = summary(runs)
     cards = []
@@ -54,7 +58,8 @@ def report(out: str | Path, workflow: str | None = None, redraw: bool = False) -
     cards.sort(key=lambda c: (not c[0], c[1]))  # noted first, then by name
     target = out / REPORT
     tmp = out / f".{REPORT}.tmp-{os.getpid()}"
-    tmp.write_text(_page(out, wf, table, [c[2] for c in cards], len(docs)))
+    made = {**environment(), "seconds": round(time.perf_counter() - t0, 3), "workflow": wf, "redraw": redraw}
+    tmp.write_text(_page(out, wf, table, [c[2] for c in cards], len(docs), made))
     tmp.replace(target)
     return target
 
@@ -92,7 +97,7 @@ def _card(out: Path, name: str, row: pd.Series, png: Path | None) -> str:
     return f'<div class="card" id="{html.escape(name)}"><h3>{html.escape(name)}</h3>{note}<p>{facts}</p>{img}{look}</div>'
 
 
-def _page(out: Path, wf: str, table: pd.DataFrame, cards: list[str], n_folders: int) -> str:
+def _page(out: Path, wf: str, table: pd.DataFrame, cards: list[str], n_folders: int, made: dict) -> str:
     noted = int((table.note != "").sum())
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in table.columns) + "</tr>"
                    for _, r in table.iterrows())
@@ -104,4 +109,5 @@ def _page(out: Path, wf: str, table: pd.DataFrame, cards: list[str], n_folders: 
             f"</title><style>{style}</style></head><body><h1>{html.escape(out.name)}: {html.escape(wf)}</h1>"
             f"<p>{len(table)} of {n_folders} tomogram folders with {html.escape(wf)} picks; {noted} with a note (first). "
             "Previews: central XY and XZ slices, particle class red, context blue, lamella green, picks within 5 slices "
-            f"cyan.</p>{''.join(cards)}<h2>summary</h2><table><tr>{head}</tr>{rows}</table></body></html>\n")
+            f"cyan.</p>{''.join(cards)}<h2>summary</h2><table><tr>{head}</tr>{rows}</table>"
+            f"<h2>made by</h2><pre>{html.escape(json.dumps(made, indent=1))}</pre></body></html>\n")

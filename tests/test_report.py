@@ -36,6 +36,7 @@ def test_report_cards_previews_and_order(batch, tmp_path):
     assert 'src="TS_01/preview-intensities-kmeans-cc.png"' in page and 'src="TS_02/preview-' in page
     assert page.index('id="TS_02"') < page.index('id="TS_01"')  # the noted card first
     assert '<p class="note">no picks</p>' in page and "2 of 2 tomogram folders" in page and page.count("<tr>") == 3
+    assert "&quot;picket-dask&quot;:" in page and "&quot;seconds&quot;:" in page  # versions and time of the page
     stamps = [p.stat().st_mtime_ns for p in pngs]
     report(out)
     assert [p.stat().st_mtime_ns for p in pngs] == stamps  # drawn once
