@@ -3,7 +3,8 @@
 summary.csv (collect.py) says which tomograms of a batch look odd; the report shows them. Each card
 holds the tomogram's preview (preview.py: central XY and XZ slices, the particle class, context mask,
 lamella and the workflow's picks near those slices) with its row of the summary (picks, picks per cubic
-micrometre, score median, lamella, note), the cards with a note first, then the rest by name. A
+micrometre, score median, lamella, note) and, where ``picket-dask classify`` ran on its picks, the class gallery
+and how many picks were flagged junk; the cards with a note first, then the rest by name. A
 browser or JupyterLab opens the page; it refers to the previews beside each tomogram's results
 (``OUT/NAME/preview-WF.png``), which are drawn once and again only when the picks are newer, so the
 page of a growing batch is cheap to make again. Why by hand: a static page of a table and images
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .collect import picks_scores, summary
+from .collect import junk_flags, picks_scores, summary
 from .errors import PicketError
 from .io.picks import read_points
 from .io.results import RUN_JSON, read_run, run_folders
@@ -54,7 +55,7 @@ def report(out: str | Path, workflow: str | None = None, redraw: bool = False) -
             continue
         row = table[table.tomogram == d["name"]].iloc[0]
         png = _preview(folder, d, wf, redraw)
-        cards.append((bool(row.note), d["name"], _card(out, d["name"], row, png)))
+        cards.append((bool(row.note), d["name"], _card(out, d["name"], row, png, _classes(out, folder, d, wf))))
     cards.sort(key=lambda c: (not c[0], c[1]))  # noted first, then by name
     target = out / REPORT
     tmp = out / f".{REPORT}.tmp-{os.getpid()}"
@@ -82,19 +83,32 @@ def _preview(folder: Path, doc: dict, wf: str, redraw: bool) -> Path | None:
     return png
 
 
+def _classes(out: Path, folder: Path, doc: dict, wf: str) -> str:
+    """The card's line and gallery from ``picket-dask classify`` of these picks, where it ran on the current ones."""
+    gallery = folder / "classes" / wf / "gallery.png"
+    if not gallery.is_file():
+        return ""
+    junk = junk_flags(folder, wf, read_points(doc["picks"][wf]["csv"]))
+    if junk is None:  # classes of earlier picks (the workflow ran again since)
+        return "<p>classes: of earlier picks (run <code>picket-dask classify</code> again)</p>"
+    return (f"<p>classes: {int(junk.sum())} of {len(junk)} picks flagged junk (<code>--drop-junk</code> leaves them out)</p>"
+            f'<img src="{html.escape(os.path.relpath(gallery, out))}" alt="{html.escape(doc["name"])} classes" loading="lazy">')
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return "" if pd.isna(value) else f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
     return str(value)
 
 
-def _card(out: Path, name: str, row: pd.Series, png: Path | None) -> str:
+def _card(out: Path, name: str, row: pd.Series, png: Path | None, classes: str = "") -> str:
     img = (f'<img src="{html.escape(os.path.relpath(png, out))}" alt="{html.escape(name)} preview" loading="lazy">'
            if png else "<p>no preview: the tomogram's image is not in its folder</p>")
     facts = " &middot; ".join(f"{k.replace('_', ' ')} {html.escape(_fmt(row[k]))}" for k in COLUMNS if k in row)
     note = f'<p class="note">{html.escape(row.note)}</p>' if row.note else ""
     look = f"<p><code>picket-dask view {html.escape(str(out / name))}</code> opens it in napari</p>"
-    return f'<div class="card" id="{html.escape(name)}"><h3>{html.escape(name)}</h3>{note}<p>{facts}</p>{img}{look}</div>'
+    return (f'<div class="card" id="{html.escape(name)}"><h3>{html.escape(name)}</h3>{note}<p>{facts}</p>{img}{classes}'
+            f"{look}</div>")
 
 
 def _page(out: Path, wf: str, table: pd.DataFrame, cards: list[str], n_folders: int, made: dict) -> str:

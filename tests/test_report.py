@@ -55,3 +55,21 @@ def test_report_bad_input(batch, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "has no picks in" in err and WF in err
     assert not (batch / "report.html").exists()
+
+
+def test_report_shows_the_classes_of_current_picks(batch, tmp_path):
+    """A classified tomogram's card holds its class gallery and the junk count; classes of earlier picks are named
+    as such (the report does not show a gallery of other picks)."""
+    import pandas as pd
+
+    from picket_dask.classify import classify_picks
+
+    out = tmp_path / "out"
+    shutil.copytree(batch, out)
+    res = classify_picks(out / "TS_01", WF, classes=2)
+    cls = pd.read_csv(res.out / "picks.csv", comment="#")
+    page = report(out).read_text()
+    assert f'src="TS_01/classes/{WF}/gallery.png"' in page and "TS_02/classes" not in page
+    assert f"classes: {int(cls.junk.astype(str).str.lower().isin(('true', '1')).sum())} of {len(cls)} picks flagged junk" in page
+    cls.iloc[:-1].to_csv(res.out / "picks.csv", index=False)  # as if the workflow had run again with other picks
+    assert "classes: of earlier picks" in report(out).read_text()
