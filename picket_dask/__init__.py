@@ -1,6 +1,6 @@
 """picket-dask: PickET (template-free particle picking in cryo-ET) as a chunked Dask engine.
 
-Public API: convert, simulate, run, collect, segment_tomogram, localize, evaluate_files, get_client,
+Public API: convert, simulate, run, collect, report, segment_tomogram, localize, evaluate_files, get_client,
 classify_picks and the parameter models SegmentParams, LocalizeParams, RunConfig.
 """
 
@@ -19,14 +19,18 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # classify is imported on first use only: importing the package (or steps 1 and 2) never loads it
+    # classify and report (matplotlib) are imported on first use only: importing the package never loads them
     if name == "classify_picks":
         from .classify import classify_picks
 
         return classify_picks
+    if name == "report":
+        from .report import report
+
+        return report
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ALL_WORKFLOWS", "DEFAULT_WORKFLOWS", "LocalizeParams", "PicketError", "RunConfig", "SegmentParams",
-           "classify_picks", "collect", "convert", "evaluate_files", "get_client", "load_config", "localize", "open_tomogram", "run", "score",
+           "classify_picks", "collect", "convert", "evaluate_files", "get_client", "load_config", "localize", "open_tomogram", "report", "run", "score",
            "segment_tomogram", "simulate"]
