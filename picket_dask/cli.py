@@ -146,14 +146,15 @@ def _config(args) -> RunConfig:
 
 
 def cmd_run(args) -> int:
-    from .workflows import checked_inputs, run
+    from .inputs import checked_inputs
+    from .workflows import run
 
     cfg = _config(args)
     if not cfg.tomograms:
         raise PicketError("run", "no tomograms given", "name MRC/REC files, .zarr images or folders, or list them in --config")
     paths = checked_inputs(cfg.tomograms, cfg)  # a bad input or option: one line, before a cluster starts
     if args.dry_run:
-        from .workflows import plan
+        from .inputs import plan
 
         for row in plan(paths, cfg, cfg.out):
             z, y, x = row["shape_zyx"]

@@ -390,7 +390,7 @@ def test_inputs_sharing_a_name_refused(tmp_path, vol, capsys):
     """Two inputs with one name (``TS_01/tomo.mrc`` and ``TS_02/tomo.mrc``; ``a.mrc`` and ``a.rec``) would both write
     OUT/NAME: the second stopped at the first's lock, or wrote over its results. Refused before any work; an
     input given twice runs once."""
-    from picket_dask.workflows import distinct_inputs
+    from picket_dask.inputs import distinct_inputs
 
     for d in ("TS_01", "TS_02"):
         (tmp_path / d).mkdir()
@@ -435,7 +435,7 @@ def test_space_group_zero_tomogram_read_tilt_series_refused(tmp_path, vol, capsy
 def test_folder_input_skips_tilt_series(tmp_path, vol):
     """An IMOD folder holds TS_01.st, TS_01.ali and TS_01.rec: a folder given as input is its tomograms (.rec, .mrc,
     .map, .zarr), not the stacks beside them (they were taken too, then refused, and the run with them)."""
-    from picket_dask.workflows import expand_inputs
+    from picket_dask.inputs import expand_inputs
 
     for name in ("TS_01.st", "TS_01.ali", "TS_01.rec", "other.mrcs", "TS_01_mask.mrc"):
         write_mrc(tmp_path / name, vol, 10)
