@@ -124,32 +124,6 @@ def map_reflected(x: da.Array, fn, depth: tuple[int, ...], *args, trim: bool = F
     return overlap_none(x, depth).map_blocks(run, *args, **kwargs)
 
 
-def map_store_reflected(store: str, chunks: tuple[tuple[int, ...], ...], fn, depth: tuple[int, ...], *args,
-                        out_chunks: tuple[tuple[int, ...], ...], leading: tuple[int, ...] = (), dtype=np.float32) -> da.Array:
-    """``map_reflected`` over the zarr array at ``store`` (any leading axes read whole, then z, y, x), cut into the
-    blocks ``chunks`` (z, y, x; each at least ``depth`` long along an axis of several), without dask's overlap:
-    each task reads its block grown by ``depth`` voxels per spatial axis from the store itself and mirrors the
-    volume's faces (``reflect_faces``), clipped to the volume ``chunks`` spans. With dask's overlap every task is
-    handed slices of its neighbours' blocks, which a LocalCluster of worker processes serialises and sends between
-    them (the membrane planarity's two passes: 1.2 s of the CLI's ~5 s cluster overhead on 2 cores, fifteenth
-    session). ``fn(block, *args)`` returns ``leading + out block shape``; ``out_chunks``: the result's z, y, x chunks,
-    one block per input block."""
-    import dask
-
-    depth = tuple(int(d) for d in depth)
-    shape = tuple(int(sum(c)) for c in chunks)
-    numblocks = tuple(len(c) for c in chunks)
-    tasks = {b: dask.delayed(_stored_block, pure=True)(store, b, origin, size, depth, shape, numblocks, fn, args)
-             for b, origin, size in block_boxes(chunks)}
-    return from_block_tasks(tasks, out_chunks, dtype, leading)
-
-
-def _stored_block(store: str, block, origin, size, depth, shape, numblocks, fn, args):
-    lo, hi = haloed_box(shape, origin, size, np.asarray(depth))
-    region = np.asarray(zarr.open_array(store, mode="r")[(Ellipsis,) + tuple(slice(int(a), int(c)) for a, c in zip(lo, hi))])
-    return fn(reflect_faces(region, depth, block, numblocks), *args)
-
-
 def at_least(arr: da.Array, size: int) -> da.Array:
     """Rechunk so that every chunk is at least ``size`` long (a small last chunk joins its neighbour)."""
     new = []

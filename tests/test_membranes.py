@@ -100,34 +100,3 @@ def test_planarity_on_a_thin_slab_equals_the_whole_volume_filters(rng):
     for chunks in (64, (12, 16, 16)):
         pn = planarity_and_normal(da.from_array(vol, chunks=chunks), 10.0, 2).compute()
         np.testing.assert_allclose(pn[0], m1 - m2, rtol=1e-4, atol=1e-6 * float(np.abs(m1).max()))
-
-
-def test_planarity_read_from_the_store_equals_the_overlap(rng, tmp_path):
-    """Both passes reading their haloed blocks from zarr in the task (chunking.map_store_reflected, no dask overlap)
-    give the overlap's numbers exactly, on blocks of several chunks per axis and at every face; and
-    map_store_reflected equals map_reflected for any block function."""
-    import zarr
-
-    from picket_dask.chunking import map_reflected, map_store_reflected
-    from picket_dask.localize.membranes import planarity_and_normal
-
-    vol, _, _ = _sheet_and_streak(rng, shape=(50, 96, 110))  # odd sizes: trimmed to whole 2^3 cubes, uneven last chunks
-    z = zarr.open_array(str(tmp_path / "vol"), mode="w", shape=vol.shape, chunks=(32, 32, 32), dtype=vol.dtype)
-    z[:] = vol
-    image = da.from_zarr(z)
-    want = planarity_and_normal(image, 10.0, 2).compute()
-    got = planarity_and_normal(image, 10.0, 2, store=str(tmp_path / "vol"), scratch=str(tmp_path / "pl")).compute()
-    assert got.shape == want.shape == (4, 25, 48, 55)
-    np.testing.assert_array_equal(got, want)
-    x = da.from_zarr(z).rechunk((20, 40, 40))
-
-    def fn(b, depth):  # a block function that sees the halo: each voxel minus its neighbourhood mean
-        from scipy import ndimage as ndi
-
-        core = tuple(slice(d, n - d) for d, n in zip(depth, b.shape))
-        return (b - ndi.uniform_filter(b, 5))[core]
-
-    depth = (3, 3, 3)
-    a = map_reflected(x, fn, depth, depth, dtype=np.float32).compute()
-    b = map_store_reflected(str(tmp_path / "vol"), x.chunks, fn, depth, depth, out_chunks=x.chunks).compute()
-    np.testing.assert_array_equal(a, b)

@@ -113,7 +113,7 @@ def _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_
 
     gold = extreme_density(small, vs * f, inside_small, sigma_vox / f)
     membranes, mrep = membrane_mask(image, vs, inside_small, f, min_extent_A=diameter_A[1], min_diameter_A=diameter_A[0],
-                                    scratch=str(scratch / "planarity"), store=str(Path(image_path) / "0"))
+                                    scratch=str(scratch / "planarity"))
     membranes = da.pad(membranes, [(0, s - m) for s, m in zip(small.shape, membranes.shape)])
     small_labels = da.where(gold.labels > 0, np.uint8(EXTREME), da.where(membranes.rechunk(small.chunks), np.uint8(MEMBRANE), np.uint8(0)))
     # formed once on the binned grid, in chunks of the image's // f: each full-resolution chunk of the

@@ -135,14 +135,10 @@ def planarity_block(block: np.ndarray, rho_vox: float, depth: tuple[int, int, in
     return np.concatenate([(m1 - m2)[None], symmetric_eigvec(t, m1)]).astype(np.float32)
 
 
-def planarity_and_normal(image: da.Array, voxel_A: float, f: int, store: str | None = None,
-                         scratch: str | None = None) -> da.Array:
+def planarity_and_normal(image: da.Array, voxel_A: float, f: int) -> da.Array:
     """Lazy (4, z, y, x) float32: planarity and unit normal (``planarity_block``) of a full-resolution
-    tomogram with voxels of ``voxel_A``, on the grid binned by ``f`` (trimmed to whole f^3 cubes, like ``binned``).
-    ``store`` (the zarr array ``image`` reads, e.g. an OME-Zarr image's level 0) and ``scratch`` (the gradient
-    products go to ``scratch + "-products"``, which the caller removes with it): both passes read their haloed blocks from zarr in the task (``chunking.map_store_reflected``)
-    instead of through dask's overlap; the same numbers."""
-    from ..chunking import at_least, axis_depths, map_reflected, map_store_reflected, stored
+    tomogram with voxels of ``voxel_A``, on the grid binned by ``f`` (trimmed to whole f^3 cubes, like ``binned``)."""
+    from ..chunking import at_least, axis_depths, map_reflected
 
     sg = max(GRADIENT_SIGMA_A / voxel_A, 0.5)
     d = int(np.ceil(4 * sg)) + 1
@@ -151,20 +147,11 @@ def planarity_and_normal(image: da.Array, voxel_A: float, f: int, store: str | N
     x = at_least(x.rechunk(tuple(min(s, FILTER_CHUNK * f) for s in shape)), d + f)  # chunks: multiples of f, > halo
     dx = axis_depths(x.chunks, d)
     out_chunks = ((6,),) + tuple(tuple(c // f for c in cs) for cs in x.chunks)
-    from_store = store is not None and scratch is not None
-    if from_store:
-        prods = map_store_reflected(store, x.chunks, gradient_products_block, dx, sg, dx, f, out_chunks=out_chunks[1:],
-                                    leading=(6,))
-        prods = stored(prods, f"{scratch}-products", label="context: membrane gradient products")
-    else:
-        prods = map_reflected(x, gradient_products_block, dx, sg, dx, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
+    prods = map_reflected(x, gradient_products_block, dx, sg, dx, f, new_axis=0, chunks=out_chunks, dtype=np.float32)
     rho = INTEGRATION_SIGMA_A / (voxel_A * f)
     r = int(np.ceil(4 * rho)) + 1
     prods = at_least(prods, r + 1) if min(min(c) for c in prods.chunks[1:]) <= r else prods
     dp = axis_depths(prods.chunks[1:], r)
-    if from_store:
-        return map_store_reflected(f"{scratch}-products", prods.chunks[1:], planarity_block, dp, rho, dp,
-                                   out_chunks=prods.chunks[1:], leading=(4,))
     return map_reflected(prods, planarity_block, dp, rho, dp, chunks=((4,),) + prods.chunks[1:], dtype=np.float32)
 
 
@@ -264,19 +251,18 @@ def is_sheet(counts: np.ndarray, extent_vox: np.ndarray, voxel_A: float, min_ext
 
 
 def membrane_mask(image: da.Array, voxel_A: float, inside: da.Array, f: int, min_extent_A: float,
-                  min_diameter_A: float = 60.0, scratch: str | None = None, store: str | None = None) -> tuple[da.Array, dict]:
+                  min_diameter_A: float = 60.0, scratch: str | None = None) -> tuple[da.Array, dict]:
     """Lazy boolean mask of membranes on the grid binned by ``f`` (``inside``: the sample on that grid)
     of a full-resolution tomogram ``image`` with voxels of ``voxel_A``; and a report. ``min_extent_A``:
     the largest particle diameter (size prior), ``min_diameter_A`` the smallest. ``scratch``: a folder
-    where the planarity is stored once (the caller removes it) instead of recomputed by each pass; with ``store``
-    (the zarr array ``image`` reads) the planarity's passes read their blocks from zarr (planarity_and_normal)."""
+    where the planarity is stored once (the caller removes it) instead of recomputed by each pass."""
     from ..chunking import RECHUNK
     from ..progress import compute
     from .centroids import instance_table
     from .components import connected_components_chunked
 
     vox = voxel_A * f
-    pn = planarity_and_normal(image, voxel_A, f, store, scratch)
+    pn = planarity_and_normal(image, voxel_A, f)
     inside = inside[tuple(slice(0, s) for s in pn.shape[1:])]
     pn = pn.rechunk(((4,),) + inside.chunks, method=RECHUNK)  # the filters' blocks merged into the grid's
     if scratch is not None:
