@@ -351,6 +351,7 @@ def collect_run(out: str | Path, workflows: list[str], relion_tomo_name: str | N
         note(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) in {c.star} and {c.csv.name}")
     for line in noted_rows(out):
         note(line)
+    note(f"`picket-dask report {out}` draws every tomogram's preview and summary row on one page")
 
 
 def noted_rows(out: str | Path, at_most: int = 10) -> list[str]:
