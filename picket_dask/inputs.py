@@ -89,6 +89,7 @@ def plan(paths: list, cfg: RunConfig, out: str | Path) -> list[dict]:
         rows.append({"name": name, "input": source_id(p), "shape_zyx": t.shape, "voxel_size_A": t.voxel_size[0],
                      "voxel_size_from": "--voxel-size" if cfg.voxel_size is not None else "header",
                      "grid": grid.reason if grid.resampled else "the tomogram's own",
+                     "work_voxels": int(np.prod(grid.shape)),
                      "mask": load_mask(cfg.mask, p, name, t.shape, t.voxel_size[0], cfg.chunks).source if cfg.mask else "",
                      "exclude": load_mask(cfg.exclude, p, name, t.shape, t.voxel_size[0], cfg.chunks, "--exclude").source
                      if cfg.exclude else "",

@@ -345,6 +345,11 @@ def test_dry_run_checks_and_writes_nothing(tmp_path, sim_tiny, capsys):
     said = capsys.readouterr().out
     assert f"{sim_tiny['tomogram'].stem}: 48 x 96 x 96 voxels of 14 A (--voxel-size); grid: 14 A voxels are coarser" in said
     assert "new" in said and "nothing written (--dry-run)" in said and not out.exists()
+    from picket_dask.config import RunConfig
+    from picket_dask.inputs import plan
+
+    grid_voxels = plan([sim_tiny["tomogram"]], RunConfig(voxel_size=14.0), out)[0]["work_voxels"]
+    assert grid_voxels > 48 * 96 * 96 and f"work: {grid_voxels / 1e6:,.0f} million voxels on the working grids" in said
     # the same checks as a run: a bad option is the run's one line
     assert main(["run", str(sim_tiny["tomogram"]), "--out", str(out), "--dry-run", "--z-extract", "10", "99"]) == 2
     assert "reaches past" in capsys.readouterr().err and not out.exists()
