@@ -103,7 +103,7 @@ def test_copick_voxel_size_override_refused(project, capsys):
 
 def test_copick_mask_segmentation_and_scores(project, tmp_path, sim_tiny, capsys):
     """--mask copick:NAME keeps the picks whose centre lies inside the run's segmentation NAME, read at its own
-    voxel size (20 A here, the tomogram 10 A: centres placed through Angstrom); two segmentations of that name
+    voxel size (20 A here, the tomogram 10 A: centres placed through Angstrom, the grids sharing the box's corner); two segmentations of that name
     (two users) are one line asking which; the picks written back carry their scores."""
     from picket_dask.cli import main
 
@@ -119,7 +119,9 @@ def test_copick_mask_segmentation_and_scores(project, tmp_path, sim_tiny, capsys
     assert main(base + ["--out", str(tmp_path / "held"), "--mask", "copick:cytoplasm"]) == 0
     free = pd.read_csv(tmp_path / "free" / "TS_001" / "picks" / "gabor-kmeans-cc.csv", comment="#")
     held = pd.read_csv(tmp_path / "held" / "TS_001" / "picks" / "gabor-kmeans-cc.csv", comment="#")
-    z, y, x = (np.clip(np.rint(free[c].to_numpy() * 0.5).astype(int), 0, n - 1) for c, n in zip(("z", "y", "x"), seg.shape))
+    # the 20 A voxels tile the same box as the 10 A ones (corner-aligned): 10 A voxel i lies at (i + 0.5) / 2 - 0.5
+    z, y, x = (np.clip(np.rint((free[c].to_numpy() + 0.5) * 0.5 - 0.5).astype(int), 0, n - 1)
+               for c, n in zip(("z", "y", "x"), seg.shape))
     expected = free[seg[z, y, x] != 0].reset_index(drop=True)
     assert 0 < len(held) == len(expected) < len(free)
     pd.testing.assert_frame_equal(held.drop(columns="id"), expected.drop(columns="id"))

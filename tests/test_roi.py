@@ -147,3 +147,19 @@ def test_exclude_drops_the_picks_a_mask_keeps(tmp_path, sim_tiny, capsys):
                  str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--exclude" in err and "NAME_exclude.mrc" in err and not out.exists()
+
+
+def test_a_coarser_mask_tiles_the_same_box():
+    """A mask of twice the voxel size covers the tomogram's box corner to corner: tomogram voxels 0-1 fall in its
+    voxel 0 and 2-3 in voxel 1, the last ones included (a centre-to-centre mapping put voxel 3 outside it)."""
+    import dask.array as da
+
+    from picket_dask.io.roi import RegionMask
+
+    mask = np.zeros((2, 2, 2), np.uint8)
+    mask[1, 1, 1] = 1
+    roi = RegionMask(da.from_array(mask), (0.5, 0.5, 0.5), "m", 20.0)
+    pts = np.array([[i, i, i] for i in range(4)], float)
+    np.testing.assert_array_equal(roi.inside(pts), [False, False, True, True])
+    mask[:] = 1
+    assert RegionMask(da.from_array(mask), (0.5, 0.5, 0.5), "m", 20.0).inside(pts).all()

@@ -39,8 +39,13 @@ class RegionMask:
     voxel_size_A: float | None = None  # its own voxel size where it has one of its own (a copick segmentation)
 
     def inside(self, zyx: np.ndarray) -> np.ndarray:
-        """(n,) bool for points in the tomogram's voxels (z, y, x)."""
-        return inside(self.data, np.asarray(zyx, float).reshape(-1, 3) * np.asarray(self.scale))
+        """(n,) bool for points in the tomogram's voxels (z, y, x). Grids of other voxel sizes share the volume's
+        corner (a binned tomogram's and its segmentation's voxels tile the same box, as io/grid.py's): a point at
+        voxel i lies at (i + 0.5) x scale - 0.5 of the mask's voxels."""
+        zyx = np.asarray(zyx, float).reshape(-1, 3)
+        if all(s == 1.0 for s in self.scale):
+            return inside(self.data, zyx)
+        return inside(self.data, (zyx + 0.5) * np.asarray(self.scale) - 0.5)
 
 
 FOLDER_SUFFIX = {"--mask": "_mask", "--exclude": "_exclude"}  # a folder's NAME_mask.mrc, NAME_exclude.mrc
