@@ -28,7 +28,7 @@ import pandas as pd
 from .config import ALL_WORKFLOWS
 from .errors import PicketError
 from .io.picks import read_star_particles, relion_name, write_csv, write_star_frame
-from .io.results import RUN_JSON, read_run, run_folders
+from .io.results import batch_runs
 
 
 @dataclass
@@ -106,12 +106,7 @@ def collect(out: str | Path, workflows: list[str] | None = None, min_score: floa
     ``relion_tomo_name``: the STAR's rlnTomoName from each tomogram's name by this pattern (io.picks.relion_name;
     default: the rows' names as each tomogram's STAR has them)."""
     out = Path(out)
-    if (out / RUN_JSON).is_file():
-        raise PicketError(out, "is one tomogram's folder", f"give the run's --out folder that holds it ({out.parent})")
-    folders = run_folders(out)
-    docs = [read_run(f) for f in folders]
-    if not docs:
-        raise PicketError(out, "holds no tomogram folders with a run.json", "give the --out folder of `picket-dask run`")
+    folders, docs = batch_runs(out)
     rln = {d["name"]: relion_name(d["name"], relion_tomo_name) for d in docs} if relion_tomo_name else {}
     have = [{wf: {f: Path(paths[f]) for f in ("star", "csv")} for wf, paths in d.get("picks", {}).items()
              if all(paths.get(f) and Path(paths[f]).is_file() for f in ("star", "csv"))}

@@ -24,7 +24,7 @@ import pandas as pd
 from .collect import junk_flags, picks_scores, summary
 from .errors import PicketError
 from .io.picks import read_points
-from .io.results import RUN_JSON, read_run, run_folders
+from .io.results import batch_runs
 from .provenance import environment
 
 REPORT = "report.html"
@@ -35,12 +35,7 @@ def report(out: str | Path, workflow: str | None = None, redraw: bool = False) -
     """Write ``out/report.html`` for ``workflow`` (default: the first workflow of the first tomogram) over every
     tomogram folder in ``out``; previews drawn where missing or older than the picks (``redraw``: always)."""
     out = Path(out)
-    if (out / RUN_JSON).is_file():
-        raise PicketError(out, "is one tomogram's folder", f"give the run's --out folder that holds it ({out.parent})")
-    folders = run_folders(out)
-    docs = [read_run(f) for f in folders]
-    if not docs:
-        raise PicketError(out, "holds no tomogram folders with a run.json", "give the --out folder of `picket-dask run`")
+    folders, docs = batch_runs(out)
     have = sorted({wf for d in docs for wf in d.get("picks", {})})
     wf = workflow or next(iter(docs[0].get("picks", {})), None)
     if wf not in have:

@@ -58,6 +58,20 @@ def run_folders(out: str | Path) -> list[Path]:
     return sorted(rj.parent for rj in out.glob(f"*/{RUN_JSON}"))
 
 
+def batch_runs(out: str | Path) -> tuple[list[Path], list[dict]]:
+    """The tomogram folders of a run's output folder ``out`` and their run.json documents (``read_run``), for the
+    commands that work on a whole batch (collect, report); one line when ``out`` is one tomogram's folder or holds
+    none."""
+    out = Path(out)
+    if (out / RUN_JSON).is_file():
+        raise PicketError(out, "is one tomogram's folder", f"give the run's --out folder that holds it ({out.parent})")
+    folders = run_folders(out)
+    docs = [read_run(f) for f in folders]
+    if not docs:
+        raise PicketError(out, "holds no tomogram folders with a run.json", "give the --out folder of `picket-dask run`")
+    return folders, docs
+
+
 def read_run(folder: str | Path) -> dict:
     """``folder/run.json`` with its image and picks paths resolved against ``folder``."""
     folder = Path(folder)
