@@ -102,7 +102,8 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
             continue
         inside = (roi.data != 0).astype(np.uint8)  # labels need integers: 1 inside
         out.append((inside, {"name": key, "opacity": 0.3, "visible": False, "axis_labels": AXES, "units": UNITS,
-                             "scale": tuple(v / s for v, s in zip(vs, roi.scale))}, "labels"))
+                             "scale": tuple(v / s for v, s in zip(vs, roi.scale)),  # its voxels tile the same box:
+                             "translate": tuple(0.5 * (v / s - v) for v, s in zip(vs, roi.scale))}, "labels"))
     for i, wf in enumerate(wfs):
         picks = read_points(doc["picks"][wf]["csv"])
         rings, diam, ids = pick_rings(picks, vs, shape)

@@ -136,6 +136,7 @@ def test_copick_mask_segmentation_and_scores(project, tmp_path, sim_tiny, capsys
     shown = {kw["name"]: (d, kw) for d, kw, _ in layers(tmp_path / "held" / "TS_001")}
     np.testing.assert_array_equal(np.asarray(shown["mask"][0]), seg)  # napari places it at its own 20 A voxels
     assert shown["mask"][1]["scale"] == (20.0, 20.0, 20.0)
+    assert shown["mask"][1]["translate"] == (5.0, 5.0, 5.0)  # voxel 0's centre, as RegionMask.inside places it
 
     run.new_segmentation(voxel_size=20.0, name="cytoplasm", session_id="0", user_id="other").from_numpy(seg)
     capsys.readouterr()
