@@ -383,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run workflows on tomograms", description="Workflows: " + ", ".join(ALL_WORKFLOWS))
     r.add_argument("tomograms", nargs="*", help="MRC/REC files, OME-Zarr images, or folders of them")
-    r.add_argument("--out", help="output folder (default picket-out)")
-    r.add_argument("--workflows", help=f"comma-separated, or 'all' (default {','.join(DEFAULT_WORKFLOWS)})")
+    r.add_argument("-o", "--out", help="output folder (default picket-out)")
+    r.add_argument("-w", "--workflows", help=f"comma-separated, or 'all' (default {','.join(DEFAULT_WORKFLOWS)})")
     r.add_argument("--config", help="run YAML: picket-dask keys or the reference PickET's s1/s2 keys")
     r.add_argument("--preset", choices=["default", "reference"], help="default: working grid, lamella, context masks, size prior, "
                    "scores (the most accurate measured); reference: PickET exactly as published")
@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cl = sub.add_parser("classify", help="sort a workflow's picks into classes, de novo: averages, gallery, junk")
     cl.add_argument("result", help="a tomogram's result folder: OUT/NAME")
-    cl.add_argument("--workflow", required=True, help="whose picks, e.g. gabor-gmm-cc (OUT/NAME/picks/WF.csv)")
+    cl.add_argument("-w", "--workflow", required=True, help="whose picks, e.g. gabor-gmm-cc (OUT/NAME/picks/WF.csv)")
     cl.add_argument("--classes", default="auto", help="auto (K by BIC, default) or a number of classes K")
     cl.add_argument("--box-A", type=float, help="box edge in Angstrom (default: twice the particle diameter)")
     cl.add_argument("--drop-junk", action="store_true", help="also write picks_clean.csv/.star without the junk picks")
@@ -475,7 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sg = sub.add_parser("segment", help="step 1 only: semantic labels into OUT/NAME/NAME.zarr/labels")
     sg.add_argument("tomograms", nargs="+")
-    sg.add_argument("--out", default="picket-out")
+    sg.add_argument("-o", "--out", default="picket-out")
     sg.add_argument("--features", default="gabor", help="comma-separated: intensities,ffts,gabor")
     sg.add_argument("--clusterers", default="kmeans,gmm", help="comma-separated: kmeans,gmm")
     sg.add_argument("--z-fit", nargs=2, type=int, metavar=("LB", "UB"))
@@ -493,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--particle-id", type=int, default=1, help="label value of the particles (default 1)")
     lo.add_argument("--z-extract", nargs=2, type=int, metavar=("LB", "UB"))
     lo.add_argument("--min-distance-vox", type=int, help="watershed peak spacing (default: from the size prior)")
-    lo.add_argument("--out", default="picks")
+    lo.add_argument("-o", "--out", default="picks")
     _cluster_args(lo)
     lo.set_defaults(func=cmd_localize, cluster="threads")
 
@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     co = sub.add_parser("collect", help="the picks of every tomogram in a run's --out: one RELION 5 STAR and one CSV "
                         "per workflow (OUT/WF.star, OUT/WF.csv) and OUT/summary.csv (run writes them too)")
     co.add_argument("out", help="the --out folder of `picket-dask run` (its tomogram folders OUT/NAME)")
-    co.add_argument("--workflows", help="comma-separated (default: every workflow with picks there)")
+    co.add_argument("-w", "--workflows", help="comma-separated (default: every workflow with picks there)")
     co.add_argument("--min-score", type=float, help="keep picks scoring at least S (written as WF_min-score-S.star/.csv)")
     co.add_argument("--relion-tomo-name", metavar="PATTERN", help=RELION_NAME_HELP)
     co.add_argument("--drop-junk", action="store_true", help="leave out the picks `picket-dask classify` flagged junk "
@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="OUT/report.html: every tomogram's preview with its summary row and note, "
                         "the noted ones first (a batch at a glance in a browser or JupyterLab)")
     rp.add_argument("out", help="the --out folder of `picket-dask run` (its tomogram folders OUT/NAME)")
-    rp.add_argument("--workflow", help="whose picks to show (default: the first tomogram's first workflow)")
+    rp.add_argument("-w", "--workflow", help="whose picks to show (default: the first tomogram's first workflow)")
     rp.add_argument("--redraw", action="store_true", help="draw every preview again (default: only missing or older than the picks)")
     rp.set_defaults(func=cmd_report)
 
@@ -531,16 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("image", help="the OME-Zarr image written by run (NAME/NAME.zarr)")
     v.add_argument("--labels", help="semantic label name, e.g. semantic-gabor-gmm")
     v.add_argument("--picks", help="picks file to overlay")
-    v.add_argument("--out", default="preview.png")
+    v.add_argument("-o", "--out", default="preview.png")
     v.set_defaults(func=cmd_preview)
 
     w = sub.add_parser("view", help="open a tomogram's results in napari (viz extra)")
     w.add_argument("result", help="a tomogram's result folder: OUT/NAME")
-    w.add_argument("--workflows", help="comma-separated (default: all in run.json)")
+    w.add_argument("-w", "--workflows", help="comma-separated (default: all in run.json)")
     w.set_defaults(func=cmd_view)
 
     d = sub.add_parser("demo", help="simulate a small tomogram, run the default workflows, evaluate, preview")
-    d.add_argument("--out", default="picket-demo")
+    d.add_argument("-o", "--out", default="picket-demo")
     d.add_argument("--preset", default="small", choices=["tiny", "small", "medium"])
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--scene", default="realistic", choices=["realistic", "simple"], help="see picket-dask simulate --help")

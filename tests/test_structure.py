@@ -106,3 +106,23 @@ def test_readme_command_block_names_every_option():
     missing = {f"{name} {opt}" for name, p in sub.choices.items() for a in p._actions for opt in a.option_strings
                if opt.startswith("--") and opt != "--help" and opt not in listed}
     assert not missing, sorted(missing)
+
+
+def test_short_options_for_out_and_workflows():
+    """``-o`` is ``--out`` and ``-w`` is ``--workflows`` / ``--workflow`` in every subcommand that has them (the
+    letters users type from other tools), and each parses to the same value as the long form."""
+    import argparse
+
+    from picket_dask.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for a in p._actions:
+            if "--out" in a.option_strings:
+                assert "-o" in a.option_strings, name
+            if {"--workflows", "--workflow"} & set(a.option_strings):
+                assert "-w" in a.option_strings, name
+    short = parser.parse_args(["run", "t.mrc", "-o", "out", "-w", "gabor-gmm-cc"])
+    long = parser.parse_args(["run", "t.mrc", "--out", "out", "--workflows", "gabor-gmm-cc"])
+    assert (short.out, short.workflows) == (long.out, long.workflows) == ("out", "gabor-gmm-cc")
