@@ -99,6 +99,31 @@ def test_run_on_local_cluster(tmp_path, sim_tiny):
     assert "dashboard" in code.stderr
 
 
+def test_napari_reader_plugin_opens_a_result_folder(result, tmp_path):
+    """napari finds the reader through the installed package's entry point (npe2, as napari does at
+    start-up): the result folder and its run.json open as `picket-dask view`'s layers; a batch folder,
+    a picks file and a missing path are refused (None: other readers keep them)."""
+    import npe2
+    from npe2 import PluginManager, PluginManifest
+
+    from picket_dask.napari_plugin import get_reader
+    from picket_dask.view import layers
+
+    manifest = PluginManifest.from_distribution("picket-dask")  # validated by npe2's schema
+    assert [r.command for r in manifest.contributions.readers] == ["picket-dask.get_reader"]
+    PluginManager.instance().discover()
+    folder = result.run_json.parent
+    expected = [(kw["name"], kind) for _, kw, kind in layers(folder)]
+    for path in (folder, result.run_json):
+        got = npe2.read([str(path)], stack=False, plugin_name="picket-dask")
+        assert [(kw["name"], kind) for _, kw, kind in got] == expected
+        assert got[0][1]["scale"] == (10.0, 10.0, 10.0)
+    (tmp_path / "run.json").write_text("{not json")
+    for path in (folder.parent, result.picks["gabor-kmeans-cc"]["csv"], tmp_path / "gone", tmp_path):
+        assert get_reader(str(path)) is None, path
+    assert get_reader([str(folder), str(folder)]) is None  # napari's stack of several paths
+
+
 def test_napari_layers_have_data_and_scale(result):
     """What `picket-dask view` opens, built without napari: the image, the first workflow's particles
     shown and every other label layer hidden, picks on every slice their particle spans, z/y/x in
