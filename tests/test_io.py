@@ -102,6 +102,14 @@ def test_2d(tmp_path, capsys):
     assert "3-D" in err
 
 
+def test_empty_axis(tmp_path, capsys):
+    """A header with an axis of size 0 (a crop gone wrong): one line saying so, no NumPy warning before it."""
+    write_mrc(tmp_path / "e.mrc", np.zeros((20, 30, 0), np.float32), 10)
+    err = _err(capsys, ["run", str(tmp_path / "e.mrc"), "--out", str(tmp_path / "out")])
+    assert "e.mrc: holds no voxels (shape (20, 30, 0))" in err and "Warning" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_nan_leaves_nothing(tmp_path, vol, capsys):
     vol[5, 5, 5] = np.nan
     write_mrc(tmp_path / "n.mrc", vol, 10)

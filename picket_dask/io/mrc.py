@@ -104,7 +104,8 @@ def read_header(path: str | Path) -> tuple[MrcBlockReader, tuple[float, float, f
     if not path.is_file():
         raise PicketError(path, "no such file", "check the path")
     try:
-        with mrcfile.mmap(str(path), mode="r", permissive=False) as mrc:
+        with warnings.catch_warnings(), mrcfile.mmap(str(path), mode="r", permissive=False) as mrc:
+            warnings.simplefilter("ignore", RuntimeWarning)  # mrcfile's voxel size of an empty axis (0 / 0): refused below
             shape = tuple(int(s) for s in mrc.data.shape)
             dtype = mrc.data.dtype
             offset = int(mrc.header.nbytes + mrc.extended_header.nbytes)
@@ -118,6 +119,8 @@ def read_header(path: str | Path) -> tuple[MrcBlockReader, tuple[float, float, f
     if is_stack:
         raise PicketError(path, f"is an image stack of {shape[0]} images (a tilt series?), not a tomogram",
                           "give the reconstructed tomogram (z, y, x)")
+    if len(shape) == 3 and min(shape) == 0:
+        raise PicketError(path, f"holds no voxels (shape {shape})", "its header gives an axis of size 0: give a 3-D tomogram (z, y, x)")
     if len(shape) != 3 or min(shape) < 2:
         raise PicketError(path, f"data has shape {shape}, not a 3-D volume", "give a 3-D tomogram (z, y, x), not an image or a stack")
     if np.dtype(dtype).kind == "c":
