@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .config import ALL_WORKFLOWS, DEFAULT_WORKFLOWS, RunConfig, load_config
+from . import progress
 from .errors import PicketError
 from .io.atomic import check_writable, ensure_dir, ensure_parent, removed_on_input_error
 
@@ -548,11 +549,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="total dose in e/A^2 (default 100); ~10 gives the SNR of the dev set (0.05-0.1), a harder demo")
     _cluster_args(d)
     d.set_defaults(func=cmd_demo)
+    for sp in sub.choices.values():  # every subcommand: -q after it, where users type it
+        sp.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or informational lines; warnings, errors and results still print")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    was_quiet = progress.is_quiet()
+    if args.quiet:
+        progress.quiet(True)
     try:
         return args.func(args)
     except PicketError as exc:
@@ -567,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("picket-dask: interrupted", file=sys.stderr)
         return 130
+    finally:
+        progress.quiet(was_quiet)  # main() called again in one process (tests, notebooks) starts as before
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 With a ``distributed.Client`` the work is submitted to it (progress shows on the dashboard and
 as a text bar); without one, dask's local threaded scheduler runs it under ``ProgressBar``.
-Set ``PICKET_DASK_QUIET=1`` (or ``quiet(True)``) to silence the bars.
+Set ``PICKET_DASK_QUIET=1`` (or ``quiet(True)``, the CLI's ``-q/--quiet``) to silence the bars and the
+informational lines (``note``); warnings (``warn``) still print.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def quiet(value: bool = True) -> None:
     _QUIET[0] = value
 
 
+def is_quiet() -> bool:
+    """Whether bars and informational lines are off in this process."""
+    return _QUIET[0]
+
+
 def active_client():
     """The current distributed Client, or None when running on the local scheduler."""
     try:
@@ -35,6 +41,13 @@ def active_client():
 def note(message: str) -> None:
     """One informational line on stderr (``[picket-dask] message``), unless quiet."""
     if not _QUIET[0] and sys.stderr is not None:
+        print(f"[picket-dask] {message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """One line on stderr (``[picket-dask] message``) that ``quiet`` keeps: what a user must see (a voxel
+    size that looks unset, no lamella, an empty particle mask, a tomogram of a batch to look at)."""
+    if sys.stderr is not None:
         print(f"[picket-dask] {message}", file=sys.stderr, flush=True)
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .errors import PicketError
 from .io.roi import COPICK, load_mask
-from .progress import note
+from .progress import warn
 
 AXES = ("z", "y", "x")
 UNITS = ("angstrom",) * 3
@@ -98,7 +98,7 @@ def layers(result_dir: str | Path, workflows: list[str] | None = None, level: in
         try:
             roi = load_mask(where, doc["tomogram"], doc["name"], shape, vs[0], option=option)
         except PicketError as exc:  # a copick project moved, copick not installed here: the rest still shows
-            note(f"view: the {key} is left out ({exc})")
+            warn(f"view: the {key} is left out ({exc})")
             continue
         inside = (roi.data != 0).astype(np.uint8)  # labels need integers: 1 inside
         out.append((inside, {"name": key, "opacity": 0.3, "visible": False, "axis_labels": AXES, "units": UNITS,

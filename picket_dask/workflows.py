@@ -86,9 +86,9 @@ def warn_unset_voxel_size(name: str, cfg: RunConfig, voxel_size, seg_params: Seg
     """One line when the header's voxel size looks unset (<= 1 A: tomograms are binned to >= ~2 A, and
     1 A is what MRC writers put when none was set) and the user gave none."""
     if cfg.voxel_size is None and max(voxel_size) <= 1.0:
-        from .progress import note
+        from .progress import warn
 
-        note(f"{name}: voxel size {max(voxel_size):g} A in the header (1 A is what MRC writers put when none was set); "
+        warn(f"{name}: voxel size {max(voxel_size):g} A in the header (1 A is what MRC writers put when none was set); "
              f"the blur ({seg_params.sigma_vox:g} voxels), size prior and distances use it: pass --voxel-size A if it is wrong")
 
 
@@ -270,9 +270,9 @@ def sample_context(image: Path, tomo, cfg: RunConfig, pair: tuple[str, str], sig
             no_data = open_labels(image, f"semantic-{pair[0]}-{pair[1]}")[0] == np.uint8(255)
         report = detect_context(image, lam, tomo.voxel_size, sigma_vox, diameter, no_data)
     if report.get("warning"):
-        from .progress import note
+        from .progress import warn
 
-        note(f"context: {report['warning']}")
+        warn(f"context: {report['warning']}")
     return lam.as_dict(), nd, {"mode": "auto", **report}
 
 
@@ -340,17 +340,17 @@ def collect_run(out: str | Path, workflows: list[str], relion_tomo_name: str | N
     """The run's workflows gathered over every tomogram folder in ``out`` (collect.py: OUT/WF.star, OUT/WF.csv).
     After the tomograms' own outputs are written, a folder it cannot read (another run's) is one line, not a failure."""
     from .collect import collect
-    from .progress import note
+    from .progress import note, warn
 
     try:
         done = collect(out, workflows, relion_tomo_name=relion_tomo_name)
     except PicketError as exc:
-        note(f"particles of the run's tomograms not collected into {out}: {exc} (each tomogram's own picks are written)")
+        warn(f"particles of the run's tomograms not collected into {out}: {exc} (each tomogram's own picks are written)")
         return
     for c in done.values():
         note(f"{c.workflow}: {c.n_picks} picks of {len(c.tomograms)} tomogram(s) in {c.star} and {c.csv.name}")
     for line in noted_rows(out):
-        note(line)
+        warn(line)
     note(f"`picket-dask report {out}` draws every tomogram's preview and summary row on one page")
 
 

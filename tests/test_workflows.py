@@ -378,3 +378,30 @@ def test_dry_run_checks_and_writes_nothing(tmp_path, sim_tiny, capsys):
     # the same checks as a run: a bad option is the run's one line
     assert main(["run", str(sim_tiny["tomogram"]), "--out", str(out), "--dry-run", "--z-extract", "10", "99"]) == 2
     assert "reaches past" in capsys.readouterr().err and not out.exists()
+
+
+def test_quiet_keeps_warnings_and_results(sim_tiny, tmp_path, capsys, monkeypatch):
+    """``-q``: no progress lines on stderr, the per-tomogram results still on stdout; ``warn`` lines print
+    under quiet, ``note`` lines do not; main() leaves the process as loud as it found it."""
+    from picket_dask import progress
+
+    monkeypatch.setattr(progress, "_QUIET", [False])  # the suite runs quiet (conftest); this test needs the lines
+
+    argv = ["run", str(sim_tiny["tomogram"]), "-o", str(tmp_path / "out"), "-w", "gabor-gmm-cc", "--cluster", "threads",
+            "--chunks", "32", "--max-fit-voxels", "20000"]
+    assert main(argv) == 0
+    loud = capsys.readouterr()
+    assert "[picket-dask] instances" in loud.err
+    assert main(argv + ["-q", "--out", str(tmp_path / "quiet")]) == 0
+    quiet = capsys.readouterr()
+    assert "[picket-dask] instances" not in quiet.err and "[picket-dask] writing" not in quiet.err
+    assert "gabor-gmm-cc" in quiet.out and "picks" in quiet.out
+    assert not progress.is_quiet()
+    progress.quiet(True)
+    try:
+        progress.note("informational")
+        progress.warn("a warning")
+    finally:
+        progress.quiet(False)
+    err = capsys.readouterr().err
+    assert "a warning" in err and "informational" not in err

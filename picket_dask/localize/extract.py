@@ -17,7 +17,7 @@ from ..config import DEFAULT_DIAMETER_A, REFERENCE_MIN_DISTANCE_VOX, LocalizePar
 from ..errors import PicketError
 from ..io.atomic import remove
 from ..io.omezarr import open_labels, write_labels
-from ..progress import compute, note
+from ..progress import compute, note, warn
 from ..provenance import Timings, environment
 from ..segment.neighborhoods import HALF
 from ..segment.lamella import Lamella
@@ -127,7 +127,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                         "context": context_note}
         if n_mask == 0:
             report["warning"] = "the particle mask is empty: no picks"
-            note(f"{instance_name}: {report['warning']}")
+            warn(f"{instance_name}: {report['warning']}")
         with timings.stage(extractor):
             scratch = Path(image_path) / f".ws-distance-{uuid.uuid4().hex[:8]}"
             try:
@@ -167,7 +167,7 @@ def localize(image_path: str | Path, semantic_name: str, extractor: str, params:
                 if not keep.any():
                     report["warning"] = (f"the particle-size prior {tuple(params.particle_diameter_A)} A excludes all "
                                          f"{len(table)} instances: no picks (widen --particle-diameter-A or --no-size-prior)")
-                    note(f"{instance_name}: {report['warning']}")
+                    warn(f"{instance_name}: {report['warning']}")
         scores = contrast = merged_into = None
         if len(table):
             with timings.stage("scores"):
