@@ -46,7 +46,7 @@ def note(message: str) -> None:
 
 def warn(message: str) -> None:
     """One line on stderr (``[picket-dask] message``) that ``quiet`` keeps: what a user must see (a voxel
-    size that looks unset, no lamella, an empty particle mask, a tomogram of a batch to look at)."""
+    size that looks unset, an empty particle mask, a tomogram of a batch to look at)."""
     if sys.stderr is not None:
         print(f"[picket-dask] {message}", file=sys.stderr, flush=True)
 

@@ -20,7 +20,7 @@ from ..chunking import open_for_writing, value_counts
 from ..config import DEFAULT_DIAMETER_A, EXTREME_MARGIN_A, SegmentParams
 from ..errors import PicketError
 from ..io.atomic import remove
-from ..progress import compute, note, warn
+from ..progress import compute, note
 from ..provenance import Timings, environment
 from .apply import BORDER, orient, semantic_labels, semantic_labels_from_store
 from .clustering import FittedModel, fit, sample_labels
@@ -246,7 +246,7 @@ def _segment(image_path, data, host, voxel_size, pairs, params, source, label_pr
             lamella = detect_lamella(scaled, margin=params.lamella_margin, sigma_vox=params.sigma_vox,
                                      neighborhood_size=params.neighborhood_size, no_data=no_data)
         if not lamella.found:
-            warn(f"lamella: {lamella.reason}")
+            note(f"lamella: {lamella.reason}")  # also in summary.csv and the end of run's noted rows (warn)
     if models is None:
         with timings.stage("sample"):
             sample = draw_sample(scaled, params, None if store is None else (str(store), lo, hi), lamella, no_data,
