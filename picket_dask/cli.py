@@ -240,20 +240,28 @@ def cmd_evaluate(args) -> int:
         if out:
             ensure_parent(out)
     if len(args.picks) == 1 and Path(args.picks[0]).is_dir():
-        df = evaluate_run(args.picks[0], args.truth, args.threshold_A)
+        if args.pr_curve:
+            raise PicketError("--pr-curve", "takes picks files, not a run folder", "give OUT/NAME/picks/WF.csv (several may be given)")
+        df = evaluate_run(args.picks[0], args.truth, args.threshold_A, args.region)
         csv = args.csv or Path(args.picks[0]) / "scores.csv"
         png = args.plot or Path(args.picks[0]) / "scores.png"
     else:
+        from .evaluate import Region
+
         shape, vs = _shape_and_voxel(args)
+        region = None if args.region is None else Region.from_bounds(args.region, shape)
         rows = []
         for p in args.picks:
-            s = evaluate_files(p, args.truth, shape, vs, args.threshold_A)
+            s = evaluate_files(p, args.truth, shape, vs, args.threshold_A, region)
             rows.append({"picks": str(p), **{k: v for k, v in s.as_dict().items() if k != "recall_by_type"},
                          **{f"recall[{k}]": v for k, v in s.recall_by_type.items()}})
         df = pd.DataFrame(rows)
         csv, png = args.csv, args.plot
         if args.pr_curve:
-            print(f"wrote {_pr_curves(args.picks, args.truth, shape, vs, args.threshold_A, args.pr_curve)}")
+            print(f"wrote {_pr_curves(args.picks, args.truth, shape, vs, args.threshold_A, args.pr_curve, region)}")
+    if args.region is not None:
+        print(f"scored inside the region {' '.join(map(str, args.region))} (voxels Z0 Z1 Y0 Y1 X0 X1): precision over the "
+              "n_picks picks and recall over the n_truth particles at least the match distance inside it (or on the volume's face)")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "workflow" in df and df.tomogram.nunique() > 1:
         med = df.groupby("workflow")[["precision", "recall", "f1", "relative_recall", "matched_f1"]].median().sort_values("f1", ascending=False)
@@ -266,7 +274,7 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _pr_curves(picks: list, truth, shape, vs, threshold_A: float, png) -> Path:
+def _pr_curves(picks: list, truth, shape, vs, threshold_A: float, png, region=None) -> Path:
     """Precision-recall curves from the picks' scores (CSV ``score``, STAR ``rlnAutopickFigureOfMerit``, ndjson
     and copick ``score``)."""
     from .evaluate import plot_pr, pr_curve, threshold_vox, zyx
@@ -279,7 +287,7 @@ def _pr_curves(picks: list, truth, shape, vs, threshold_A: float, png) -> Path:
             raise PicketError(p, "has no score", "give picks written by picket-dask run (the CSV, STAR, ndjson and copick "
                               "files carry the score)")
         curves[Path(p).stem] = pr_curve(zyx(df), df.score.to_numpy(), zyx(read_points(truth, max(vs), shape)),
-                                        threshold_vox(threshold_A, vs))
+                                        threshold_vox(threshold_A, vs), region, shape)
     return plot_pr(curves, png)
 
 
@@ -509,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threshold-A", type=float, default=100.0, help="match distance in Angstrom (100 simulated, 125 real)")
     e.add_argument("--csv", help="also write the table here")
     e.add_argument("--pr-curve", metavar="PNG", help="precision-recall curve of each picks CSV from its scores")
+    e.add_argument("--region", nargs=6, type=int, metavar=("Z0", "Z1", "Y0", "Y1", "X0", "X1"),
+                   help="the truth is complete only in this box (voxels Z0..Z1-1 and so on; of each tomogram of a run "
+                        "folder): picks and particles scored where their matches are all in the box")
     e.set_defaults(func=cmd_evaluate)
 
     co = sub.add_parser("collect", help="the picks of every tomogram in a run's --out: one RELION 5 STAR and one CSV "

@@ -190,6 +190,65 @@ def test_one_to_one_matching_is_maximum_not_greedy():
         assert matched_pairs(p, t, 6) == matched_pairs(t, p, 6)
 
 
+def test_region_scores_equal_complete_truth_for_what_they_score():
+    """``--region``: with the truth annotated only inside a box, precision over the picks at least the threshold
+    inside it and recall over the particles at least the threshold inside it (no margin on the volume's faces) equal
+    what the complete truth gives for those same picks and particles; the whole volume as the region is no region."""
+    from picket_dask.evaluate import Region, within
+
+    rng = np.random.default_rng(5)
+    shape, thr = (40, 90, 90), 6
+    for trial in range(12):
+        truth = rng.uniform(-0.5, np.array(shape) - 0.5, (150, 3))
+        picks = np.vstack([truth[rng.random(len(truth)) < 0.6] + rng.normal(0, 3, (1, 3)),
+                           rng.uniform(-0.5, np.array(shape) - 0.5, (60, 3))])
+        picks = np.clip(picks, -0.5, np.array(shape) - 0.51)  # picks lie in the volume
+        lo = (0, int(rng.integers(0, 30)), int(rng.integers(0, 30)))  # z: the box meets the faces
+        hi = (40, lo[1] + int(rng.integers(30, 60)), lo[2] + int(rng.integers(30, 60)))
+        region = Region(lo, hi)
+        annotated = truth[region.inside(truth)]
+        s = score(picks, annotated, shape, thr, region=region)
+        pe, te = region.inside(picks, thr, shape), region.inside(truth, thr, shape)
+        assert s.n_picks == pe.sum() and s.n_truth == te.sum()
+        assert s.precision == pytest.approx(within(picks[pe], truth, thr).mean() if pe.any() else 0.0)
+        assert s.recall == pytest.approx(within(truth[te], picks, thr).mean() if te.any() else 0.0)
+        assert s.matched_precision <= s.precision + 1e-12 and s.matched_recall <= s.recall + 1e-12
+    whole = Region((0, 0, 0), shape)
+    assert score(picks, truth, shape, thr, region=whole) == score(picks, truth, shape, thr)
+
+
+def test_region_bad_bounds_are_one_line(tmp_path, capsys):
+    from picket_dask.cli import main
+    from picket_dask.evaluate import Region
+
+    with pytest.raises(PicketError, match="is not a box"):
+        Region.from_bounds((0, 50, 0, 10, 0, 10), (40, 90, 90))
+    with pytest.raises(PicketError, match="leaves nothing to score"):
+        score(np.zeros((1, 3)) + 20, np.zeros((1, 3)) + 20, (40, 90, 90), 6, region=Region((0, 20, 20), (40, 30, 30)))
+    picks = tmp_path / "p.csv"
+    pd.DataFrame({"x": [20.0], "y": [20.0], "z": [10.0]}).to_csv(picks, index=False)
+    code = main(["evaluate", str(picks), "--truth", str(picks), "--shape", "40", "90", "90", "--voxel-size", "10",
+                 "--region", "0", "40", "60", "30", "0", "90"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--region 0 40 60 30 0 90" in err
+
+
+def test_region_pr_curve_scores_the_box():
+    """The precision-recall curve in a region: the same rule per cut; its last row is ``score``'s numbers."""
+    from picket_dask.evaluate import Region, pr_curve
+
+    rng = np.random.default_rng(8)
+    shape, thr = (40, 90, 90), 6
+    truth = rng.uniform(-0.5, np.array(shape) - 0.5, (120, 3))
+    picks = np.vstack([truth[::2] + 1.0, rng.uniform(0, 80, (40, 3))])
+    region = Region((0, 10, 10), (40, 70, 70))
+    annotated = truth[region.inside(truth)]
+    c = pr_curve(picks, rng.random(len(picks)), annotated, thr, region, shape)
+    s = score(picks, annotated, shape, thr, region=region)
+    assert c.precision.iloc[-1] == pytest.approx(s.precision) and c.recall.iloc[-1] == pytest.approx(s.recall)
+    assert c.recall.is_monotonic_increasing
+
+
 def test_reference_yaml_is_mapped(tmp_path):
     ref = {
         "dataset_name": "ds", "inputs": [{"tomogram": "a.mrc", "lower_z-slice_limit": 20, "upper_z-slice_limit": 80}],
