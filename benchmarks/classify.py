@@ -79,6 +79,14 @@ def scores(classes_dir: Path, truth_csv: Path, context_csv: Path, shape, voxel_A
     after = score(zyx[~junk], tz, shape, thr)
     ctx = near_context(zyx, context_csv, voxel_A)
     classes = pd.read_csv(classes_dir / "classes.csv")
+    # per class, the true type most of its picks lie on (unmatched picks count against it): is one class one kind?
+    label = np.where(matched, types, "none")
+    comp = pd.crosstab(picks["class"].to_numpy(), label)
+    comp = comp.drop(columns="none", errors="ignore").reindex(index=comp.index, fill_value=0)
+    sizes = picks["class"].value_counts()
+    purity = {int(c): (str(comp.loc[c].idxmax()), round(float(comp.loc[c].max() / sizes[c]), 3)) for c in comp.index
+              if comp.loc[c].sum()}
+    best = max(purity.items(), key=lambda kv: kv[1][1]) if purity else (0, ("", float("nan")))
     return {
         "n_picks": len(picks), "k": int(picks["class"].max()), "matched": int(matched.sum()),
         "ari_types": round(float(adjusted_rand_score(types[matched], picks["class"][matched])), 3),
@@ -91,6 +99,8 @@ def scores(classes_dir: Path, truth_csv: Path, context_csv: Path, shape, voxel_A
         "near_context_junk": round(float(ctx[junk].mean()), 3) if junk.any() else float("nan"),
         "near_context_kept": round(float(ctx[~junk].mean()), 3) if (~junk).any() else float("nan"),
         "junk_reasons": "; ".join(f"{r} x{n}" for r, n in picks.loc[junk, "junk_reason"].value_counts().items()),
+        "purest_class": f"class {best[0]}: {best[1][1]:.0%} of its {int(sizes.get(best[0], 0))} picks on {best[1][0]}",
+        "class_types": "; ".join(f"{c}: {t} {f:.0%}" for c, (t, f) in sorted(purity.items())),
     }
 
 
@@ -219,7 +229,7 @@ def main():
             "precision_clean", "recall_clean", "d_precision", "d_recall", "junk_picks", "near_context_junk", "near_context_kept"]
     table = pd.DataFrame(rows)
     print(table[[c for c in cols if c in table]].to_string(index=False))
-    print(json.dumps({k: v for k, v in rows[-2 if a.timing_picks else -1].items() if k in ("junk_reasons", "stages")}, indent=1))
+    print(json.dumps({k: v for k, v in rows[-2 if a.timing_picks else -1].items() if k in ("junk_reasons", "stages", "purest_class", "class_types")}, indent=1))
 
 
 if __name__ == "__main__":
