@@ -60,6 +60,7 @@ How each speed-up was found and measured: [`HISTORY.md`](HISTORY.md); the issues
 | `classify.py` | de novo classes of the default workflow's picks: ARI vs types, junk, time vs picking | `python benchmarks/classify.py [--reuse] [--study]` |
 | `fit_speed.py` | six fits: EM before/after a commit, BLAS thread limit, busy process | `python benchmarks/fit_speed.py [--voxels N] [--busy]` |
 | `gpu.py` | GPU vs CPU on one machine: warm-up, label pass per pair (labels compared), end to end | `python benchmarks/gpu.py [--sections warmup,pairs,e2e] [--results DIR]` |
+| `detectability.py` | how many true particles stand out of the ice at all: best scale-normalised LoG response (sigmas 1-6 voxels) at each truth centre against the same statistic at random positions clear of particles and context, per type; an optimistic ceiling on recall, independent of the pipeline | `python benchmarks/detectability.py [--data DIR] [--sigmas ...] [--tag T]` |
 
 """
 
@@ -86,8 +87,8 @@ def main() -> str:
     p(table("vs_blur", ["shape", "max_fit_voxels", "blur_wall_s", "twelve_wall_s", "ratio", "twelve_chunked_only_ratio", "fit_s", "features_and_labels_s", "peak_rss_MiB"], 2))
     p("### larger than memory\n")
     p(table("larger_than_memory", ["shape", "tomogram_GiB", "worker_limit", "threads", "wall_s", "peak_rss_MiB", "worker_peak_rss_MiB", "worker_restart_lines", "picks"], 3))
-    p("### classify (crowded dev-set tomogram, picks of DEFAULT_WORKFLOWS[0], matched to truth at 100 A)\n")
-    p(table("classify", ["date", "case", "workflow", "n_picks", "wall_s", "peak_rss_MiB", "classify_over_picks", "k",
+    p("### classify (dev-set tomograms, picks of DEFAULT_WORKFLOWS[0], matched to truth at 100 A)\n")
+    p(table("classify", ["date", "tomogram", "case", "workflow", "n_picks", "wall_s", "peak_rss_MiB", "classify_over_picks", "k",
                          "ari_types", "precision", "recall", "precision_clean", "recall_clean", "d_precision", "d_recall"],
             where=lambda d: d["case"] != "study"))
     p("### classify: descriptor families (ARI of the classes vs true types; `--study`)\n")
