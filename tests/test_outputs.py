@@ -231,6 +231,10 @@ def test_region_bad_bounds_are_one_line(tmp_path, capsys):
                  "--region", "0", "40", "60", "30", "0", "90"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--region 0 40 60 30 0 90" in err
+    assert main(["evaluate", str(picks), "--truth", str(picks), "--shape", "40", "90", "90", "--voxel-size", "10",
+                 "--region", "0", "40", "0", "60", "0", "90", "--csv", str(tmp_path / "s.csv")]) == 0
+    row = pd.read_csv(tmp_path / "s.csv").iloc[0]
+    assert row["region_zzyyxx"] == "0 40 0 60 0 90" and row["precision"] == 1.0  # the CSV records how it was scored
 
 
 def test_region_pr_curve_scores_the_box():
