@@ -21,6 +21,12 @@ Variants (one folder each; truth and context coordinates mapped with the voxels)
   reconstruction's z range was chosen tight); ``no-vacuum``: slices 28..99 (the slab fills the box: the
   lamella finder must leave it whole). Truth and context outside the kept slices are dropped
   (context objects are kept when their centre is within their radius of the box).
+- background variants, which real tomograms carry and the simulators do not (segment/background.py): ``ramp``: a linear
+  density gradient across x of 0.5 standard deviations of the tomogram end to end (a lamella thicker at one end, uneven
+  illumination); ``ramp1``: 1 SD; ``carbon``: the first 48 columns of x (19 % of the field, all z) 0.6 SD denser, as a
+  carbon support film's edge in the view (carbon ~2 g/cm^3 against protein's 1.35 and ice's 0.93: ~2.5x a protein's
+  contrast, which is ~0.2 SD per voxel at the dev set's SNR); ``hot``: 0.01 % of the voxels set to +-50 SD (outliers
+  a reconstruction was not cleaned of). Truth and context unchanged.
 Existing folders are kept (delete one to redraw it).
 """
 
@@ -34,7 +40,11 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 DEVSET = HERE.parent.parent / "shared" / "devset"
-VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded", "tilted", "one-side", "no-vacuum")
+VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded", "tilted", "one-side", "no-vacuum", "ramp", "ramp1", "carbon",
+            "hot")
+RAMP_SD = {"ramp": 0.5, "ramp1": 1.0}  # end-to-end amplitude across x, in the tomogram's standard deviations
+CARBON_SD, CARBON_COLUMNS = 0.6, 48
+HOT_FRACTION, HOT_SD = 1e-4, 50.0
 CROPS = {"one-side": (24, None), "no-vacuum": (28, 100)}  # z slices kept (start, stop) by the crop variants
 TILT_DEG = 8.0  # the ``tilted`` variant's rotation about y
 
@@ -98,6 +108,19 @@ def variant(data: np.ndarray, voxel_A: float, name: str) -> tuple[np.ndarray, fl
         rot, c = _turn_zx(data.shape, TILT_DEG)  # output voxel o reads input R^T (o - c) + c
         out = ndi.affine_transform(data.astype(np.float64), rot.T, offset=c - rot.T @ c, order=1, mode="constant",
                                    cval=float(data.mean()))
+        return out, voxel_A, 1.0, False
+    if name in RAMP_SD:
+        x = np.linspace(-0.5, 0.5, data.shape[2], dtype=np.float32)[None, None, :]
+        return data + RAMP_SD[name] * float(data.std()) * x, voxel_A, 1.0, False
+    if name == "carbon":
+        out = data.astype(np.float32).copy()
+        out[:, :, :CARBON_COLUMNS] -= CARBON_SD * float(data.std())  # dense is dark, as the dev set's protein
+        return out, voxel_A, 1.0, False
+    if name == "hot":
+        rng = np.random.default_rng(0)
+        out = data.astype(np.float32).copy()
+        idx = rng.choice(out.size, int(out.size * HOT_FRACTION), replace=False)
+        out.flat[idx] = float(data.mean()) + rng.choice([-1.0, 1.0], len(idx)) * HOT_SD * float(data.std())
         return out, voxel_A, 1.0, False
     raise SystemExit(f"unknown variant {name!r}; use some of {', '.join(VARIANTS)}")
 

@@ -132,7 +132,7 @@ def _config(args) -> RunConfig:
     if getattr(args, "gpu", False):
         seg["device"] = "gpu"
     for key, target in (("sigma_vox", seg), ("max_fit_voxels", seg), ("orientation", seg), ("seed", seg), ("kmeans_backend", seg),
-                        ("kmeans_cut", seg), ("gmm_starts", seg), ("fit_schedule", seg), ("lamella", seg), ("resample", seg), ("nodata", seg), ("extreme_refit", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
+                        ("kmeans_cut", seg), ("gmm_starts", seg), ("fit_schedule", seg), ("lamella", seg), ("background", seg), ("resample", seg), ("nodata", seg), ("extreme_refit", seg), ("min_distance_vox", loc), ("min_size_vox", loc), ("max_size_vox", loc),
                         ("context", loc), ("shells", loc), ("merge_close", loc), ("face_layer", loc), ("min_score", loc), ("max_picks", loc), ("fdr", loc)):
         v = getattr(args, key, None)
         if v is not None:
@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset", choices=["default", "reference"], help="default: working grid, lamella, context masks, size prior, "
                    "scores (the most accurate measured); reference: PickET exactly as published")
     r.add_argument("--lamella", choices=["auto", "off"], help="auto (default): find the ice slab, fit and pick inside it")
+    r.add_argument("--background", choices=["auto", "off"], help="auto (default): subtract the tomogram's local mean "
+                   "on scales above the largest particle (400 A) before the blur, so density gradients across the field "
+                   "(lamella thickness, carbon, illumination) are not what the clusters split; off: as given (the reference)")
     r.add_argument("--nodata", choices=["auto", "off"], help="auto (default): leave constant fill regions (zero padding, "
                    "NaNs replaced by the mean) and their blurred edge unassigned; off: label every voxel (the reference)")
     r.add_argument("--extreme-refit", dest="extreme_refit", choices=["auto", "off"], help="auto (default): a model "

@@ -37,7 +37,7 @@ EXTREME_FACTOR = 4.0
 EXTREME_MARGIN_A = 60.0  # extreme voxels grown by this much: a bead's blurred rim and its back-projection streaks
 PRESETS = ("default", "reference")
 # What ``preset: reference`` sets (each key still yields to an explicit value): PickET as published.
-REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "kmeans_cut": "midpoint",
+REFERENCE_SEGMENT = {"sigma_vox": 2.0, "resample": "off", "lamella": "off", "nodata": "off", "extreme_refit": "off", "orientation": "size", "denoise": "none", "background": "off", "kmeans_cut": "midpoint",
                      "gmm_starts": "kmeans", "fit_schedule": "exact"}
 REFERENCE_MIN_DISTANCE_VOX = 15  # the reference's watershed peak spacing
 REFERENCE_LOCALIZE = {"particle_diameter_A": None, "min_distance_vox": REFERENCE_MIN_DISTANCE_VOX, "context": "off", "shells": "off", "merge_close": "off", "face_layer": "off", "min_score": None,
@@ -122,6 +122,13 @@ class SegmentParams(_Strict):
         "auto", description="auto: a model whose smaller (particle) cluster is mostly extreme density (gold) on the "
         "fit sample is fitted again without those rows (segment/extreme_class.py); off: kept (the reference)")
     lamella_margin: float = Field(0.1, ge=0, le=1, description="extraction reaches this share of the ice thickness beyond each found surface")
+    background: Literal["auto", "off"] = Field(
+        "auto", description="auto: subtract the tomogram's local mean at sigma = the size prior's largest diameter "
+        "(400 A by default) before the blur: density gradients across the field (a lamella's thickness, a carbon film, "
+        "uneven illumination) are not what the clusters split (segment/background.py); off: the tomogram as given "
+        "(the reference)")
+    background_sigma_vox: Optional[float] = Field(
+        None, gt=0, description="sigma of that local mean, voxels (None: the size prior's largest diameter / voxel size)")
     denoise: Literal["none", "diffusion"] = Field(
         "none", description="edge-preserving denoising before the blur: diffusion (regularized Perona-Malik, "
         "scale from the data, segment/denoise.py); none: no denoising (the default: on the dev set it helped the "

@@ -290,7 +290,8 @@ def fit_shared(paths: list[Path], cfg: RunConfig):
         t = open_tomogram(p, cfg.chunks, cfg.voxel_size)
         grid = working_grid(t.voxel_size, t.shape, cfg.localize.particle_diameter_A, cfg.segment.resample)
         params = segment_params(cfg, grid).model_copy(update={"max_fit_voxels": per})
-        scaled, _, _ = preprocess(resample(t.data, grid, cfg.chunks), params.sigma_vox, p, denoise=params.denoise)
+        scaled, _, _ = preprocess(resample(t.data, grid, cfg.chunks), params.sigma_vox, p, denoise=params.denoise,
+                                  background_sigma_vox=params.background_sigma_vox if params.background == "auto" else None)
         samples.append(draw_sample(scaled, params))
     pooled = FitSample(np.concatenate([s.coords for s in samples]), np.concatenate([s.neighborhoods for s in samples]))
     return fit_models(pooled, workflow_pairs(cfg.workflows), cfg.segment)

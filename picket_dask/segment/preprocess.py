@@ -34,10 +34,16 @@ def blur_sigma_vox(particle_diameter_A: tuple[float, float] | None, voxel_A: flo
 
 def with_blur_scale(params: SegmentParams, particle_diameter_A: tuple[float, float] | None, voxel_size) -> SegmentParams:
     """``params`` with a concrete ``sigma_vox``: its own when set, else blur_sigma_vox
-    of the prior and the largest voxel edge (``voxel_size`` (z, y, x) Angstrom)."""
-    if params.sigma_vox is not None:
-        return params
-    return params.model_copy(update={"sigma_vox": blur_sigma_vox(particle_diameter_A, float(np.max(voxel_size)))})
+    of the prior and the largest voxel edge (``voxel_size`` (z, y, x) Angstrom); likewise ``background_sigma_vox``
+    (background.background_sigma_vox: the prior's largest diameter, the default prior's without one)."""
+    update = {}
+    if params.sigma_vox is None:
+        update["sigma_vox"] = blur_sigma_vox(particle_diameter_A, float(np.max(voxel_size)))
+    if params.background_sigma_vox is None:
+        from .background import background_sigma_vox
+
+        update["background_sigma_vox"] = background_sigma_vox(particle_diameter_A, float(np.max(voxel_size)))
+    return params.model_copy(update=update) if update else params
 
 
 def blur(data: da.Array, sigma_vox: float = 2.0) -> da.Array:
@@ -54,8 +60,13 @@ def blur(data: da.Array, sigma_vox: float = 2.0) -> da.Array:
 
 
 def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogram",
-               store: str | None = None, keep: bool = False, denoise: str = "none") -> tuple[da.Array, float, float]:
-    """Denoise (``denoise``: 'none' or a method of denoise.METHODS), blur, then scale to [0, 1] with the blurred volume's global min and max (one reduction pass).
+               store: str | None = None, keep: bool = False, denoise: str = "none",
+               background_sigma_vox: float | None = None, report: dict | None = None, exclude: da.Array | None = None,
+               host: da.Array | None = None) -> tuple[da.Array, float, float]:
+    """Subtract the local mean at ``background_sigma_vox`` (background.py; None: not), denoise (``denoise``: 'none' or
+    a method of denoise.METHODS), blur, then scale to [0, 1] with the blurred volume's global min and max (one reduction
+    pass). ``report``: a dict that receives the background step's record; ``exclude``: voxels without data, left
+    out of the local mean; ``host``: the tomogram in host memory when ``data``'s chunks are on a GPU.
 
     Returns the lazy float32 scaled volume (z, y, x) and the (min, max) used. With ``store`` (a
     folder), the blurred volume is written there in the same pass as the min/max and read back:
@@ -68,6 +79,12 @@ def preprocess(data: da.Array, sigma_vox: float = 2.0, source: object = "tomogra
         raise PicketError(source, f"data has {data.ndim} dimensions", "give a 3-D tomogram (z, y, x)")
     if min(data.shape) < 5:
         raise PicketError(source, f"volume {data.shape} is thinner than one 5x5x5 neighborhood", "give a larger tomogram")
+    if background_sigma_vox is not None:
+        from .background import remove_background
+
+        data, bg = remove_background(data, background_sigma_vox, exclude, host)
+        if report is not None:
+            report.update(bg)
     if denoise != "none":
         from .denoise import denoise as run_denoise
 

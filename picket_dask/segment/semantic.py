@@ -229,17 +229,20 @@ def segment_tomogram(image_path: str | Path, data: da.Array, voxel_size: tuple[f
 def _segment(image_path, data, host, voxel_size, pairs, params, source, label_prefix, models, extra_meta, timings, scratch):
     from ..io.omezarr import commit_labels, create_labels
 
+    no_data, no_data_report = None, {"mode": params.nodata}
+    if params.nodata == "auto":  # first: the background's local mean leaves the fill out
+        with timings.stage("no_data"):
+            no_data, no_data_report = find_no_data(host, params.sigma_vox, str(scratch / "no-data"))
     with timings.stage("preprocess"):
-        store = None if params.device == "gpu" else scratch  # cupy chunks stay in device memory
+        # cupy chunks stay in device memory; beside the no-data mask's store in the same scratch folder
+        store = None if params.device == "gpu" else scratch / "blurred"
         # GPU: the blurred volume stays resident when it takes at most a quarter of the free device memory
         # (float32: 0.5 GiB for 256x512x512), else each later stage blurs its chunks again
         keep = params.device == "gpu" and fits_on_device(int(np.prod(data.shape)) * 4)
+        background = {"mode": params.background}
         scaled, lo, hi = preprocess(data, params.sigma_vox, source or image_path, store=store, keep=keep,
-                                    denoise=params.denoise)
-    no_data, no_data_report = None, {"mode": params.nodata}
-    if params.nodata == "auto":
-        with timings.stage("no_data"):
-            no_data, no_data_report = find_no_data(host, params.sigma_vox, str(scratch / "no-data"))
+                                    denoise=params.denoise, report=background, exclude=no_data, host=host,
+                                    background_sigma_vox=params.background_sigma_vox if params.background == "auto" else None)
     lamella = Lamella.whole_box(data.shape, "lamella detection off")
     if params.lamella == "auto":
         with timings.stage("lamella"):
@@ -290,7 +293,7 @@ def _segment(image_path, data, host, voxel_size, pairs, params, source, label_pr
         for s, tmp in zip(segs, tmps):
             meta = {"step": "semantic_segmentation", "input": source, "features": s.features, "clusterer": s.clusterer,
                     "params": params.model_dump(mode="json"), "scaling": {"min": lo, "max": hi},
-                    "model": _model_meta(s), "cluster_counts": s.counts, "lamella": lamella.as_dict(), "no_data": no_data_report,
+                    "model": _model_meta(s), "cluster_counts": s.counts, "lamella": lamella.as_dict(), "no_data": no_data_report, "background": background,
                     "orientation": s.orientation,
                     "particle_cluster_id": 1, "labels": {"0": "background", "1": "particle", str(BORDER): "border (no neighborhood) or no data"},
                     "timings_s": dict(timings), **(extra_meta or {}), **environment()}
