@@ -26,7 +26,8 @@ Variants (one folder each; truth and context coordinates mapped with the voxels)
   illumination); ``ramp1``: 1 SD; ``carbon``: the first 48 columns of x (19 % of the field, all z) 0.6 SD denser, as a
   carbon support film's edge in the view (carbon ~2 g/cm^3 against protein's 1.35 and ice's 0.93: ~2.5x a protein's
   contrast, which is ~0.2 SD per voxel at the dev set's SNR); ``hot``: 0.01 % of the voxels set to +-50 SD (outliers
-  a reconstruction was not cleaned of). Truth and context unchanged.
+  a reconstruction was not cleaned of); ``padded-offset``: ``padded`` of the tomogram shifted by +5 SD (a fill of 0 far
+  from the data's mean, as in an integer tomogram with an offset). Truth and context unchanged.
 Existing folders are kept (delete one to redraw it).
 """
 
@@ -41,7 +42,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 DEVSET = HERE.parent.parent / "shared" / "devset"
 VARIANTS = ("bin2", "14A", "inverted", "swap", "int8", "padded", "tilted", "one-side", "no-vacuum", "ramp", "ramp1", "carbon",
-            "hot")
+            "hot", "padded-offset")
 RAMP_SD = {"ramp": 0.5, "ramp1": 1.0}  # end-to-end amplitude across x, in the tomogram's standard deviations
 CARBON_SD, CARBON_COLUMNS = 0.6, 48
 HOT_FRACTION, HOT_SD = 1e-4, 50.0
@@ -96,8 +97,8 @@ def variant(data: np.ndarray, voxel_A: float, name: str) -> tuple[np.ndarray, fl
         return np.ascontiguousarray(data.transpose(0, 2, 1)), voxel_A, 1.0, True
     if name == "int8":
         return np.clip(np.round((data - data.mean()) / data.std() * 40), -128, 127).astype(np.int8), voxel_A, 1.0, False
-    if name == "padded":
-        out = data.copy()
+    if name in ("padded", "padded-offset"):
+        out = data.astype(np.float32) + (5.0 * float(data.std()) if name == "padded-offset" else 0.0)
         out[:, :, :32] = 0.0
         out[:, :24, :] = 0.0
         return out, voxel_A, 1.0, False

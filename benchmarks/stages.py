@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--max-fit-voxels", type=int, default=None, help="default: the package default")
     ap.add_argument("--cluster", default="threads", help="threads (default) or local")
     ap.add_argument("--label", default="", help="free text stored with the rows (e.g. a commit)")
+    ap.add_argument("--background", choices=("auto", "off"), default=None, help="default: the package default")
     a = ap.parse_args()
     from picket_dask.config import DEFAULT_WORKFLOWS, SegmentParams
 
@@ -86,6 +87,8 @@ def main() -> None:
     overrides = {}
     if a.max_fit_voxels:
         overrides["max_fit_voxels"] = a.max_fit_voxels
+    if a.background:
+        overrides["background"] = a.background
     if a.device == "gpu":
         overrides["device"] = "gpu"
     fit_voxels = a.max_fit_voxels or SegmentParams().max_fit_voxels

@@ -70,3 +70,18 @@ def test_sigma_from_the_size_prior_and_binning_limits():
 def test_reference_preset_turns_it_off():
     assert RunConfig().segment.background == "auto"
     assert RunConfig(preset="reference").segment.background == "off"
+
+
+def test_a_constant_fill_weighs_nothing_and_sits_at_the_datas_level(noise):
+    """A zero-filled margin of a tomogram whose values sit 5 SDs above 0: with the fill excluded the data's local mean
+    is its own (no ramp towards the margin) and the fill comes out at the data's level (0), not 5 SDs below it."""
+    vol = noise + 5.0
+    vol[:, :, :20] = 0.0  # the fill
+    fill = np.zeros(vol.shape, bool)
+    fill[:, :, :20] = True
+    out = remove_background(da.from_array(vol, chunks=24), 16.0, exclude=da.from_array(fill, chunks=24))[0].compute()
+    profile = out[:, :, 20:].mean(axis=(0, 1))
+    assert np.abs(profile).max() < 0.1  # flat up to the margin
+    assert (out[fill] == 0).all()
+    unweighted = remove_background(da.from_array(vol, chunks=24), 16.0)[0].compute()[:, :, 20:].mean(axis=(0, 1))
+    assert np.abs(unweighted).max() > 1.0  # what the fill did to the data's mean without the weights
