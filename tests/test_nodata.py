@@ -103,3 +103,57 @@ def test_gate_skips_the_filters_without_a_fill(rng):
     vol[3:9, 4:10, 18:23] = 2.0  # a 6 x 6 x 5 constant box across a chunk face along x: three in a row on one side
     assert may_hold_no_data(da.from_array(vol, chunks=(10, 15, 20)))
     assert no_data_mask(da.from_array(vol, chunks=(10, 15, 20)), 1.0).compute()[5, 6, 20]
+
+
+def test_an_offset_of_the_data_against_its_fill_changes_nothing(padded, tmp_path):
+    """The same padded tomogram with its data 5 SDs above the fill of 0 (an integer tomogram's offset): the background
+    step removes the offset and sets the fill to the data's level, the context's gradients see the fill at the data's
+    median, so the picks are those of the tomogram filled at its mean (before, the fill's edge was a step that moved
+    the fit and that the membrane test masked: dev set 0.437 against 0.524)."""
+    from picket_dask.workflows import run
+
+    with mrcfile.open(padded, permissive=True) as m:
+        x, vs = m.data.astype(np.float32), float(m.voxel_size.x)
+    shifted = x + np.float32(5 * x[:, :, 24:].std())
+    shifted[:, :, :24] = 0.0
+    with mrcfile.new(tmp_path / "shifted.mrc") as m:
+        m.set_data(shifted)
+        m.voxel_size = vs
+    kw = dict(chunks=32, max_fit_voxels=50_000)
+    a = pd.read_csv(run(padded, tmp_path / "a", ["gabor-gmm-ws"], **kw)[0].picks["gabor-gmm-ws"]["csv"], comment="#")
+    b = pd.read_csv(run(tmp_path / "shifted.mrc", tmp_path / "b", ["gabor-gmm-ws"], **kw)[0].picks["gabor-gmm-ws"]["csv"],
+                    comment="#")
+    assert len(a) and abs(len(a) - len(b)) <= max(1, len(a) // 50)
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(a[["z", "y", "x"]].to_numpy()).query(b[["z", "y", "x"]].to_numpy())
+    assert (d <= 1.0).mean() >= 0.95
+
+
+def test_context_sees_the_fill_at_the_datas_level(padded, tmp_path):
+    """The fill's edge is a planar step when the fill is far from the data's level: the membrane test on the raw
+    volume marks it (more membrane than the same volume filled near its mean); detect_context puts the fill at the
+    sample's median first, so both give the same mask."""
+    from picket_dask.io.tomogram import convert
+    from picket_dask.localize.context import detect_context
+    from picket_dask.localize.membranes import bin_factor, binned, membrane_mask
+    from picket_dask.segment.lamella import Lamella
+
+    with mrcfile.open(padded, permissive=True) as m:
+        x, vs = m.data.astype(np.float32), float(m.voxel_size.x)
+    shifted = x + np.float32(5 * x[:, :, 24:].std())
+    shifted[:, :, :24] = 0.0
+    fill = no_data_mask(da.from_array(x, chunks=32), 1.73)
+    reports, raw = [], []
+    for name, vol in (("near", x), ("far", shifted)):
+        with mrcfile.new(tmp_path / f"{name}.mrc") as m:
+            m.set_data(vol)
+            m.voxel_size = vs
+        image = convert(tmp_path / f"{name}.mrc", tmp_path / f"{name}.zarr", chunks=32)
+        reports.append(detect_context(image, Lamella.whole_box(x.shape, "test"), (vs,) * 3, 1.73, (60.0, 400.0), fill))
+        f = bin_factor(vs)
+        small = binned(da.from_array(vol, chunks=32), f)
+        inside = da.ones(small.shape, dtype=bool, chunks=small.chunks)
+        raw.append(int(membrane_mask(da.from_array(vol, chunks=32), vs, inside, f, 400.0)[0].sum().compute()))
+    assert raw[1] > raw[0]  # the step alone is a "membrane"
+    assert reports[0]["membrane_voxels"] == reports[1]["membrane_voxels"]

@@ -99,6 +99,11 @@ def detect_context(image_path, lamella, voxel_size: tuple[float, float, float], 
         if no_data is not None:  # a binned voxel with any no-data voxel in its cube is not sample
             nd = da.coarsen(np.any, no_data, {0: f, 1: f, 2: f}, trim_excess=True) if f > 1 else no_data
             inside_small = inside_small & ~nd.rechunk(small.chunks)  # both trimmed to whole f^3 cubes
+            # the fill at the sample's median for the membranes' gradients: a fill far from the data's level is a
+            # planar step that the planarity calls a membrane and grows into the sample (padded-offset variant:
+            # membrane voxels 3.3x those of the same tomogram filled at its mean)
+            level = robust_levels(small, inside_small)[0]
+            image = da.where(no_data.rechunk(image.chunks), np.float32(level), image.astype(np.float32))
         return _detect(image_path, image, small, inside_small, f, vs, voxel_size, diameter_A, sigma_vox, scratch)
     finally:
         remove(scratch)

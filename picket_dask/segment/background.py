@@ -68,7 +68,7 @@ def local_mean_binned(data: da.Array, sigma_vox: float, exclude: da.Array | None
     nothing: the plane is fitted and the Gaussian taken over the data alone (a normalized convolution)."""
     f = bin_factor(sigma_vox, data.shape)
     x = data.astype(np.float32)
-    w = da.ones(x.shape, np.float32, chunks=x.chunks) if exclude is None else (~exclude).astype(np.float32).rechunk(x.chunks)
+    w = da.ones(x.shape, dtype=np.float32, chunks=x.chunks) if exclude is None else (~exclude).astype(np.float32).rechunk(x.chunks)
     x = x * w
     pad = [(0, (-n) % f) for n in x.shape]
     if any(p for _, p in pad):  # a partial last cube along an axis: its missing voxels weigh 0
