@@ -76,7 +76,7 @@ def local_mean_binned(data: da.Array, sigma_vox: float, exclude: da.Array | None
     sums = da.coarsen(np.sum, x, {0: f, 1: f, 2: f}) if f > 1 else x
     counts = da.coarsen(np.sum, w, {0: f, 1: f, 2: f}) if f > 1 else w
     sums, counts = compute(sums, counts, label="background: the tomogram binned for its local mean")
-    sums, counts = to_host(sums).astype(np.float64), to_host(counts).astype(np.float64)
+    sums, counts = to_host(sums).astype(np.float32), to_host(counts).astype(np.float32)  # float32: 1/64 of the tomogram
     if not counts.any():
         return np.zeros(counts.shape, np.float32), f
     mean = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
@@ -92,15 +92,24 @@ def local_mean_binned(data: da.Array, sigma_vox: float, exclude: da.Array | None
 
 
 def fitted_plane(a: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """The (weighted) least-squares fit of c0 + cz z + cy y + cx x to ``a`` (z, y, x), evaluated on its grid."""
-    coords = [np.arange(n, dtype=np.float64) - (n - 1) / 2 for n in a.shape]
-    w = np.ones(a.shape) if weights is None else np.asarray(weights, np.float64)
-    grids = np.meshgrid(*coords, indexing="ij", sparse=True)
-    basis = [np.ones(a.shape)] + [np.broadcast_to(g, a.shape) for g in grids]
-    ata = np.array([[float((w * bi * bj).sum()) for bj in basis] for bi in basis])
-    atb = np.array([float((w * bi * a).sum()) for bi in basis])
-    coef = np.linalg.lstsq(ata, atb, rcond=None)[0]  # lstsq: a flat axis (one binned voxel) leaves ata singular
-    return sum(c * b for c, b in zip(coef, basis))
+    """The (weighted) least-squares fit of c0 + cz z + cy y + cx x to ``a`` (z, y, x), evaluated on its grid.
+    The normal equations' sums are einsums over the axes' coordinate vectors: no full-size temporary but ``w a``."""
+    a = np.asarray(a)
+    z, y, x = (np.arange(n, dtype=np.float64) - (n - 1) / 2 for n in a.shape)
+    w = np.ones(a.shape, a.dtype) if weights is None else np.asarray(weights)
+    one = [np.ones(n) for n in a.shape]
+    # each basis function as its three axis factors: 1, z, y, x
+    basis = [(one[0], one[1], one[2]), (z, one[1], one[2]), (one[0], y, one[2]), (one[0], one[1], x)]
+
+    def weighted_sum(arr, fi, fj=None):
+        u = fi if fj is None else tuple(p * q for p, q in zip(fi, fj))
+        return float(np.einsum("zyx,z,y,x->", arr, *u, optimize=True, dtype=np.float64))  # sums in float64
+
+    ata = np.array([[weighted_sum(w, bi, bj) for bj in basis] for bi in basis])
+    wa = w * a
+    atb = np.array([weighted_sum(wa, bi) for bi in basis])
+    c0, cz, cy, cx = np.linalg.lstsq(ata, atb, rcond=None)[0]  # lstsq: a flat axis (one binned voxel) leaves ata singular
+    return (c0 + cz * z[:, None, None] + cy * y[None, :, None] + cx * x[None, None, :]).astype(a.dtype)
 
 
 def upsampled_block(mean: np.ndarray, f: int, block, block_info=None):
