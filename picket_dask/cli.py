@@ -260,8 +260,9 @@ def cmd_evaluate(args) -> int:
         if args.pr_curve:
             print(f"wrote {_pr_curves(args.picks, args.truth, shape, vs, args.threshold_A, args.pr_curve, region)}")
     if args.region is not None:
-        df.insert(len(df.columns), "region_zzyyxx", " ".join(map(str, args.region)))  # the CSV says how it was scored
-        print(f"scored inside the region {' '.join(map(str, args.region))} (voxels Z0 Z1 Y0 Y1 X0 X1): precision over the "
+        box = " ".join(map(str, args.region))
+        df.insert(len(df.columns), "region_zzyyxx", box)  # the CSV says how it was scored
+        print(f"scored inside the region {box} (voxels Z0 Z1 Y0 Y1 X0 X1): precision over the "
               "n_picks picks and recall over the n_truth particles at least the match distance inside it (or on the volume's face)")
     print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if "workflow" in df and df.tomogram.nunique() > 1:

@@ -110,13 +110,18 @@ class Region:
                               "(Z0 Z1 Y0 Y1 X0 X1: voxels Z0..Z1-1 and so on)", "give 0 <= start < end <= size on each axis")
         return cls(lo, hi)
 
-    def inside(self, points: np.ndarray, margin: float = 0.0, shape_zyx=None) -> np.ndarray:
-        """Rows of ``points`` (n, 3) in the box shrunk by ``margin`` voxels on each side, but not on a side that
-        lies on the volume's face (``shape_zyx``; nothing is outside there)."""
-        p = np.asarray(points, float).reshape(-1, 3)
+    def bounds(self, margin: float = 0.0, shape_zyx=None) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) per axis (voxel coordinates) of the box shrunk by ``margin`` voxels on each side, but not on a
+        side that lies on the volume's face (``shape_zyx``; nothing is outside there)."""
         shape = np.asarray(shape_zyx if shape_zyx is not None else np.full(3, np.inf), float)
         lo = np.asarray(self.lo, float) - 0.5 + margin * (np.asarray(self.lo) > 0)
         hi = np.asarray(self.hi, float) - 0.5 - margin * (np.asarray(self.hi) < shape)
+        return lo, hi
+
+    def inside(self, points: np.ndarray, margin: float = 0.0, shape_zyx=None) -> np.ndarray:
+        """Rows of ``points`` (n, 3) in the box shrunk as ``bounds`` says."""
+        p = np.asarray(points, float).reshape(-1, 3)
+        lo, hi = self.bounds(margin, shape_zyx)
         return np.all((p >= lo) & (p < hi), axis=1)
 
     def masks(self, picks: np.ndarray, truth: np.ndarray, thr: float, shape_zyx):
@@ -124,14 +129,21 @@ class Region:
         from .errors import PicketError
 
         pe, te = self.inside(picks, thr, shape_zyx), self.inside(truth, thr, shape_zyx)
-        inner = [(a + (thr if a > 0 else 0), b - (thr if b < n else 0)) for a, b, n in zip(self.lo, self.hi, shape_zyx)]
-        if any(b - a <= 0 for a, b in inner):
+        lo, hi = self.bounds(thr, shape_zyx)
+        if np.any(hi <= lo):
             raise PicketError(f"--region {self.describe()}", f"leaves nothing to score once the match distance "
                               f"({thr:g} voxels) is kept from its sides inside the volume", "annotate a larger box")
         return pe, self.inside(truth, 0.0), te, self.inside(picks, 0.0)
 
     def describe(self) -> str:
         return " ".join(f"{a} {b}" for a, b in zip(self.lo, self.hi))
+
+
+def scored_masks(region: Region | None, picks: np.ndarray, truth: np.ndarray, thr: float, shape_zyx):
+    """``Region.masks``, or every pick and particle when there is no region."""
+    if region is not None:
+        return region.masks(picks, truth, thr, shape_zyx)
+    return np.ones(len(picks), bool), np.ones(len(truth), bool), np.ones(len(truth), bool), np.ones(len(picks), bool)
 
 
 def _hm(a: float, b: float) -> float:
@@ -145,11 +157,7 @@ def score(picks_zyx: np.ndarray, truth_zyx: np.ndarray, shape_zyx, thr_vox: int,
     there (module docstring); ``n_picks`` and ``n_truth`` are then the picks and particles scored."""
     picks = np.asarray(picks_zyx, float).reshape(-1, 3)
     truth = np.asarray(truth_zyx, float).reshape(-1, 3)
-    if region is None:
-        pe, tr, te, pr = (np.ones(len(picks), bool), np.ones(len(truth), bool), np.ones(len(truth), bool),
-                          np.ones(len(picks), bool))
-    else:
-        pe, tr, te, pr = region.masks(picks, truth, thr_vox, shape_zyx)
+    pe, tr, te, pr = scored_masks(region, picks, truth, thr_vox, shape_zyx)
     tp_pred = within(picks[pe], truth[tr], thr_vox)
     found = within(truth[te], picks, thr_vox)
     precision = float(tp_pred.mean()) if len(tp_pred) else 0.0
@@ -243,10 +251,7 @@ def pr_curve(picks_zyx: np.ndarray, scores: np.ndarray, truth_zyx: np.ndarray, t
         from .errors import PicketError
 
         raise PicketError("picks", "are empty: no precision-recall curve", "run with a wider size prior or lower --min-score")
-    if region is None:
-        pe, tr, te = np.ones(len(picks), bool), np.ones(len(truth), bool), np.ones(len(truth), bool)
-    else:
-        pe, tr, te, _ = region.masks(picks, truth, thr_vox, shape_zyx)
+    pe, tr, te, _ = scored_masks(region, picks, truth, thr_vox, shape_zyx)
     order = np.argsort(-np.asarray(scores, float), kind="stable")
     picks, scores, pe = picks[order], np.asarray(scores, float)[order], pe[order]
     near = cKDTree(truth).query_ball_point(picks, thr_vox + 1e-9) if len(truth) else [[] for _ in picks]

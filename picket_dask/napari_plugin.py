@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-RUN_JSON = "run.json"
+from .io.results import RUN_JSON
 
 
 def result_folder(path: str | Path) -> Path | None:

@@ -40,8 +40,8 @@ def active_client():
 
 def note(message: str) -> None:
     """One informational line on stderr (``[picket-dask] message``), unless quiet."""
-    if not _QUIET[0] and sys.stderr is not None:
-        print(f"[picket-dask] {message}", file=sys.stderr, flush=True)
+    if not _QUIET[0]:
+        warn(message)
 
 
 def warn(message: str) -> None:
